@@ -1,0 +1,114 @@
+"""What a run shows while it works and when it ends: progress per level and for the whole run
+(dates done of total, rows per second, ETA), then a one-screen summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table as RichTable
+from rich.text import Text
+
+# Logs captured from a pipe (CI, `ray job`) get a wide fixed layout instead of 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+
+class RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        rows = task.fields.get("rows", 0)
+        elapsed = task.elapsed or 0.0
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rows:>9,} rows {rate:>9,.0f}/s", style="cyan")
+
+
+def run_progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("dates"),
+        RowsPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        refresh_per_second=4,
+    )
+
+
+@dataclass
+class TableOutcome:
+    built: int = 0
+    rows: int = 0
+    failed: dict = field(default_factory=dict)  # date -> error (first line)
+    blocked: int = 0
+    bootstrap: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    started: float = field(default_factory=time.monotonic)
+    tables: dict[str, TableOutcome] = field(default_factory=dict)
+    first_date: object = None
+    last_date: object = None
+    quarantined: int = 0
+    gate_failures: list[str] = field(default_factory=list)
+    gate_overridden: list[str] = field(default_factory=list)
+
+    def outcome(self, table: str) -> TableOutcome:
+        return self.tables.setdefault(table, TableOutcome())
+
+    @property
+    def failed_dates(self) -> dict[str, list]:
+        return {t: sorted(o.failed) for t, o in self.tables.items() if o.failed}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_dates and not self.gate_failures
+
+    def render(self, retry_command: str | None) -> None:
+        elapsed = time.monotonic() - self.started
+        grid = RichTable(title=f"run {self.run_id}: {self.first_date} .. {self.last_date} in {elapsed:.1f}s", title_justify="left")
+        for column in ("table", "dates built", "rows written", "bootstrap skipped", "failed", "blocked", "seconds"):
+            grid.add_column(column, justify="left" if column == "table" else "right")
+        for name, o in self.tables.items():
+            grid.add_row(
+                name,
+                f"{o.built:,}",
+                f"{o.rows:,}",
+                f"{o.bootstrap:,}" if o.bootstrap else "",
+                f"[red]{len(o.failed):,}" if o.failed else "",
+                f"[yellow]{o.blocked:,}" if o.blocked else "",
+                f"{o.seconds:.1f}",
+            )
+        console.print(grid)
+        if self.quarantined:
+            console.print(f"[yellow]{self.quarantined:,} raw row(s) quarantined in nba_raw.quarantine (data.on_bad_rows=quarantine)")
+        for name in self.gate_overridden:
+            console.print(f"[bold yellow]VALIDATION GATE OVERRIDDEN for {name} (validation.gate=false): dependents ran on data that failed critical checks")
+        for name in self.gate_failures:
+            console.print(f"[bold red]validation gate failed for {name}: its dependents did not run")
+        for name, dates in self.failed_dates.items():
+            errors = self.tables[name].failed
+            console.print(f"[red]{name}: {len(dates)} failed date(s): {', '.join(str(d) for d in dates[:10])}{' ...' if len(dates) > 10 else ''}")
+            for message in sorted(set(errors.values()))[:3]:
+                console.print(f"    [red]{message}")
+        if retry_command:
+            console.print(f"retry the failed dates with:\n  [bold]{retry_command}")

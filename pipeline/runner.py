@@ -1,0 +1,442 @@
+"""Runs a plan: level by level, each table's dates cut into shards, one Ray task per shard.
+
+The driver reads each shard's inputs (the shard's dates plus the lookback its table declares),
+a Ray task runs the table's Polars function once for the whole shard, and the driver writes the
+rows and the shard's run-state rows in one transaction. A failing shard marks its dates failed
+with the full error and does not stop the others; transient errors are retried with backoff,
+permanent ones are not. After each level its validation gate runs; a failed gate blocks the
+dependents of the failing table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import polars as pl
+import ray
+
+from pipeline.calendar import Calendar
+from pipeline.fingerprint import partition_fingerprints
+from pipeline.planner import Fingerprinter, Plan
+from pipeline.progress import RunSummary, run_progress
+from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write
+from pipeline.tables import Table, registry
+from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
+from pipeline.warehouse.source import RawSource
+
+log = logging.getLogger(__name__)
+
+# Test-only fault injection: "table@YYYY-MM-DD:action[,...]" with action fail, sleep=SECONDS or
+# transient=N (raise a transient error on the first N attempts).
+FAULTS_ENV = "NBA_PIPELINE_FAULTS"
+
+
+class TransientError(RuntimeError):
+    """An error worth retrying: the same work may succeed a moment later."""
+
+
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if exc.cause is not None else exc
+        return isinstance(cause, TRANSIENT_TYPES) and not isinstance(cause, ray.exceptions.RayTaskError)
+    return isinstance(exc, TRANSIENT_TYPES)
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    return "".join(traceback.format_exception(exc)).strip()
+
+
+def first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    # The exception line closes a traceback; the message may run on for several lines.
+    for i, line in enumerate(lines):
+        if not line.startswith((" ", "Traceback")) and i > 0 and lines[i - 1].startswith(" "):
+            return line.strip()
+    return lines[-1].strip() if lines else text
+
+
+@dataclass(frozen=True)
+class Fault:
+    table: str
+    day: dt.date
+    action: str
+
+    def apply(self, attempt: int) -> None:
+        kind, _, arg = self.action.partition("=")
+        if kind == "fail":
+            raise RuntimeError(f"injected failure for {self.table} on {self.day} ({FAULTS_ENV})")
+        if kind == "sleep":
+            time.sleep(float(arg))
+        elif kind == "transient" and attempt <= int(arg or 1):
+            raise TransientError(f"injected transient failure for {self.table} on {self.day}, attempt {attempt}")
+
+
+def faults_from_env() -> list[Fault]:
+    spec = os.environ.get(FAULTS_ENV, "").strip()
+    faults = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        where, _, action = item.partition(":")
+        table_name, _, day = where.partition("@")
+        faults.append(Fault(table_name, dt.date.fromisoformat(day), action or "fail"))
+    return faults
+
+
+@dataclass
+class ShardResult:
+    rows: pl.DataFrame
+    fingerprints: dict[dt.date, str]
+    counts: dict[dt.date, int]
+    node: str
+    seconds: float
+
+
+@ray.remote(max_retries=0)
+def build_shard(
+    table_name: str,
+    dates: list[dt.date],
+    frames: dict[str, pl.DataFrame],
+    params: dict[str, object],
+    faults: list[Fault],
+    attempt: int,
+) -> ShardResult:
+    """One Ray task: the table's function over a whole shard, checked and fingerprinted."""
+    started = time.perf_counter()
+    for fault in faults:
+        fault.apply(attempt)
+    spec = registry()[table_name]
+    rows = spec.run(dates, frames, params)
+    return finish_shard(spec, dates, rows, started)
+
+
+def finish_shard(spec: Table, dates: list[dt.date], rows: pl.DataFrame, started: float) -> ShardResult:
+    outside = set(rows["game_date"].unique()) - set(dates)
+    if outside:
+        raise ValueError(f"{spec.name}: build returned rows for dates outside its shard: {sorted(outside)[:5]}")
+    duplicated = rows.filter(rows.select(spec.key).is_duplicated())
+    if duplicated.height:
+        raise ValueError(
+            f"{spec.name}: duplicate natural key {spec.key} in the built rows, e.g. "
+            f"{duplicated.select(spec.key).head(3).to_dicts()}"
+        )
+    counts = dict(rows.group_by("game_date").len().iter_rows()) if rows.height else {}
+    return ShardResult(
+        rows=rows,
+        fingerprints=partition_fingerprints(rows),
+        counts=counts,
+        node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}",
+        seconds=time.perf_counter() - started,
+    )
+
+
+def cut_shards(dates: Sequence[dt.date], shard_days: int) -> list[list[dt.date]]:
+    """Contiguous runs of at most ``shard_days`` game dates."""
+    ordered = sorted(dates)
+    return [ordered[i : i + shard_days] for i in range(0, len(ordered), max(1, shard_days))]
+
+
+@dataclass(order=True)
+class _Pending:
+    ready_at: float
+    table: str = field(compare=False)
+    dates: list[dt.date] = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+@dataclass
+class RunSettings:
+    run_id: str
+    shard_days: int
+    max_attempts: int
+    retry_backoff_seconds: float
+    force: bool  # run even where upstream is incomplete (reproducing failures only)
+    params: Mapping[str, Mapping[str, object]]
+
+
+# A gate gets (table names of a finished level, {table: dates built}) and returns the tables
+# whose critical checks failed: their dependents must not run.
+Gate = Callable[[list[str], dict[str, list[dt.date]]], list[str]]
+
+
+class Runner:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        source: RawSource,
+        calendar: Calendar,
+        state: RunState,
+        fingerprinter: Fingerprinter,
+        settings: RunSettings,
+        tables: Mapping[str, Table] | None = None,
+    ):
+        self.warehouse = warehouse
+        self.source = source
+        self.calendar = calendar
+        self.state = state
+        self.fingerprinter = fingerprinter
+        self.settings = settings
+        self.tables = dict(tables or registry())
+        self.faults = faults_from_env()
+        self.summary = RunSummary(settings.run_id)
+
+    # -- plan execution ------------------------------------------------------------------------
+
+    def execute(self, plan: Plan, gate: Gate | None = None) -> RunSummary:
+        for name in self.tables:
+            ensure_table(self.warehouse, self.tables[name])
+        self.warehouse.ensure_table(RUN_STATE)
+        work = {name: p.build for name, p in plan.tables.items() if p.build}
+        all_dates = sorted({d for dates in work.values() for d in dates})
+        if all_dates:
+            self.summary.first_date, self.summary.last_date = all_dates[0], all_dates[-1]
+        gated_off: set[str] = set()
+        with run_progress() as progress:
+            overall = progress.add_task("run", total=plan.total_dates, rows=0)
+            for number, level in enumerate(plan.levels):
+                names = [n for n in level if n in work]
+                if not names:
+                    continue
+                blocked_by_gate = {n for n in names if gated_off & set(self._all_upstream(n))}
+                for name in blocked_by_gate:
+                    self.summary.outcome(name).blocked += len(work[name])
+                    progress.advance(overall, len(work[name]))
+                runnable = [n for n in names if n not in blocked_by_gate]
+                if not runnable:
+                    continue
+                label = f"level {number}: " + ", ".join(self.tables[n].short_name for n in runnable)
+                task = progress.add_task(label, total=sum(len(work[n]) for n in runnable), rows=0)
+                log.info("%s: %d dates", label, sum(len(work[n]) for n in runnable))
+                built = self._run_level(runnable, work, progress, task, overall)
+                if gate is not None:
+                    gated_off |= set(gate(runnable, built))
+        return self.summary
+
+    def _all_upstream(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.tables[name].upstream_tables)
+        while stack:
+            up = stack.pop()
+            if up not in seen:
+                seen.add(up)
+                stack.extend(self.tables[up].upstream_tables)
+        return seen
+
+    def _run_level(self, names: list[str], work: dict[str, dict[dt.date, str]], progress, task, overall) -> dict[str, list[dt.date]]:
+        built: dict[str, list[dt.date]] = {n: [] for n in names}
+        pending: list[_Pending] = []
+        now = time.monotonic()
+        for name in names:
+            spec = self.tables[name]
+            dates = list(work[name])
+            bootstrap = [d for d in dates if self.calendar.in_bootstrap(d, spec.bootstrap_days)]
+            if bootstrap:
+                self._mark_bootstrap(spec, bootstrap)
+                progress.advance(task, len(bootstrap))
+                progress.advance(overall, len(bootstrap))
+            ready, blocked = self._split_ready(spec, [d for d in dates if d not in set(bootstrap)])
+            if blocked:
+                self.summary.outcome(name).blocked += len(blocked)
+                progress.advance(task, len(blocked))
+                progress.advance(overall, len(blocked))
+                log.warning("%s: %d date(s) not run, upstream incomplete: %s", name, len(blocked), _date_list(blocked))
+            for shard in cut_shards(ready, self.settings.shard_days):
+                heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
+        in_flight: dict[ray.ObjectRef, tuple[_Pending, dt.datetime, dict[dt.date, str]]] = {}
+
+        def settle(job: _Pending, started: dt.datetime, fingerprints: dict[dt.date, str], result=None, exc=None) -> None:
+            if exc is not None:
+                followups = self._fail(job, exc, started, fingerprints)
+                for followup in followups:
+                    heapq.heappush(pending, followup)
+                if followups:
+                    return
+            else:
+                try:
+                    self._commit(job, result, started, fingerprints)
+                except Exception as commit_exc:  # noqa: BLE001 - the transaction rolled back
+                    settle(job, started, fingerprints, exc=commit_exc)
+                    return
+                built[job.table].extend(job.dates)
+                for bar in (task, overall):
+                    progress.update(bar, rows=progress.tasks[bar].fields["rows"] + result.rows.height)
+            progress.advance(task, len(job.dates))
+            progress.advance(overall, len(job.dates))
+
+        while pending or in_flight:
+            while pending and pending[0].ready_at <= time.monotonic():
+                job = heapq.heappop(pending)
+                started = utcnow()
+                fingerprints = {d: self.fingerprinter.expected(job.table, d) for d in job.dates}
+                try:
+                    in_flight[self._submit(job)] = (job, started, fingerprints)
+                except Exception as exc:  # noqa: BLE001 - a bad input fails this shard, not the run
+                    settle(job, started, fingerprints, exc=exc)
+            if not in_flight:
+                if pending:
+                    time.sleep(max(0.0, pending[0].ready_at - time.monotonic()))
+                continue
+            timeout = max(0.0, pending[0].ready_at - time.monotonic()) if pending else None
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
+            for ref in done:
+                job, started, fingerprints = in_flight.pop(ref)
+                try:
+                    result: ShardResult = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - every failure is recorded per date
+                    settle(job, started, fingerprints, exc=exc)
+                else:
+                    settle(job, started, fingerprints, result=result)
+        return built
+
+    def _split_ready(self, spec: Table, dates: list[dt.date]) -> tuple[list[dt.date], list[dt.date]]:
+        if self.settings.force:
+            return dates, []
+        ready, blocked = [], []
+        for day in dates:
+            complete = all(
+                self.state.is_done(inp.table, d)
+                for inp in spec.inputs
+                if not inp.is_source
+                for d in self.calendar.window(inp.lookback, day)
+            )
+            (ready if complete else blocked).append(day)
+        return ready, blocked
+
+    # -- one shard -----------------------------------------------------------------------------
+
+    def _submit(self, job: _Pending) -> ray.ObjectRef:
+        spec = self.tables[job.table]
+        frames = self.read_inputs(spec, job.dates)
+        faults = [f for f in self.faults if f.table == job.table and f.day in job.dates]
+        params = dict(self.settings.params.get(job.table, {}))
+        return build_shard.remote(job.table, job.dates, frames, params, faults, job.attempt)
+
+    def read_inputs(self, spec: Table, dates: list[dt.date]) -> dict[str, pl.DataFrame]:
+        frames = {}
+        end = max(dates)
+        for inp in spec.inputs:
+            start = min(self.calendar.window_start(inp.lookback, d) for d in dates)
+            if inp.is_source:
+                frame = self.source.read(inp.table, start, end)
+                frames[inp.table] = frame.select(inp.columns) if inp.columns else frame
+            else:
+                frames[inp.table] = self.warehouse.read(inp.table, start=start, end=end, columns=inp.columns)
+        return frames
+
+    def _commit(self, job: _Pending, result: ShardResult, started: dt.datetime, fingerprints: dict[dt.date, str]) -> None:
+        spec = self.tables[job.table]
+        rows = state_rows(
+            job.table,
+            job.dates,
+            status=OK,
+            attempts={d: job.attempt for d in job.dates},
+            input_fingerprints=fingerprints,
+            output_fingerprints={d: result.fingerprints.get(d, "empty") for d in job.dates},
+            rows_written=result.counts,
+            started_at=started,
+            finished_at=utcnow(),
+            node=result.node,
+            run_id=self.settings.run_id,
+        )
+        self.warehouse.write([PartitionWrite(spec.name, job.dates, result.rows), state_write(spec.name, rows)])
+        self.state.update(spec.name, rows)
+        self.fingerprinter.invalidate(spec.name)
+        outcome = self.summary.outcome(spec.name)
+        outcome.built += len(job.dates)
+        outcome.rows += result.rows.height
+        outcome.seconds += result.seconds
+        if spec.name == "nba_raw.quarantine":
+            self.summary.quarantined += result.rows.height
+        log.debug("%s %s..%s: %d rows on %s in %.2fs", spec.name, job.dates[0], job.dates[-1], result.rows.height, result.node, result.seconds)
+
+    def _fail(self, job: _Pending, exc: BaseException, started: dt.datetime, fingerprints: dict[dt.date, str]) -> list[_Pending]:
+        """Retry a transient error with backoff; split a failed multi-date shard so one bad date
+        does not fail its neighbours; otherwise record the dates failed. Returns the follow-ups."""
+        text = error_text(exc)
+        where = f"{job.table} {job.dates[0]}..{job.dates[-1]}"
+        attempts_this_run = job.attempt - max(self.state.attempts_before(job.table, d) for d in job.dates)
+        if is_transient(exc) and attempts_this_run < self.settings.max_attempts:
+            delay = self.settings.retry_backoff_seconds * 2 ** (attempts_this_run - 1)
+            log.warning("%s: transient error, attempt %d in %.1fs: %s", where, job.attempt + 1, delay, first_line(text))
+            return [_Pending(time.monotonic() + delay, job.table, job.dates, job.attempt + 1)]
+        if len(job.dates) > 1:
+            half = len(job.dates) // 2
+            log.warning("%s: failed, splitting the shard to find the failing date(s): %s", where, first_line(text))
+            return [_Pending(time.monotonic(), job.table, part, job.attempt + 1) for part in (job.dates[:half], job.dates[half:])]
+        log.error("%s failed (attempt %d):\n%s", where, job.attempt, text)
+        rows = state_rows(
+            job.table,
+            job.dates,
+            status=FAILED,
+            attempts={d: job.attempt for d in job.dates},
+            input_fingerprints=fingerprints,
+            error=text,
+            started_at=started,
+            finished_at=utcnow(),
+            node=None,
+            run_id=self.settings.run_id,
+        )
+        self.warehouse.write([state_write(job.table, rows)])
+        self.state.update(job.table, rows)
+        self.fingerprinter.invalidate(job.table)
+        outcome = self.summary.outcome(job.table)
+        for day in job.dates:
+            outcome.failed[day] = first_line(text)
+        return []
+
+    def _mark_bootstrap(self, spec: Table, dates: list[dt.date]) -> None:
+        now = utcnow()
+        rows = state_rows(
+            spec.name,
+            dates,
+            status=SKIPPED_BOOTSTRAP,
+            attempts={d: 1 for d in dates},
+            input_fingerprints={d: self.fingerprinter.expected(spec.name, d) for d in dates},
+            output_fingerprints={d: "empty" for d in dates},
+            started_at=now,
+            finished_at=now,
+            node=None,
+            run_id=self.settings.run_id,
+        )
+        empty = pl.DataFrame(schema=spec.schema)
+        self.warehouse.write([PartitionWrite(spec.name, dates, empty), state_write(spec.name, rows)])
+        self.state.update(spec.name, rows)
+        self.fingerprinter.invalidate(spec.name)
+        self.summary.outcome(spec.name).bootstrap += len(dates)
+
+
+def ensure_table(warehouse: Warehouse, spec: Table) -> None:
+    warehouse.ensure_table(TableSchema(spec.name, spec.schema, cluster_by=spec.cluster_by))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _date_list(dates: list[dt.date], shown: int = 8) -> str:
+    text = ", ".join(str(d) for d in dates[:shown])
+    return text + (f" ... ({len(dates)} in all)" if len(dates) > shown else "")
+
+
+def holder_info(run_id: str, command: str) -> dict[str, object]:
+    return {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": utcnow().isoformat(timespec="seconds"), "command": command}
+
+

@@ -1,0 +1,144 @@
+"""Per (table, game_date) run state: the checkpoint resume works from.
+
+One row per table and date: status (``ok``, ``failed``, ``skipped_bootstrap``), attempts since
+the date was last ``ok``, the full text of the last error, the fingerprint of the exact inputs
+it was built from and of the rows it wrote, the row count, when and on which Ray node it ran.
+The driver keeps the state in memory for the run and writes each shard's rows in the same
+transaction as the shard's data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable
+
+import polars as pl
+
+from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
+
+OK = "ok"
+FAILED = "failed"
+SKIPPED_BOOTSTRAP = "skipped_bootstrap"
+DONE = (OK, SKIPPED_BOOTSTRAP)
+
+RUN_STATE = TableSchema(
+    name="nba_orchestration.run_state",
+    columns={
+        "table_name": pl.String,
+        "game_date": pl.Date,
+        "status": pl.String,
+        "attempts": pl.Int32,
+        "last_error": pl.String,
+        "input_fingerprint": pl.String,
+        "output_fingerprint": pl.String,
+        "rows_written": pl.Int64,
+        "started_at": pl.Datetime("us"),
+        "finished_at": pl.Datetime("us"),
+        "node": pl.String,
+        "run_id": pl.String,
+    },
+    cluster_by=("table_name",),
+)
+
+
+@dataclass(frozen=True)
+class DateState:
+    status: str
+    attempts: int
+    input_fingerprint: str | None
+    output_fingerprint: str | None
+    rows_written: int
+    last_error: str | None = None
+    run_id: str | None = None
+
+
+class RunState:
+    """The run_state table held in memory: ``state[table, date]``."""
+
+    def __init__(self, rows: dict[tuple[str, dt.date], DateState] | None = None):
+        self.rows = rows or {}
+
+    @classmethod
+    def load(cls, warehouse: Warehouse) -> "RunState":
+        if not warehouse.exists(RUN_STATE.name):
+            return cls()
+        frame = warehouse.read(
+            RUN_STATE.name,
+            columns=["table_name", "game_date", "status", "attempts", "input_fingerprint", "output_fingerprint", "rows_written", "last_error", "run_id"],
+        )
+        return cls(
+            {
+                (t, d): DateState(s, a or 0, i, o, r or 0, e, run)
+                for t, d, s, a, i, o, r, e, run in frame.iter_rows()
+            }
+        )
+
+    def get(self, table: str, day: dt.date) -> DateState | None:
+        return self.rows.get((table, day))
+
+    def status(self, table: str, day: dt.date) -> str | None:
+        row = self.rows.get((table, day))
+        return row.status if row else None
+
+    def is_done(self, table: str, day: dt.date) -> bool:
+        return self.status(table, day) in DONE
+
+    def output_fingerprint(self, table: str, day: dt.date) -> str | None:
+        row = self.rows.get((table, day))
+        return row.output_fingerprint if row and row.status in DONE else None
+
+    def attempts_before(self, table: str, day: dt.date) -> int:
+        """Attempts already spent on a date since it was last ok (0 if it is ok or new)."""
+        row = self.rows.get((table, day))
+        return row.attempts if row and row.status == FAILED else 0
+
+    def update(self, table: str, rows: pl.DataFrame) -> None:
+        for d, s, a, i, o, r, e, run in rows.select(
+            "game_date", "status", "attempts", "input_fingerprint", "output_fingerprint", "rows_written", "last_error", "run_id"
+        ).iter_rows():
+            self.rows[(table, d)] = DateState(s, a, i, o, r, e, run)
+
+    def dates(self, table: str, statuses: Iterable[str]) -> list[dt.date]:
+        wanted = set(statuses)
+        return sorted(d for (t, d), row in self.rows.items() if t == table and row.status in wanted)
+
+
+def state_rows(
+    table: str,
+    dates: list[dt.date],
+    *,
+    status: str,
+    attempts: dict[dt.date, int],
+    input_fingerprints: dict[dt.date, str],
+    output_fingerprints: dict[dt.date, str] | None = None,
+    rows_written: dict[dt.date, int] | None = None,
+    error: str | None = None,
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+    node: str | None,
+    run_id: str,
+) -> pl.DataFrame:
+    output_fingerprints = output_fingerprints or {}
+    rows_written = rows_written or {}
+    return pl.DataFrame(
+        {
+            "table_name": [table] * len(dates),
+            "game_date": dates,
+            "status": [status] * len(dates),
+            "attempts": [attempts[d] for d in dates],
+            "last_error": [error] * len(dates),
+            "input_fingerprint": [input_fingerprints[d] for d in dates],
+            "output_fingerprint": [output_fingerprints.get(d) for d in dates],
+            "rows_written": [rows_written.get(d, 0) for d in dates],
+            "started_at": [started_at] * len(dates),
+            "finished_at": [finished_at] * len(dates),
+            "node": [node] * len(dates),
+            "run_id": [run_id] * len(dates),
+        },
+        schema=RUN_STATE.columns,
+    )
+
+
+def state_write(table: str, rows: pl.DataFrame) -> PartitionWrite:
+    return PartitionWrite(RUN_STATE.name, rows["game_date"].to_list(), rows, where={"table_name": table})

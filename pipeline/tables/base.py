@@ -1,0 +1,145 @@
+"""How a table declares itself: its output schema, natural key, inputs and lookback.
+
+A table module defines one pure function decorated with :func:`table`. The function receives
+the dates to build and one Polars frame per declared input (keyword arguments named after the
+input's short table name) and returns the rows for exactly those dates. It does no I/O and
+knows nothing of Ray or of the warehouse backend; the runner derives the DAG, the shards and
+the reads from these declarations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import polars as pl
+
+SOURCE_PREFIX = "source."
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """Which earlier game dates a table reads from one input, besides the date it builds.
+
+    ``days``: calendar days before the date. ``season_to_date``: every date from the opener of
+    the date's season. Both are inclusive of the date itself; a table that must not see the
+    date's results filters them out itself (and its leak test proves it does).
+    """
+
+    days: int = 0
+    season_to_date: bool = False
+
+    def describe(self) -> str:
+        if self.season_to_date:
+            return "season to date"
+        return f"{self.days} days" if self.days else "same date"
+
+
+SAME_DATE = Lookback()
+
+
+@dataclass(frozen=True)
+class Input:
+    """One upstream dependency: a warehouse table (``dataset.table``) or a raw source
+    (``source.name``), the columns read (None: all) and the lookback."""
+
+    table: str
+    columns: tuple[str, ...] | None = None
+    lookback: Lookback = SAME_DATE
+
+    @property
+    def is_source(self) -> bool:
+        return self.table.startswith(SOURCE_PREFIX)
+
+    @property
+    def arg_name(self) -> str:
+        return self.table.split(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A warehouse table: where it lives, what it holds and how it is built."""
+
+    name: str
+    build: Callable[..., pl.DataFrame]
+    schema: Mapping[str, pl.DataType]
+    key: tuple[str, ...]
+    inputs: tuple[Input, ...]
+    phase: int
+    description: str
+    # Config values the build reads, as {argument: dotted config key}; they are part of the
+    # input fingerprint, so changing one rebuilds the table.
+    params: Mapping[str, str] = field(default_factory=dict)
+    # Phase 4 writes no rows for this many days after each season opener.
+    bootstrap_days: int = 0
+    # Bump when the formula changes: the fingerprint changes and resume rebuilds every date.
+    version: int = 1
+    # Clustering hint for warehouses that support it (BigQuery).
+    cluster_by: tuple[str, ...] = ()
+
+    @property
+    def dataset(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def upstream_tables(self) -> tuple[str, ...]:
+        return tuple(i.table for i in self.inputs if not i.is_source)
+
+    def run(self, dates: list[dt.date], frames: Mapping[str, pl.DataFrame], params: Mapping) -> pl.DataFrame:
+        """Build the rows for ``dates`` and conform them to the declared schema."""
+        kwargs = {i.arg_name: frames[i.table] for i in self.inputs}
+        kwargs.update(params)
+        out = self.build(dates, **kwargs)
+        return conform(out, self.schema, self.name)
+
+
+def conform(frame: pl.DataFrame, schema: Mapping[str, pl.DataType], table_name: str) -> pl.DataFrame:
+    """Select the declared columns in order with the declared types, or say what is missing."""
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table_name}: build returned no column(s) {missing}")
+    return frame.select(pl.col(c).cast(t, strict=True) for c, t in schema.items())
+
+
+def table(
+    name: str,
+    *,
+    schema: Mapping[str, pl.DataType],
+    key: tuple[str, ...],
+    inputs: list[Input],
+    phase: int,
+    params: Mapping[str, str] | None = None,
+    bootstrap_days: int = 0,
+    version: int = 1,
+    cluster_by: tuple[str, ...] = (),
+) -> Callable[[Callable[..., pl.DataFrame]], Table]:
+    """Declare a table next to the function that builds it."""
+
+    def wrap(fn: Callable[..., pl.DataFrame]) -> Table:
+        expected = {"dates", *(i.arg_name for i in inputs), *(params or {})}
+        got = set(inspect.signature(fn).parameters)
+        if got != expected:
+            raise TypeError(f"{name}: build function takes {sorted(got)}, declaration implies {sorted(expected)}")
+        if "game_date" not in schema:
+            raise TypeError(f"{name}: every table is partitioned by game_date")
+        return Table(
+            name=name,
+            build=fn,
+            schema=dict(schema),
+            key=tuple(key),
+            inputs=tuple(inputs),
+            phase=phase,
+            description=(inspect.getdoc(fn) or "").split("\n\n")[0],
+            params=dict(params or {}),
+            bootstrap_days=bootstrap_days,
+            version=version,
+            cluster_by=cluster_by,
+        )
+
+    return wrap

@@ -1,0 +1,54 @@
+"""``nba_raw.quarantine``: raw rows left out of ``nba_raw`` with the reason, when
+``data.on_bad_rows=quarantine``. Empty in the default ``fail`` mode, where such rows stop the
+shard instead."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from pipeline.tables import player_boxscores as player_table
+from pipeline.tables import team_boxscores as team_table
+from pipeline.tables._raw import SOURCE_FILE, SOURCE_ROW, find_bad_rows
+from pipeline.tables.base import Input, table
+
+SCHEMA = {
+    "game_date": pl.Date,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "game_id": pl.String,
+    "team_abbr": pl.String,
+    "player_id": pl.Int32,
+    "reason": pl.String,
+    "raw_row": pl.String,
+}
+
+
+@table(
+    "nba_raw.quarantine",
+    schema=SCHEMA,
+    key=(SOURCE_FILE, SOURCE_ROW),
+    inputs=[Input("source.player_boxscores"), Input("source.team_game_logs")],
+    params={"on_bad_rows": "data.on_bad_rows"},
+    phase=2,
+)
+def quarantine(
+    dates: list[dt.date], player_boxscores: pl.DataFrame, team_game_logs: pl.DataFrame, on_bad_rows: str
+) -> pl.DataFrame:
+    """Bad raw rows with their file, row number and reason (quarantine mode only)."""
+    if on_bad_rows != "quarantine":
+        return pl.DataFrame(schema=SCHEMA)
+    found = [
+        find_bad_rows(player_boxscores, player_table.KEY, has_minutes=True),
+        find_bad_rows(team_game_logs, team_table.KEY, has_minutes=False).with_columns(player_id=pl.lit(None, pl.Int32)),
+    ]
+    return pl.concat(
+        [
+            bad.with_columns(raw_row=pl.struct(pl.exclude("reason")).struct.json_encode()).select(
+                *(c for c in SCHEMA if c != "raw_row"), "raw_row"
+            )
+            for bad in found
+        ],
+        how="vertical_relaxed",
+    ).filter(pl.col("game_date").is_not_null())

@@ -1,0 +1,55 @@
+"""``nba_raw.schedule``: one row per game with its date, season, type and the two teams.
+
+The season opener (first regular-season date of a season), which Phase 4's bootstrap window and
+season-to-date lookbacks start from, is read from this table, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from pipeline.tables.base import Input, table
+
+SCHEMA = {
+    "game_id": pl.String,
+    "game_date": pl.Date,
+    "season": pl.String,
+    "season_type": pl.String,
+    "home_team_id": pl.Int32,
+    "home_team_abbr": pl.String,
+    "away_team_id": pl.Int32,
+    "away_team_abbr": pl.String,
+}
+
+CALENDAR_COLUMNS = ("game_id", "game_date", "season", "season_type", "team_id", "team_abbr", "is_home")
+
+
+@table(
+    "nba_raw.schedule",
+    schema=SCHEMA,
+    key=("game_id",),
+    inputs=[Input("nba_raw.player_boxscores", columns=CALENDAR_COLUMNS)],
+    phase=2,
+)
+def schedule(dates: list[dt.date], player_boxscores: pl.DataFrame) -> pl.DataFrame:
+    """Games, dates, home and away teams, season and season type."""
+    teams = player_boxscores.select(CALENDAR_COLUMNS).unique(["game_id", "team_abbr"])
+    home = teams.filter(pl.col("is_home")).select(
+        "game_id", "game_date", "season", "season_type", home_team_id="team_id", home_team_abbr="team_abbr"
+    )
+    away = teams.filter(~pl.col("is_home")).select("game_id", away_team_id="team_id", away_team_abbr="team_abbr")
+    return home.join(away, on="game_id", how="full", coalesce=True).sort("game_date", "game_id")
+
+
+def season_openers(schedule_frame: pl.DataFrame) -> pl.DataFrame:
+    """``season, opener``: the first regular-season game date of each season (first game date of
+    any type where a season has no regular-season games in the frame)."""
+    return (
+        schedule_frame.group_by("season")
+        .agg(
+            opener=pl.col("game_date").filter(pl.col("season_type") == "regular").min().fill_null(pl.col("game_date").min())
+        )
+        .sort("season")
+    )

@@ -1,0 +1,309 @@
+"""The tasks `python -m pipeline task=...` runs: what each opens, prints and returns as exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+from rich.logging import RichHandler
+from rich.table import Table as RichTable
+
+from pipeline.calendar import Calendar
+from pipeline.planner import Fingerprinter, Plan, make_plan
+from pipeline.progress import console
+from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
+from pipeline.tables import Table, registry
+from pipeline.tables.schedule import schedule as schedule_table
+from pipeline.warehouse import Warehouse, WarehouseLocked, open_warehouse
+from pipeline.tables._raw import RawDataError
+from pipeline.warehouse.source import RawSource
+
+log = logging.getLogger("pipeline")
+
+EXIT_OK, EXIT_FAILED, EXIT_WARNINGS = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """The command line asks for something that cannot be done; nothing was run."""
+
+
+def new_run_id() -> str:
+    return dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def setup_logging(cfg: DictConfig, run_id: str) -> Path:
+    """Terminal gets INFO and up through rich; the run's own file under logs.dir gets DEBUG."""
+    log_dir = Path(cfg.logs.dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{run_id}-{cfg.task}.log"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_pipeline", False):
+            root.removeHandler(handler)
+            handler.close()
+    terminal = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    terminal.setLevel(logging.INFO)
+    to_file = logging.FileHandler(path)
+    to_file.setLevel(logging.DEBUG)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for handler in (terminal, to_file):
+        handler._pipeline = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for noisy in ("ray", "filelock", "urllib3", "matplotlib", "google"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path
+
+
+# -- what a command asks for -------------------------------------------------------------------
+
+
+def resolve_tables(names: list[str], tables: dict[str, Table]) -> list[str]:
+    if not names:
+        return list(tables)
+    by_short = {t.short_name: t.name for t in tables.values()}
+    resolved = []
+    for name in names:
+        full = name if name in tables else by_short.get(name)
+        if full is None:
+            raise UsageError(f"unknown table {name!r}; known: {', '.join(sorted(by_short))}")
+        resolved.append(full)
+    return [n for n in tables if n in resolved]
+
+
+def parse_date(value: object, what: str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(f"{what}={value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def resolve_dates(cfg: DictConfig, calendar: Calendar) -> list[dt.date]:
+    if cfg.dates.list:
+        days = sorted({parse_date(v, "dates.list") for v in cfg.dates.list})
+        unknown = [d for d in days if d not in calendar.season_of]
+        if unknown:
+            raise UsageError(f"no games in the raw data on {', '.join(map(str, unknown))} (dates.list)")
+        return days
+    start = parse_date(cfg.dates.start, "dates.start") if cfg.dates.start else None
+    end = parse_date(cfg.dates.end, "dates.end") if cfg.dates.end else None
+    if start and end and start > end:
+        raise UsageError(f"dates.start {start} is after dates.end {end}")
+    days = calendar.between(start, end)
+    if not days:
+        raise UsageError(f"no game dates in {start or calendar.first}..{end or calendar.last}; the raw data covers {calendar.first}..{calendar.last}")
+    return days
+
+
+def table_params(cfg: DictConfig, tables: dict[str, Table]) -> dict[str, dict[str, object]]:
+    return {name: {arg: OmegaConf.select(cfg, key) for arg, key in t.params.items()} for name, t in tables.items()}
+
+
+@dataclass
+class Context:
+    """What planning needs: the warehouse, the raw source, the calendar and the run state."""
+
+    cfg: DictConfig
+    warehouse: Warehouse
+    source: RawSource
+    calendar: Calendar
+    state: RunState
+    fingerprinter: Fingerprinter
+    tables: dict[str, Table]
+
+    @classmethod
+    def open(cls, cfg: DictConfig, warehouse: Warehouse) -> "Context":
+        tables = registry()
+        source = RawSource(cfg.data.raw_dir)
+        calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
+        state = RunState.load(warehouse)
+        source_fps = {name: source.fingerprints(name) for name in source.frames}
+        fingerprinter = Fingerprinter(tables, calendar, state, source_fps, table_params(cfg, tables))
+        return cls(cfg, warehouse, source, calendar, state, fingerprinter, tables)
+
+    def plan(self) -> Plan:
+        b = self.cfg.backfill
+        return make_plan(
+            self.tables,
+            self.calendar,
+            self.state,
+            self.fingerprinter,
+            requested_tables=resolve_tables(list(self.cfg.tables), self.tables),
+            requested_dates=resolve_dates(self.cfg, self.calendar),
+            rebuild_requested=not b.resume or bool(self.cfg.dates.list),
+            with_upstream=b.with_upstream,
+            with_dependents=b.with_dependents,
+        )
+
+
+# -- task=plan ---------------------------------------------------------------------------------
+
+
+def print_plan(plan: Plan, calendar: Calendar) -> None:
+    console.print(
+        f"[bold]plan[/] for {len(plan.requested_tables)} requested table(s) on {len(plan.requested_dates)} date(s) "
+        f"({plan.requested_dates[0]} .. {plan.requested_dates[-1]})"
+    )
+    grid = RichTable(show_lines=False)
+    for column in ("level", "table", "dates to build", "why", "waiting on upstream"):
+        grid.add_column(column, justify="right" if column in ("level", "dates to build") else "left")
+    for number, level in enumerate(plan.levels):
+        for name in level:
+            p = plan.tables[name]
+            why = ", ".join(f"{n} {r}" for r, n in sorted(p.reasons().items(), key=lambda kv: -kv[1]))
+            bootstrap = sum(1 for d in p.build if calendar.in_bootstrap(d, p.table.bootstrap_days))
+            if bootstrap:
+                why += f" ({bootstrap} in the bootstrap window: marked, not built)"
+            grid.add_row(str(number), name, f"{len(p.build):,}", why or "-", f"{len(p.waiting):,}" if p.waiting else "")
+    console.print(grid)
+    for table_name, days in plan.blocking.items():
+        console.print(f"[red]blocking gap: {table_name} is missing {len(days)} date(s): {_dates_text(days)}")
+    if plan.is_empty and not plan.blocking:
+        console.print("nothing to do: every requested date is built and up to date")
+
+
+def _dates_text(days: list[dt.date], shown: int = 10) -> str:
+    text = ", ".join(str(d) for d in days[:shown])
+    return text + (f" ... ({len(days)} in all)" if len(days) > shown else "")
+
+
+def refuse_blocking(plan: Plan) -> None:
+    lines = [f"  {t}: {len(d)} missing date(s): {_dates_text(d)}" for t, d in plan.blocking.items()]
+    raise UsageError(
+        "refused: backfill.with_upstream=false and upstream inputs are incomplete:\n"
+        + "\n".join(lines)
+        + "\nBuild them first, or drop backfill.with_upstream=false to build them in this run."
+    )
+
+
+# -- task=status -------------------------------------------------------------------------------
+
+
+def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
+    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped, rows."""
+    records = []
+    for name in ctx.tables:
+        for day in ctx.calendar.dates:
+            row = ctx.state.get(name, day)
+            records.append(
+                (name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), row.status if row else "missing", row.rows_written if row else 0)
+            )
+    frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
+    keys = ["table", "season", "month"] if by_month else ["table", "season"]
+    return (
+        frame.group_by(keys, maintain_order=True)
+        .agg(
+            ok=(pl.col("status") == OK).sum(),
+            failed=(pl.col("status") == FAILED).sum(),
+            missing=(pl.col("status") == "missing").sum(),
+            bootstrap_skipped=(pl.col("status") == SKIPPED_BOOTSTRAP).sum(),
+            rows=pl.col("rows").sum(),
+        )
+    )
+
+
+def print_status(ctx: Context, by_month: bool) -> int:
+    frame = status_frame(ctx, by_month)
+    grid = RichTable(title=f"run state in {ctx.warehouse.describe()}", title_justify="left")
+    for column in frame.columns:
+        grid.add_column(column, justify="left" if column in ("table", "season", "month") else "right")
+    for row in frame.iter_rows():
+        cells = [str(v) if not isinstance(v, int) else f"{v:,}" for v in row]
+        if row[frame.columns.index("failed")]:
+            cells = [f"[red]{c}" for c in cells]
+        grid.add_row(*cells)
+    console.print(grid)
+    failures: dict[str, list[tuple[dt.date, str]]] = defaultdict(list)
+    for (name, day), row in sorted(ctx.state.rows.items()):
+        if row.status == FAILED:
+            failures[name].append((day, row.last_error or ""))
+    for name, items in failures.items():
+        console.print(f"[red]{name}: {len(items)} failed date(s)")
+        for day, error in items[:20]:
+            console.print(f"  [red]{day}[/]: {error.strip().splitlines()[-1] if error.strip() else '(no error text)'}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def retry_command(summary_failed: dict[str, list[dt.date]], overrides: list[str]) -> str | None:
+    if not summary_failed:
+        return None
+    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("tables", "dates.", "backfill.resume"))]
+    tables = ",".join(sorted(summary_failed))
+    days = ",".join(sorted({str(d) for dates in summary_failed.values() for d in dates}))
+    return " ".join(["python -m pipeline", *kept, f"'tables=[{tables}]'", f"'dates.list=[{days}]'"])
+
+
+def fail(message: str) -> int:
+    console.print(f"[bold red]error:[/] {message}")
+    return EXIT_FAILED
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+def run_task(cfg: DictConfig, overrides: list[str]) -> int:
+    """Run ``cfg.task``; return the process exit code."""
+    run_id = new_run_id()
+    log_path = setup_logging(cfg, run_id)
+    log.debug("run %s: task=%s overrides=%s\n%s", run_id, cfg.task, overrides, OmegaConf.to_yaml(cfg))
+    tasks = {"run": task_run, "plan": task_plan, "status": task_status}
+    if cfg.task not in tasks:
+        return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
+    try:
+        return tasks[cfg.task](cfg, run_id, overrides)
+    except (UsageError, WarehouseLocked, RawDataError) as exc:
+        log.debug("refused", exc_info=True)
+        return fail(str(exc))
+    finally:
+        console.print(f"[dim]log: {log_path}")
+
+
+def task_plan(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    with open_warehouse(cfg.warehouse, read_only=True) as warehouse:
+        ctx = Context.open(cfg, warehouse)
+        plan = ctx.plan()
+        print_plan(plan, ctx.calendar)
+    return EXIT_FAILED if plan.blocking and not cfg.backfill.with_upstream else EXIT_OK
+
+
+def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    with open_warehouse(cfg.warehouse, read_only=True) as warehouse:
+        return print_status(Context.open(cfg, warehouse), cfg.status.by_month)
+
+
+def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    from pipeline.ray_runtime import start_ray
+    from pipeline.runner import Runner, RunSettings, holder_info
+
+    warehouse = open_warehouse(cfg.warehouse)
+    command = "python -m pipeline " + " ".join(overrides)
+    with warehouse, warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds):
+        ctx = Context.open(cfg, warehouse)
+        plan = ctx.plan()
+        if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
+            refuse_blocking(plan)
+        if plan.is_empty:
+            console.print("nothing to do: every requested date is built and up to date")
+            return EXIT_OK
+        log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
+        start_ray(cfg.ray)
+        settings = RunSettings(
+            run_id=run_id,
+            shard_days=cfg.shard.days,
+            max_attempts=cfg.backfill.max_attempts,
+            retry_backoff_seconds=cfg.backfill.retry_backoff_seconds,
+            force=cfg.backfill.force,
+            params=table_params(cfg, ctx.tables),
+        )
+        runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
+        summary = runner.execute(plan)
+        summary.render(retry_command(summary.failed_dates, overrides))
+        return EXIT_OK if summary.ok else EXIT_FAILED

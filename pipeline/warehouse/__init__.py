@@ -1,0 +1,16 @@
+"""The warehouse layer: the only code that reads or writes data."""
+
+from __future__ import annotations
+
+from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked
+
+__all__ = ["PartitionWrite", "TableSchema", "Warehouse", "WarehouseError", "WarehouseLocked", "open_warehouse"]
+
+
+def open_warehouse(config, *, read_only: bool = False) -> Warehouse:
+    """The backend named by ``warehouse.backend``."""
+    if config.backend == "duckdb":
+        from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+        return DuckDBWarehouse(config.path, read_only=read_only, threads=config.get("threads"))
+    raise ValueError(f"unknown warehouse.backend {config.backend!r} (known: duckdb)")

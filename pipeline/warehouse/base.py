@@ -1,0 +1,104 @@
+"""The one interface every warehouse backend implements.
+
+Tables are named ``dataset.table`` (the production BigQuery dataset names) and partitioned by
+``game_date``. Every write replaces whole date partitions, and one call's writes land together
+or not at all, so a table never holds a half-written day and re-running gives the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import polars as pl
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed in a way the caller should report, not retry."""
+
+
+class WarehouseLocked(WarehouseError):
+    """Another run holds the warehouse."""
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """What the warehouse needs to create a table."""
+
+    name: str
+    columns: Mapping[str, pl.DataType]
+    partition_by: str = "game_date"
+    cluster_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    """Replace the rows of ``table`` on ``dates`` with ``rows``.
+
+    ``where`` narrows the replaced rows further by column equality, for tables shared by
+    several writers (``run_state`` rows belong to one table_name each).
+    """
+
+    table: str
+    dates: Sequence[dt.date]
+    rows: pl.DataFrame
+    where: Mapping[str, object] = field(default_factory=dict)
+
+
+class Warehouse(ABC):
+    """Read date ranges, replace date partitions atomically, list dates, run checks."""
+
+    #: True when Ray workers can read and write the warehouse themselves (BigQuery); False
+    #: when only the driver process may touch it (an embedded DuckDB file).
+    workers_do_io: bool = False
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for logs and error messages."""
+
+    @abstractmethod
+    def ensure_table(self, schema: TableSchema) -> None:
+        """Create the table (and its dataset) or bring its columns in line with ``schema``."""
+
+    @abstractmethod
+    def exists(self, table: str) -> bool: ...
+
+    @abstractmethod
+    def read(
+        self,
+        table: str,
+        *,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, object] | None = None,
+    ) -> pl.DataFrame:
+        """Rows with ``start <= game_date <= end`` (either bound may be open)."""
+
+    @abstractmethod
+    def write(self, writes: Sequence[PartitionWrite]) -> None:
+        """Apply every replacement in one transaction."""
+
+    @abstractmethod
+    def dates_present(self, table: str) -> list[dt.date]: ...
+
+    @abstractmethod
+    def query(self, sql: str) -> pl.DataFrame:
+        """Run a read-only SQL query written against ``dataset.table`` names."""
+
+    @abstractmethod
+    def lock(self, *, holder: Mapping[str, object], wait_seconds: float) -> AbstractContextManager[None]:
+        """Exclusive hold of the warehouse for one run; raise :class:`WarehouseLocked` naming
+        the current holder if it is not free within ``wait_seconds``."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without a connection
+        pass
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
