@@ -170,6 +170,7 @@ class RunSettings:
     retry_backoff_seconds: float
     force: bool  # run even where upstream is incomplete (reproducing failures only)
     params: Mapping[str, Mapping[str, object]]
+    gate_enforced: bool = True  # false: a failed gate is reported loudly but blocks nothing
 
 
 # A gate gets (table names of a finished level, {table: dates built}) and returns the tables
@@ -227,7 +228,12 @@ class Runner:
                 log.info("%s: %d dates", label, sum(len(work[n]) for n in runnable))
                 built = self._run_level(runnable, work, progress, task, overall)
                 if gate is not None:
-                    gated_off |= set(gate(runnable, built))
+                    failing = gate(runnable, built)
+                    if self.settings.gate_enforced:
+                        gated_off |= set(failing)
+                        self.summary.gate_failures.extend(failing)
+                    else:
+                        self.summary.gate_overridden.extend(failing)
         return self.summary
 
     def _all_upstream(self, name: str) -> set[str]:

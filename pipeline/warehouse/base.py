@@ -83,6 +83,10 @@ class Warehouse(ABC):
         """Apply every replacement in one transaction."""
 
     @abstractmethod
+    def append(self, table: str, rows: pl.DataFrame) -> None:
+        """Add rows to an append-only log table (validation results), in one transaction."""
+
+    @abstractmethod
     def dates_present(self, table: str) -> list[dt.date]: ...
 
     @abstractmethod

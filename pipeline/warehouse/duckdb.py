@@ -171,6 +171,12 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute("ROLLBACK")
             raise
 
+    def append(self, table: str, rows: pl.DataFrame) -> None:
+        if self.read_only:
+            raise WarehouseError(f"{self.describe()} is open read-only")
+        staged = rows.to_arrow()  # noqa: F841 - read by name in the SQL below
+        self.con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM staged")
+
     # -- lock -------------------------------------------------------------------------------
 
     @contextmanager
