@@ -1,0 +1,85 @@
+"""Shared fixtures: real pipeline runs in subprocesses against temporary DuckDB files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RAW_DIR = PROJECT_ROOT / "data" / "raw"
+PHASE3_TABLES = "[player_game_summary,team_defense_game_summary]"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_pipeline(workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
+    """`python -m pipeline` in a subprocess with its warehouse, logs and reports under ``workdir``."""
+    args = [
+        sys.executable, "-m", "pipeline",
+        f"warehouse.path={workdir / 'warehouse.duckdb'}",
+        f"logs.dir={workdir / 'logs'}",
+        "ray.num_cpus=2",
+        *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(
+        args,
+        cwd=workdir,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def read_table(path: Path, table: str, order_by: str | None = None) -> pl.DataFrame:
+    with duckdb.connect(str(path), read_only=True) as con:
+        sql = f"SELECT * FROM {table}" + (f" ORDER BY {order_by}" if order_by else "")
+        return pl.from_arrow(con.execute(sql).fetch_arrow_table())
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="session")
+def phase3_warehouse(tmp_path_factory) -> Path:
+    """The full bundled history through Phase 3, built once by a real run; copy before mutating."""
+    workdir = tmp_path_factory.mktemp("phase3")
+    run = run_pipeline(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
+    assert run.returncode == 0, run.output
+    return workdir / "warehouse.duckdb"
+
+
+@pytest.fixture
+def phase3_copy(phase3_warehouse: Path, tmp_path: Path) -> Path:
+    """A private copy of the Phase 3 warehouse in ``tmp_path`` (as warehouse.duckdb)."""
+    target = tmp_path / "warehouse.duckdb"
+    shutil.copy(phase3_warehouse, target)
+    return target
+
+
+@pytest.fixture
+def raw_copy(tmp_path: Path) -> Path:
+    """A private copy of the bundled raw files, to break on purpose."""
+    target = tmp_path / "raw"
+    shutil.copytree(RAW_DIR, target)
+    return target
