@@ -107,8 +107,12 @@ class RunSummary:
             console.print(f"[bold red]validation gate failed for {name}: its dependents did not run")
         for name, dates in self.failed_dates.items():
             errors = self.tables[name].failed
-            console.print(f"[red]{name}: {len(dates)} failed date(s): {', '.join(str(d) for d in dates[:10])}{' ...' if len(dates) > 10 else ''}")
+            shown_dates = ", ".join(str(d) for d in dates[:10]) + (" ..." if len(dates) > 10 else "")
+            console.print(Text(f"{name}: {len(dates)} failed date(s): {shown_dates}", style="red"))
             for message in sorted(set(errors.values()))[:3]:
-                console.print(f"    [red]{message}")
+                lines = message.splitlines()
+                shown = "\n      ".join(lines[:8]) + ("\n      ..." if len(lines) > 8 else "")
+                console.print(Text("    " + shown, style="red"), soft_wrap=True)
         if retry_command:
-            console.print(f"retry the failed dates with:\n  [bold]{retry_command}")
+            console.print("retry the failed dates with:")
+            console.print(Text("  " + retry_command, style="bold"), soft_wrap=True)

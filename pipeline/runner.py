@@ -66,13 +66,11 @@ def error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).strip()
 
 
-def first_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    # The exception line closes a traceback; the message may run on for several lines.
-    for i, line in enumerate(lines):
-        if not line.startswith((" ", "Traceback")) and i > 0 and lines[i - 1].startswith(" "):
-            return line.strip()
-    return lines[-1].strip() if lines else text
+def error_message(exc: BaseException) -> str:
+    """The exception's type and full message, without the traceback."""
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -206,6 +204,8 @@ class Runner:
             ensure_table(self.warehouse, self.tables[name])
         self.warehouse.ensure_table(RUN_STATE)
         work = {name: p.build for name, p in plan.tables.items() if p.build}
+        for name in work:
+            self.summary.outcome(name)  # the summary lists tables in DAG order
         all_dates = sorted({d for dates in work.values() for d in dates})
         if all_dates:
             self.summary.first_date, self.summary.last_date = all_dates[0], all_dates[-1]
@@ -223,9 +223,11 @@ class Runner:
                 runnable = [n for n in names if n not in blocked_by_gate]
                 if not runnable:
                     continue
-                label = f"level {number}: " + ", ".join(self.tables[n].short_name for n in runnable)
+                label = f"level {number}: " + (self.tables[runnable[0]].short_name if len(runnable) == 1 else f"{len(runnable)} tables")
                 task = progress.add_task(label, total=sum(len(work[n]) for n in runnable), rows=0)
-                log.info("%s: %d dates", label, sum(len(work[n]) for n in runnable))
+                log.info(
+                    "level %d: %s", number, ", ".join(f"{self.tables[n].short_name} ({len(work[n])} dates)" for n in runnable)
+                )
                 built = self._run_level(runnable, work, progress, task, overall)
                 if gate is not None:
                     failing = gate(runnable, built)
@@ -336,15 +338,19 @@ class Runner:
         return build_shard.remote(job.table, job.dates, frames, params, faults, job.attempt)
 
     def read_inputs(self, spec: Table, dates: list[dt.date]) -> dict[str, pl.DataFrame]:
+        """Each input over the union of the dates' lookback windows (and nothing else: a shard
+        may skip dates whose upstream failed)."""
         frames = {}
-        end = max(dates)
         for inp in spec.inputs:
-            start = min(self.calendar.window_start(inp.lookback, d) for d in dates)
+            window = sorted({d for day in dates for d in self.calendar.window(inp.lookback, day)})
             if inp.is_source:
-                frame = self.source.read(inp.table, start, end)
-                frames[inp.table] = frame.select(inp.columns) if inp.columns else frame
+                frame = self.source.read(inp.table, window[0], window[-1])
+                frame = frame.select(inp.columns) if inp.columns else frame
             else:
-                frames[inp.table] = self.warehouse.read(inp.table, start=start, end=end, columns=inp.columns)
+                frame = self.warehouse.read(inp.table, start=window[0], end=window[-1], columns=inp.columns)
+            if len(window) < (window[-1] - window[0]).days + 1 and "game_date" in frame.columns:
+                frame = frame.filter(pl.col("game_date").is_in(window))
+            frames[inp.table] = frame
         return frames
 
     def _commit(self, job: _Pending, result: ShardResult, started: dt.datetime, fingerprints: dict[dt.date, str]) -> None:
@@ -377,17 +383,19 @@ class Runner:
         """Retry a transient error with backoff; split a failed multi-date shard so one bad date
         does not fail its neighbours; otherwise record the dates failed. Returns the follow-ups."""
         text = error_text(exc)
+        message = error_message(exc)
         where = f"{job.table} {job.dates[0]}..{job.dates[-1]}"
         attempts_this_run = job.attempt - max(self.state.attempts_before(job.table, d) for d in job.dates)
         if is_transient(exc) and attempts_this_run < self.settings.max_attempts:
             delay = self.settings.retry_backoff_seconds * 2 ** (attempts_this_run - 1)
-            log.warning("%s: transient error, attempt %d in %.1fs: %s", where, job.attempt + 1, delay, first_line(text))
+            log.warning("%s: transient error, attempt %d in %.1fs: %s", where, job.attempt + 1, delay, message)
             return [_Pending(time.monotonic() + delay, job.table, job.dates, job.attempt + 1)]
         if len(job.dates) > 1:
             half = len(job.dates) // 2
-            log.warning("%s: failed, splitting the shard to find the failing date(s): %s", where, first_line(text))
+            log.debug("%s: failed, splitting the shard to find the failing date(s): %s", where, message)
             return [_Pending(time.monotonic(), job.table, part, job.attempt + 1) for part in (job.dates[:half], job.dates[half:])]
-        log.error("%s failed (attempt %d):\n%s", where, job.attempt, text)
+        log.error("%s failed: %s", where, message)
+        log.debug("%s failed (attempt %d):\n%s", where, job.attempt, text)
         rows = state_rows(
             job.table,
             job.dates,
@@ -405,7 +413,7 @@ class Runner:
         self.fingerprinter.invalidate(job.table)
         outcome = self.summary.outcome(job.table)
         for day in job.dates:
-            outcome.failed[day] = first_line(text)
+            outcome.failed[day] = message
         return []
 
     def _mark_bootstrap(self, spec: Table, dates: list[dt.date]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from pipeline.calendar import Calendar
@@ -228,8 +229,17 @@ def print_status(ctx: Context, by_month: bool) -> int:
     for name, items in failures.items():
         console.print(f"[red]{name}: {len(items)} failed date(s)")
         for day, error in items[:20]:
-            console.print(f"  [red]{day}[/]: {error.strip().splitlines()[-1] if error.strip() else '(no error text)'}")
+            console.print(f"  [red]{day}[/]: {escape(error_summary(error))}", soft_wrap=True)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def error_summary(traceback_text: str) -> str:
+    """The exception line(s) at the end of a stored traceback."""
+    lines = traceback_text.strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i] and not lines[i].startswith(" ") and ": " in lines[i] and (i == 0 or lines[i - 1].startswith(" ")):
+            return " ".join(line.strip() for line in lines[i:])
+    return lines[-1] if lines else "(no error text)"
 
 
 def retry_command(summary_failed: dict[str, list[dt.date]], overrides: list[str]) -> str | None:
@@ -242,7 +252,7 @@ def retry_command(summary_failed: dict[str, list[dt.date]], overrides: list[str]
 
 
 def fail(message: str) -> int:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     return EXIT_FAILED
 
 

@@ -15,7 +15,8 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = PROJECT_ROOT / "data" / "raw"
-PHASE3_TABLES = "[player_game_summary,team_defense_game_summary]"
+# Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
+PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,quarantine]"
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_pipeline(workdir: Path, *overrides: str, env: dict[str, str] | None = No
 def read_table(path: Path, table: str, order_by: str | None = None) -> pl.DataFrame:
     with duckdb.connect(str(path), read_only=True) as con:
         sql = f"SELECT * FROM {table}" + (f" ORDER BY {order_by}" if order_by else "")
-        return pl.from_arrow(con.execute(sql).fetch_arrow_table())
+        return pl.from_arrow(con.execute(sql).to_arrow_table())
 
 
 def query(path: Path, sql: str) -> list[tuple]:

@@ -60,7 +60,7 @@ def find_bad_rows(frame: pl.DataFrame, key: tuple[str, ...], *, has_minutes: boo
     first_file = pl.col(SOURCE_FILE).first().over(key)
     reasons.append(
         pl.when(pl.int_range(pl.len()).over(key) > 0).then(
-            pl.format("duplicate ({}) of {} row {}", pl.concat_str(key, separator=", "), first_file, first_row)
+            pl.format(f"duplicate ({', '.join(key)}) of {{}} row {{}}", first_file, first_row)
         )
     )
     checked = frame.sort(SOURCE_FILE, SOURCE_ROW).with_columns(

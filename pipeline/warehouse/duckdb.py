@@ -142,7 +142,7 @@ class DuckDBWarehouse(Warehouse):
         selected = ", ".join(f'"{c}"' for c in columns) if columns else "*"
         clauses, params = _filters(start, end, where or {})
         result = self.con.execute(f"SELECT {selected} FROM {quoted(table)}{clauses}", params)
-        return pl.from_arrow(result.fetch_arrow_table())
+        return pl.from_arrow(result.to_arrow_table())
 
     def dates_present(self, table: str) -> list[dt.date]:
         if not self.exists(table):
@@ -151,7 +151,7 @@ class DuckDBWarehouse(Warehouse):
         return [r[0] for r in rows]
 
     def query(self, sql: str) -> pl.DataFrame:
-        return pl.from_arrow(self.con.execute(sql).fetch_arrow_table())
+        return pl.from_arrow(self.con.execute(sql).to_arrow_table())
 
     # -- writes -----------------------------------------------------------------------------
 
