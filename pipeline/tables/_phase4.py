@@ -1,0 +1,258 @@
+"""Shared Polars helpers of the Phase 4 tables: who gets a row, and "as-of" windows over prior games.
+
+Every Phase 4 table builds a whole shard in one pass. Its inputs hold the shard's dates plus the
+season-to-date lookback, so they include each target date's own rows (and the rows of later
+dates of the shard). The helpers here make the one rule of Phase 4 hard to break:
+
+**A figure for date D uses only games strictly before D, of D's season.**
+
+How: each entity's game log (a player's played games, a team's games, the league's dates) is
+sorted by date within ``(entity, season)`` and turned into cumulative sums; a target row
+``(entity, season, D)`` is matched with an as-of join on ``game_date < D`` (strict:
+``allow_exact_matches=False``) to the cumulative sums through the last game before D.
+Window sums are differences of cumulative sums:
+
+- season to date: the cumulative sum through the last game before D (resets at each season,
+  because the log is grouped by season, and the season-to-date lookback starts at the opener);
+- last N games: that sum minus the same sum shifted N games back within the group;
+- last K days (dates D-K .. D-1): the sum before D minus the sum before D-K.
+
+A window with no game gives sums of 0 and a game count of 0; averages are then NULL (never 0,
+never last season's, never an all-time mean).
+
+Row set of a player table for date D: the players listed in D's box scores who are not listed
+inactive (``is_inactive``: ``DND`` / ``NWT``, published before tip-off). Players who end up with
+a coach's-decision DNP do get a row: they are dressed and may play, and whether they played is a
+result of D, which no Phase 4 figure may depend on. Pre-game facts of D that the tables use:
+the roster listed for the game, who starts (the starting lineups are announced before
+tip-off), who is listed inactive, home/away and the opponent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Sequence
+
+import polars as pl
+
+from pipeline.tables.team_offense_game_summary import FREE_THROW_POSSESSION_WEIGHT
+
+BOOTSTRAP_DAYS = 14
+GAMES = "games"
+# Far before any data: an as-of lookup "strictly before" this date finds nothing.
+NO_DATE = dt.date(1900, 1, 1)
+
+# Pre-game columns of player_game_summary: known before tip-off on the date itself.
+PLAYER_PREGAME_COLUMNS = (
+    "game_id", "game_date", "season", "season_type", "player_id", "player_name",
+    "team_abbr", "opponent_abbr", "is_home", "starter", "is_inactive",
+)  # fmt: skip
+PLAYER_ID_SCHEMA = {
+    "game_id": pl.String,
+    "game_date": pl.Date,
+    "season": pl.String,
+    "season_type": pl.String,
+    "player_id": pl.Int32,
+    "player_name": pl.String,
+    "team_abbr": pl.String,
+    "opponent_abbr": pl.String,
+}
+PLAYER_ID_COLUMNS = tuple(PLAYER_ID_SCHEMA)
+PLAYER_KEY = ("game_date", "player_id")
+TEAM_KEY = ("game_date", "team_abbr")
+
+# A game counts as played when the player has minutes (DNP rows, and the 18 "0:00" rows, do not).
+PLAYED = (~pl.col("did_not_play").fill_null(True)) & (pl.col("minutes").fill_null(0.0) > 0.0)
+
+
+def plays(fga: pl.Expr, fta: pl.Expr, tov: pl.Expr) -> pl.Expr:
+    """Possessions a player (or team) used: FGA + 0.44·FTA + TOV (the numerator of usage rate)."""
+    return fga + FREE_THROW_POSSESSION_WEIGHT * fta + tov
+
+
+def ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """numerator / denominator, NULL where the denominator is 0 or NULL (an empty window)."""
+    return pl.when(denominator > 0).then(numerator / denominator)
+
+
+def on_dates(frame: pl.DataFrame, dates: Iterable[dt.date]) -> pl.DataFrame:
+    return frame.filter(pl.col("game_date").is_in(list(dates)))
+
+
+def player_rows(player_game_summary: pl.DataFrame, dates: Sequence[dt.date]) -> pl.DataFrame:
+    """One row per player listed for a game on ``dates`` and not listed inactive, with only the
+    pre-game columns of that date (so nothing downstream can read the date's results)."""
+    return (
+        on_dates(player_game_summary, dates)
+        .filter(~pl.col("is_inactive"))
+        .select(PLAYER_PREGAME_COLUMNS)
+        .drop("is_inactive")
+        .sort("game_date", "game_id", "team_abbr", "player_id")
+    )
+
+
+def played_log(player_game_summary: pl.DataFrame, **extra: pl.Expr) -> pl.DataFrame:
+    """The games players played (minutes > 0), the input of every player form window."""
+    return player_game_summary.filter(PLAYED).with_columns(**extra)
+
+
+def team_rows(schedule: pl.DataFrame, dates: Sequence[dt.date]) -> pl.DataFrame:
+    """Two rows per game on ``dates`` (one per team) from the schedule: pre-game facts only."""
+    games = on_dates(schedule, dates)
+    home = games.select(
+        "game_id", "game_date", "season", "season_type",
+        team_abbr="home_team_abbr", opponent_abbr="away_team_abbr", is_home=pl.lit(True),
+    )  # fmt: skip
+    away = games.select(
+        "game_id", "game_date", "season", "season_type",
+        team_abbr="away_team_abbr", opponent_abbr="home_team_abbr", is_home=pl.lit(False),
+    )  # fmt: skip
+    return pl.concat([home, away]).sort("game_date", "game_id", "team_abbr")
+
+
+# -- as-of windows -------------------------------------------------------------------------------
+
+
+def _prepare(log: pl.DataFrame, group: list[str], values: Sequence[str], last_n: Sequence[int]) -> pl.DataFrame:
+    """Cumulative sums per group in date order, plus the same sums ``n`` games back."""
+    dupes = log.select(*group, "game_date").is_duplicated()
+    if dupes.any():
+        raise ValueError(f"a game log must have one row per {group} and date; {int(dupes.sum())} rows repeat")
+    cols = [*values, GAMES]
+    prepared = (
+        log.select(*group, "game_date", *(pl.col(v).cast(pl.Float64) for v in values))
+        .with_columns(pl.lit(1.0).alias(GAMES))
+        .sort(*group, "game_date")
+        .with_columns(pl.col(c).fill_null(0.0).cum_sum().over(group).alias(f"{c}#cum") for c in cols)
+    )
+    lags = [pl.col(f"{c}#cum").shift(n).over(group).fill_null(0.0).alias(f"{c}#cum{n}") for n in last_n for c in cols]
+    # Date of the first game of the last-n window ending at this game (NO_DATE when fewer games).
+    starts = [pl.col("game_date").shift(n - 1).over(group).fill_null(NO_DATE).alias(f"#start{n}") for n in last_n]
+    return (
+        prepared.with_columns(*lags, *starts, pl.col("game_date").alias("#last_date"))
+        .drop(*cols)
+        .sort("game_date")
+    )
+
+
+def _before(left: pl.DataFrame, prepared: pl.DataFrame, group: list[str], at: str, columns: Sequence[str]) -> pl.DataFrame:
+    """``left`` with ``columns`` of the last prepared row of its group dated strictly before ``at``."""
+    right = prepared.select(*group, pl.col("game_date").alias("#on"), *columns)
+    joined = left.sort(at).join_asof(
+        right, left_on=at, right_on="#on", by=group, strategy="backward", allow_exact_matches=False, coalesce=False,
+        check_sortedness=False,  # both sides are sorted on the join key just above
+    )
+    return joined.drop("#on")
+
+
+def prior_windows(
+    targets: pl.DataFrame,
+    log: pl.DataFrame,
+    *,
+    by: Sequence[str],
+    values: Sequence[str],
+    last_n: Sequence[int] = (),
+    days: Sequence[int] = (),
+) -> pl.DataFrame:
+    """``targets`` (with ``by``, ``season``, ``game_date``) plus sums of ``log``'s ``values`` over
+    the same entity's games of the same season strictly before each target's date.
+
+    Adds, for every value ``v`` and for the game count ``games``:
+    ``{v}_season`` (season to date), ``{v}_last{n}`` (last n games), ``{v}_{k}d`` (dates
+    D-k..D-1), and ``last_game_date`` (NULL without a prior game this season). Sums over an
+    empty window are 0 and the matching ``games_*`` is 0.
+    """
+    group = [*by, "season"]
+    prepared = _prepare(log, group, values, last_n)
+    cols = [*values, GAMES]
+    keys = targets.select(*group, "game_date").unique()
+    cum = [f"{c}#cum" for c in cols]
+    lagged = [f"{c}#cum{n}" for n in last_n for c in cols]
+    out = _before(keys, prepared, group, "game_date", [*cum, *lagged, "#last_date"])
+    exprs: list[pl.Expr] = [pl.col("#last_date").alias("last_game_date")]
+    exprs += [pl.col(f"{c}#cum").fill_null(0.0).alias(f"{c}_season") for c in cols]
+    exprs += [
+        (pl.col(f"{c}#cum") - pl.col(f"{c}#cum{n}")).fill_null(0.0).alias(f"{c}_last{n}") for n in last_n for c in cols
+    ]
+    for k in days:
+        shifted = keys.with_columns(pl.col("game_date").dt.offset_by(f"-{k}d").alias("#at"))
+        earlier = _before(shifted, prepared, group, "#at", cum).select(
+            *group, "game_date", *(pl.col(f"{c}#cum").alias(f"{c}#cum_{k}d") for c in cols)
+        )
+        out = out.join(earlier, on=[*group, "game_date"], how="left")
+        exprs += [
+            (pl.col(f"{c}#cum").fill_null(0.0) - pl.col(f"{c}#cum_{k}d").fill_null(0.0)).alias(f"{c}_{k}d") for c in cols
+        ]
+    windows = out.select(*group, "game_date", *exprs)
+    return targets.join(windows, on=[*group, "game_date"], how="left")
+
+
+def league_before(dates_frame: pl.DataFrame, log: pl.DataFrame, values: Sequence[str]) -> pl.DataFrame:
+    """League-wide season-to-date sums of ``values`` strictly before each ``(season, game_date)``
+    of ``dates_frame``: every team-game of the season before the date, summed by date first."""
+    per_date = log.group_by("season", "game_date").agg(pl.col(v).cast(pl.Float64).sum() for v in values)
+    return prior_windows(dates_frame.select("season", "game_date").unique(), per_date, by=[], values=values)
+
+
+def team_window_shares(player_game_summary: pl.DataFrame, listed: pl.DataFrame, window: int = 10) -> pl.DataFrame:
+    """Each listed player's share of his team's plays over the team's last ``window`` games of the
+    season before the date.
+
+    ``listed``: one row per (player_id, team_abbr, season, game_date) to look up, inactive ones
+    included. share = Σ the player's plays (FGA + 0.44·FTA + TOV) in those team games / Σ the
+    plays of every player of the team in them; a team game the player missed, or played for
+    another team, counts as 0 for him. A star out for the whole window therefore frees nothing
+    new: the team has already played without him. Adds ``team_games_season`` (team games this
+    season before the date), ``played_in_last_{window}_team_games`` and
+    ``plays_share_last_{window}_team_games`` (NULL when the team has no earlier game).
+    """
+    rows = player_game_summary.with_columns(
+        plays=plays(pl.col("fga"), pl.col("fta"), pl.col("tov")).cast(pl.Float64),
+        played=PLAYED.cast(pl.Float64),
+    )
+    # Integer sums first: a float sum would depend on the row order the warehouse returns.
+    team_log = (
+        rows.group_by("team_abbr", "season", "game_date")
+        .agg(pl.col("fga", "fta", "tov").cast(pl.Int64).sum())
+        .with_columns(team_plays=plays(pl.col("fga"), pl.col("fta"), pl.col("tov")).cast(pl.Float64))
+    )
+    team_group = ["team_abbr", "season"]
+    team_prep = _prepare(team_log, team_group, ["team_plays"], [window])
+    keys = listed.select("player_id", *team_group, "game_date").unique()
+    at_team = _before(
+        keys, team_prep, team_group, "game_date", ["team_plays#cum", f"team_plays#cum{window}", "games#cum", f"#start{window}"]
+    ).with_columns(pl.col(f"#start{window}").fill_null(NO_DATE))
+    player_group = ["player_id", *team_group]
+    player_prep = _prepare(rows.select(*player_group, "game_date", "plays", "played"), player_group, ["plays", "played"], [])
+    cols = ["plays#cum", "played#cum"]
+    now = _before(at_team, player_prep, player_group, "game_date", cols)
+    then = _before(
+        at_team.select(*player_group, "game_date", f"#start{window}"), player_prep, player_group, f"#start{window}", cols
+    ).select(*player_group, "game_date", *(pl.col(c).alias(f"{c}#start") for c in cols))
+    shares = now.join(then, on=[*player_group, "game_date"], how="left").select(
+        *player_group,
+        "game_date",
+        team_games_season=pl.col("games#cum").fill_null(0.0),
+        **{
+            f"played_in_last_{window}_team_games": pl.when(pl.col("games#cum") > 0).then(
+                pl.col("played#cum").fill_null(0.0) - pl.col("played#cum#start").fill_null(0.0)
+            ).otherwise(0.0),
+            f"plays_share_last_{window}_team_games": ratio(
+                pl.col("plays#cum").fill_null(0.0) - pl.col("plays#cum#start").fill_null(0.0),
+                pl.col("team_plays#cum") - pl.col(f"team_plays#cum{window}"),
+            ),
+        },
+    )
+    return listed.join(shares, on=[*player_group, "game_date"], how="left")
+
+
+def notes(*parts: pl.Expr) -> pl.Expr:
+    """'; '-joined non-null notes, NULL when there is none."""
+    joined = pl.concat_str(list(parts), separator="; ", ignore_nulls=True)
+    return pl.when(joined != "").then(joined)
+
+
+def lookup(frame: pl.DataFrame, key: Sequence[str], columns: Sequence[str], rename: dict[str, str] | None = None) -> pl.DataFrame:
+    """``key`` + ``columns`` of a same-date Phase 4 table, optionally renamed, for a left join."""
+    rename = rename or {}
+    return frame.select(pl.col(c).alias(rename.get(c, c)) for c in (*key, *columns))

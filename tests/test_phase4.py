@@ -1,0 +1,423 @@
+"""Phase 4 tables: leak-free windows, season reset, hand-checked numbers, shards equal per-date.
+
+The Phase 2/3 tables are built in memory from the bundled raw files (each table's function fed
+its inputs like the runner feeds it), then the Phase 4 tables are built from them with the
+inputs sliced by ``Runner.read_inputs`` itself, over shards cut by ``cut_shards``, skipping the
+bootstrap dates as the runner does. No Ray, no warehouse: the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from conftest import RAW_DIR
+from pipeline.calendar import Calendar
+from pipeline.runner import Runner, RunSettings, cut_shards
+from pipeline.state import RunState
+from pipeline.tables import registry
+from pipeline.tables._phase4 import BOOTSTRAP_DAYS, prior_windows
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, ID_COLUMNS, feature_matrix
+from pipeline.warehouse.source import RawSource
+
+TABLES = registry()
+PHASE2_3 = [n for n, t in TABLES.items() if t.phase in (2, 3) and n != "nba_raw.quarantine"]
+PHASE4 = [n for n, t in TABLES.items() if t.phase == 4]
+EXPECTED_PHASE4 = {
+    "nba_analytics.upcoming_player_game_context",
+    "nba_analytics.upcoming_team_game_context",
+    "nba_precompute.player_daily_cache",
+    "nba_precompute.player_shot_zone_analysis",
+    "nba_precompute.team_defense_zone_analysis",
+    "nba_precompute.player_composite_factors",
+    "nba_predictions.ml_feature_store",
+}
+PGS = "nba_analytics.player_game_summary"
+
+# Columns of the Phase 3 tables that are known before tip-off (the rest are results).
+PREGAME = {
+    PGS: {"game_id", "game_date", "season", "season_type", "player_id", "player_name", "team_abbr", "opponent_abbr",
+          "is_home", "starter", "is_inactive"},
+    "nba_analytics.team_offense_game_summary": {"game_id", "game_date", "season", "season_type", "team_abbr", "opponent_abbr", "is_home"},
+    "nba_analytics.team_defense_game_summary": {"game_id", "game_date", "season", "season_type", "defending_team_abbr",
+                                                "opponent_abbr", "is_home"},
+}  # fmt: skip
+
+
+class MemoryWarehouse:
+    """Just enough of a warehouse for ``Runner.read_inputs``: reads from in-memory frames."""
+
+    def __init__(self, frames: Mapping[str, pl.DataFrame]):
+        self.frames = frames
+
+    def read(self, table, *, start=None, end=None, columns=None, where=None):
+        frame = self.frames[table].filter(pl.col("game_date").is_between(start, end))
+        # The warehouse promises no row order; make the tables prove they do not depend on it.
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=7)
+        return frame.select(columns) if columns else frame
+
+
+def phase3_frames(source: RawSource, calendar: Calendar) -> dict[str, pl.DataFrame]:
+    frames: dict[str, pl.DataFrame] = {}
+    for name in PHASE2_3:
+        spec = TABLES[name]
+        inputs = {
+            i.table: source.read(i.table, calendar.first, calendar.last) if i.is_source else frames[i.table] for i in spec.inputs
+        }
+        frames[name] = spec.run(list(calendar.dates), inputs, {"on_bad_rows": "fail"} if spec.params else {})
+    return frames
+
+
+def build_phase4(
+    frames: Mapping[str, pl.DataFrame], calendar: Calendar, source: RawSource, dates: list[dt.date], shard_days: int
+) -> dict[str, pl.DataFrame]:
+    """The Phase 4 tables for ``dates`` as the runner builds them: bootstrap dates skipped,
+    the rest cut into shards, each shard's inputs read by ``Runner.read_inputs``."""
+    frames = dict(frames)
+    settings = RunSettings(run_id="test", shard_days=shard_days, max_attempts=1, retry_backoff_seconds=0, force=False, params={})
+    runner = Runner(MemoryWarehouse(frames), source, calendar, RunState(), None, settings, TABLES)
+    built = {}
+    for name in PHASE4:
+        spec = TABLES[name]
+        todo = [d for d in dates if not calendar.in_bootstrap(d, spec.bootstrap_days)]
+        parts = [spec.run(shard, runner.read_inputs(spec, shard), {}) for shard in cut_shards(todo, shard_days)]
+        out = pl.concat(parts) if parts else pl.DataFrame(schema=spec.schema)
+        assert out.filter(out.select(spec.key).is_duplicated()).is_empty(), f"{name}: duplicate keys"
+        assert set(out["game_date"].unique()) <= set(todo), f"{name}: rows outside the dates asked for"
+        frames[name] = built[name] = out.sort(*spec.key)
+    return built
+
+
+@pytest.fixture(scope="module")
+def source() -> RawSource:
+    return RawSource(RAW_DIR)
+
+
+@pytest.fixture(scope="module")
+def calendar(source) -> Calendar:
+    return Calendar.from_schedule(TABLES["nba_raw.schedule"].build([], player_boxscores=source.calendar_frame()))
+
+
+@pytest.fixture(scope="module")
+def phase3(source, calendar) -> dict[str, pl.DataFrame]:
+    return phase3_frames(source, calendar)
+
+
+@pytest.fixture(scope="module")
+def phase4(phase3, calendar, source) -> dict[str, pl.DataFrame]:
+    """Every Phase 4 table over the full history, default shard size."""
+    return build_phase4(phase3, calendar, source, list(calendar.dates), 64)
+
+
+def raw_players(season: str) -> pl.DataFrame:
+    return pl.read_parquet(RAW_DIR / f"player_boxscores_{season}.parquet")
+
+
+# -- declarations ---------------------------------------------------------------------------------
+
+
+def test_phase4_tables_are_declared_with_the_bootstrap_window():
+    assert set(PHASE4) == EXPECTED_PHASE4
+    for name in PHASE4:
+        spec = TABLES[name]
+        assert spec.bootstrap_days == BOOTSTRAP_DAYS == 14, name
+        assert spec.key in (("game_date", "player_id"), ("game_date", "team_abbr")), name
+        for inp in spec.inputs:
+            # Phase 3 history is read season to date; same-date Phase 4 / schedule rows only.
+            assert inp.lookback.season_to_date or inp.lookback.days == 0, (name, inp.table)
+
+
+def test_bootstrap_dates_get_no_rows_and_come_from_the_schedule(phase4, calendar):
+    openers = dict(calendar.opener_of)
+    assert openers == {"2022-23": dt.date(2022, 10, 18), "2023-24": dt.date(2023, 10, 24), "2024-25": dt.date(2024, 10, 22)}
+    for name, frame in phase4.items():
+        first_dates = frame.group_by("season").agg(pl.col("game_date").min())
+        for season, first in first_dates.iter_rows():
+            assert (first - openers[season]).days >= BOOTSTRAP_DAYS, (name, season, first)
+        # ... and every later game date has rows.
+        built = set(frame["game_date"].unique())
+        expected = {d for d in calendar.dates if not calendar.in_bootstrap(d, BOOTSTRAP_DAYS)}
+        assert built == expected, name
+
+
+# -- the as-of window helper --------------------------------------------------------------------------
+
+
+def test_prior_windows_use_only_earlier_games_of_the_same_season():
+    d = dt.date
+    log = pl.DataFrame(
+        {
+            "player_id": [1, 1, 1, 1, 1],
+            "season": ["A", "B", "B", "B", "B"],
+            "game_date": [d(2023, 4, 1), d(2023, 10, 25), d(2023, 10, 27), d(2023, 10, 28), d(2023, 11, 1)],
+            "pts": [50, 10, 20, 30, 40],
+        }
+    )
+    targets = pl.DataFrame(
+        {
+            "player_id": [1, 1, 1, 1],
+            "season": ["B", "B", "B", "B"],
+            "game_date": [d(2023, 10, 25), d(2023, 10, 28), d(2023, 11, 1), d(2023, 11, 3)],
+        }
+    )
+    out = prior_windows(targets, log, by=["player_id"], values=["pts"], last_n=(2,), days=(3,)).sort("game_date")
+    # 10-25: the season's first game: nothing before it (last season's 50 does not count).
+    # 10-28: games of 10-25 and 10-27 (its own 30 is excluded); last 2 = 10 + 20; 3 days (10-25..10-27) = both.
+    # 11-01: 10, 20, 30 before; last 2 = 20 + 30; 3 days (10-29..10-31): none.
+    # 11-03: all four; last 2 = 30 + 40; 3 days (10-31..11-02): 40.
+    assert out["games_season"].to_list() == [0, 2, 3, 4]
+    assert out["pts_season"].to_list() == [0, 30, 60, 100]
+    assert out["pts_last2"].to_list() == [0, 30, 50, 70]
+    assert out["games_last2"].to_list() == [0, 2, 2, 2]
+    assert out["pts_3d"].to_list() == [0, 30, 0, 40]
+    assert out["last_game_date"].to_list() == [None, d(2023, 10, 27), d(2023, 10, 28), d(2023, 11, 1)]
+
+
+# -- leaks ------------------------------------------------------------------------------------------------
+
+
+def perturb(frames: Mapping[str, pl.DataFrame], day: dt.date, seed: int = 11) -> dict[str, pl.DataFrame]:
+    """Every result column (stats, minutes, plus-minus, DNP flags, rates, team totals...) replaced
+    by random values on ``day`` and after; pre-game facts (roster, starters, players listed
+    inactive, home/away, opponent) and the schedule left as they are."""
+    rng = np.random.default_rng(seed)
+    out = dict(frames)
+    for name, keep in PREGAME.items():
+        frame = frames[name]
+        n = frame.height
+        later = pl.col("game_date") >= day
+        replaced = []
+        for column, dtype in frame.schema.items():
+            if column in keep:
+                continue
+            if dtype == pl.Boolean:
+                values = pl.Series(rng.random(n) < 0.5)
+            elif dtype.is_integer():
+                values = pl.Series(rng.integers(0, 40, n)).cast(dtype)
+            elif dtype.is_float():
+                values = pl.Series(np.where(rng.random(n) < 0.1, np.nan, rng.random(n) * 60.0)).fill_nan(None)
+            elif dtype == pl.String:
+                values = pl.Series(rng.choice(["coach_decision", "injury_illness", "other"], n))
+            else:
+                raise AssertionError(f"no perturbation for {name}.{column} ({dtype})")
+            replaced.append(pl.when(later).then(pl.lit(values)).otherwise(pl.col(column)).cast(dtype).alias(column))
+        out[name] = frame.with_columns(replaced)
+        changed = out[name].filter(later).select(c for c in frame.columns if c not in keep)
+        assert not changed.equals(frame.filter(later).select(changed.columns)), name
+    return out
+
+
+LEAK_DATES = [dt.date(2024, 1, 6), dt.date(2023, 4, 15)]  # mid-season; the first day of the 2023 playoffs
+
+
+@pytest.fixture(scope="module", params=LEAK_DATES, ids=str)
+def leak_case(request, phase3, calendar, source):
+    day = request.param
+    # A shard of game dates around the day, so later (perturbed) dates sit in the same frames.
+    index = calendar.dates.index(day)
+    dates = list(calendar.dates[max(0, index - 30) : index + 30])
+    original = build_phase4(phase3, calendar, source, dates, 64)
+    changed = build_phase4(perturb(phase3, day), calendar, source, dates, 64)
+    return day, original, changed
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PHASE4))
+def test_results_of_the_day_and_later_do_not_change_the_rows_of_the_day(leak_case, name):
+    day, original, changed = leak_case
+    before = original[name].filter(pl.col("game_date") <= day)
+    after = changed[name].filter(pl.col("game_date") <= day)
+    assert before.filter(pl.col("game_date") == day).height > 0
+    assert_frame_equal(after, before)
+
+
+def test_the_perturbation_does_reach_the_next_dates(leak_case):
+    # Guard against a test that passes because nothing changed: rows after the day do move.
+    day, original, changed = leak_case
+    for name in ("nba_precompute.player_daily_cache", "nba_predictions.ml_feature_store"):
+        later_before = original[name].filter(pl.col("game_date") > day)
+        later_after = changed[name].filter(pl.col("game_date") > day)
+        assert not later_after.equals(later_before), name
+
+
+def test_row_set_is_the_listed_players_who_are_not_inactive(phase3, phase4):
+    day = dt.date(2024, 1, 6)
+    listed = phase3[PGS].filter(game_date=day)
+    expected = set(listed.filter(~pl.col("is_inactive"))["player_id"])
+    assert listed.filter(pl.col("is_inactive")).height > 0  # the date has inactive players to leave out
+    coach_dnp = set(listed.filter(pl.col("dnp_reason_category") == "coach_decision")["player_id"])
+    assert coach_dnp and coach_dnp <= expected  # dressed but did not play: still a row
+    for name in PHASE4:
+        if "player_id" in TABLES[name].key:
+            assert set(phase4[name].filter(game_date=day)["player_id"]) == expected, name
+
+
+# -- season reset and hand-checked numbers ---------------------------------------------------------------
+
+
+def test_first_game_of_a_season_has_no_season_average(phase4):
+    # Ja Morant played 61 regular-season games in 2022-23 (26.2 points a game) and was suspended
+    # for the start of 2023-24 (listed NWT, so no rows); his first 2023-24 game was 2023-12-19.
+    cache = phase4["nba_precompute.player_daily_cache"].filter(player_name="Ja Morant", season="2023-24").sort("game_date")
+    first = cache.row(0, named=True)
+    assert first["game_date"] == dt.date(2023, 12, 19)
+    assert first["games_played_season"] == 0
+    assert first["points_avg_season"] is None
+    assert first["points_avg_last_5"] is None and first["points_avg_last_10"] is None
+    assert first["minutes_avg_season"] is None
+    context = phase4["nba_analytics.upcoming_player_game_context"].filter(player_name="Ja Morant", game_date=dt.date(2023, 12, 19))
+    assert context["days_rest"].to_list() == [None] and context["back_to_back"].to_list() == [False]
+    assert "no game played this season" in context["context_notes"][0]
+    composite = phase4["nba_precompute.player_composite_factors"].filter(player_name="Ja Morant", game_date=dt.date(2023, 12, 19))
+    assert composite["fatigue_score"].to_list() == [None] and composite["fatigue_reason"][0].startswith("no game played")
+    # His second game: the average is the 34 points of his first game alone.
+    second = cache.row(1, named=True)
+    assert second["game_date"] == dt.date(2023, 12, 21)
+    assert second["games_played_season"] == 1 and second["points_avg_season"] == 34.0
+
+
+def test_season_figures_never_reach_into_the_previous_season(phase4, calendar):
+    context = phase4["nba_analytics.upcoming_player_game_context"]
+    openers = pl.DataFrame({"season": list(calendar.opener_of), "opener": list(calendar.opener_of.values())})
+    checked = context.join(openers, on="season")
+    assert checked.filter(pl.col("last_game_date") < pl.col("opener")).is_empty()
+    # No more games than there were game dates since the opener (a traded player may have
+    # played more games than his new team, so the team's count is no bound).
+    dates_before = pl.DataFrame(
+        {"game_date": list(calendar.dates), "dates_since_opener": [len(calendar.between(calendar.opener(d), d)) - 1 for d in calendar.dates]}
+    )
+    checked = checked.join(dates_before, on="game_date")
+    assert checked.filter(pl.col("games_played_season") > pl.col("dates_since_opener")).is_empty()
+
+
+def test_hand_checked_jayson_tatum_2024_01_06(phase4):
+    """Jayson Tatum (BOS) before BOS @ IND (0022300493) on 2024-01-06, second night of a back-to-back.
+
+    His 2023-24 games before it, newest first (2023-12-29 was "DND - Injury/Illness", no minutes,
+    so it is not a game played and is skipped):
+      01-05 30, 01-02 30, 12-31 25, 12-28 31, 12-25 25 | 12-23 30, 12-19 15, 12-17 23, 12-15 30, 12-14 27
+    last 5  = (30+30+25+31+25)/5 = 141/5 = 28.2
+    last 10 = (141 + 30+15+23+30+27)/10 = 266/10 = 26.6
+    days of rest: last game 01-05, so 0; back-to-back: yes
+    games in the last 7 days (12-30 .. 01-05): 12-31, 01-02, 01-05 = 3, minutes 30:50 + 37:36 + 24:38 = 93:04
+    games in the last 14 days (12-23 .. 01-05): 12-23, 12-25, 12-28, 12-31, 01-02, 01-05 = 6
+    """
+    day = dt.date(2024, 1, 6)
+    raw = raw_players("2023-24").filter(player_name="Jayson Tatum")
+    player_id = raw["player_id"][0]
+    played = raw.filter(~pl.col("did_not_play") & (pl.col("minutes") > 0) & (pl.col("game_date") < day)).sort(
+        "game_date", descending=True
+    )
+    expected = {
+        "points_avg_last_5": played["pts"].head(5).cast(pl.Float64).mean(),
+        "points_avg_last_10": played["pts"].head(10).cast(pl.Float64).mean(),
+        "days_rest": (day - played["game_date"][0]).days - 1,
+        "games_last_7d": played.filter(pl.col("game_date") >= day - dt.timedelta(days=7)).height,
+        "games_last_14d": played.filter(pl.col("game_date") >= day - dt.timedelta(days=14)).height,
+        "minutes_last_7d": played.filter(pl.col("game_date") >= day - dt.timedelta(days=7))["minutes"].sum(),
+    }
+    by_hand = {"points_avg_last_5": 28.2, "points_avg_last_10": 26.6, "days_rest": 0, "games_last_7d": 3, "games_last_14d": 6,
+               "minutes_last_7d": 93 + 4 / 60}  # fmt: skip
+    assert expected == pytest.approx(by_hand)
+
+    cache = phase4["nba_precompute.player_daily_cache"].filter(game_date=day, player_id=player_id).row(0, named=True)
+    context = phase4["nba_analytics.upcoming_player_game_context"].filter(game_date=day, player_id=player_id).row(0, named=True)
+    assert cache["points_avg_last_5"] == pytest.approx(by_hand["points_avg_last_5"])
+    assert cache["points_avg_last_10"] == pytest.approx(by_hand["points_avg_last_10"])
+    assert context["days_rest"] == by_hand["days_rest"]
+    assert context["back_to_back"] is True
+    assert context["games_last_7d"] == by_hand["games_last_7d"]
+    assert context["games_last_14d"] == by_hand["games_last_14d"]
+    assert context["minutes_last_7d"] == pytest.approx(by_hand["minutes_last_7d"])
+    assert (context["team_abbr"], context["opponent_abbr"], context["is_home"], context["starter"]) == ("BOS", "IND", False, True)
+    team = phase4["nba_analytics.upcoming_team_game_context"].filter(game_date=day, team_abbr="BOS").row(0, named=True)
+    assert team["days_rest"] == 0 and team["back_to_back"] is True
+    features = phase4["nba_predictions.ml_feature_store"].filter(game_date=day, player_id=player_id).row(0, named=True)
+    assert features["points_avg_last_10"] == pytest.approx(26.6) and features["back_to_back"] is True
+
+
+def test_team_pace_matches_the_summed_possessions(phase3, phase4):
+    # BOS before 2024-01-06: pace over its last 10 games = Σ possessions · 48 / Σ(team minutes / 5).
+    day = dt.date(2024, 1, 6)
+    games = (
+        phase3["nba_analytics.team_offense_game_summary"]
+        .filter(team_abbr="BOS", season="2023-24")
+        .filter(pl.col("game_date") < day)
+        .sort("game_date", descending=True)
+        .head(10)
+    )
+    expected = games["possessions"].sum() * 48.0 / (games["team_minutes"].cast(pl.Float64).sum() / 5.0)
+    row = phase4["nba_analytics.upcoming_team_game_context"].filter(game_date=day, team_abbr="BOS").row(0, named=True)
+    assert row["pace_last_10"] == pytest.approx(expected)
+    assert 90 < row["pace_last_10"] < 110
+
+
+# -- composite factors and the feature store ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", ["fatigue", "shot_zone_mismatch", "pace", "usage_spike"])
+def test_a_zero_or_null_factor_always_states_its_reason(phase4, factor):
+    frame = phase4["nba_precompute.player_composite_factors"]
+    score = pl.col(f"{factor}_score")
+    unexplained = frame.filter((score.is_null() | (score == 0)) & pl.col(f"{factor}_reason").is_null())
+    assert unexplained.is_empty(), unexplained.head(3)
+    # Most rows have an ordinary value.
+    assert frame.filter(score.is_not_null()).height > 0.95 * frame.height
+
+
+def test_usage_spike_comes_from_inactive_teammates(phase4):
+    context = phase4["nba_analytics.upcoming_player_game_context"]
+    per_team = context.group_by("game_id", "team_abbr").agg(
+        pl.col("inactive_teammates_usage_share").first() + pl.col("active_roster_usage_share").first()
+    )
+    assert per_team["inactive_teammates_usage_share"].max() <= 1.0 + 1e-9
+    joined = phase4["nba_precompute.player_composite_factors"].join(
+        context.select("game_date", "player_id", "inactive_teammates", "inactive_teammates_usage_share"), on=["game_date", "player_id"]
+    )
+    spikes = joined.filter(pl.col("usage_spike_score") > 0)
+    assert spikes.height > 1000
+    assert spikes.filter((pl.col("inactive_teammates") == 0) | (pl.col("inactive_teammates_usage_share") == 0)).is_empty()
+    assert joined.filter(pl.col("inactive_teammates") == 0)["usage_spike_score"].drop_nulls().unique().to_list() == [0.0]
+
+
+def test_feature_store_contract(phase4):
+    store = phase4["nba_predictions.ml_feature_store"]
+    assert len(set(FEATURE_COLUMNS)) == len(FEATURE_COLUMNS)
+    assert set(ID_COLUMNS) >= {"game_id", "game_date", "season", "player_id", "player_name", "team_abbr", "opponent_abbr"}
+    assert not set(ID_COLUMNS) & set(FEATURE_COLUMNS)
+    assert set(ID_COLUMNS) | set(FEATURE_COLUMNS) <= set(store.columns)
+    # The target stays out: no actual points, minutes or box-score line of the game itself.
+    for banned in ("pts", "points", "actual_points", "minutes", "fgm", "plus_minus", "did_not_play"):
+        assert banned not in store.columns
+    # The baseline models need these.
+    for needed in ("points_avg_last_5", "points_avg_last_10", "points_avg_season", "fatigue_score", "shot_zone_mismatch_score",
+                   "pace_score", "usage_spike_score", "back_to_back", "is_home", "days_rest", "rest_advantage",
+                   "games_last_7d", "starter", "projected_usage"):  # fmt: skip
+        assert needed in FEATURE_COLUMNS, needed
+    matrix = feature_matrix(store)
+    assert matrix.shape == (store.height, len(FEATURE_COLUMNS)) and matrix.dtype == np.float64
+    assert store.height == phase4["nba_analytics.upcoming_player_game_context"].height
+    # Every row has the core form features once the player has played this season.
+    experienced = store.filter(pl.col("games_played_season") >= 1)
+    assert experienced["points_avg_last_5"].null_count() == 0 and experienced["fatigue_score"].null_count() == 0
+
+
+# -- shards --------------------------------------------------------------------------------------------------
+
+
+def test_sharded_output_equals_per_date_output(phase3, calendar, source):
+    # End of 2022-23 (finals) and the start of 2023-24, bootstrap included: a 64-date shard spans
+    # both seasons, and the per-date frames hold only each date's own season-to-date lookback.
+    dates = calendar.between(dt.date(2023, 6, 1), dt.date(2023, 12, 10))
+    sharded = build_phase4(phase3, calendar, source, dates, 64)
+    per_date = build_phase4(phase3, calendar, source, dates, 1)
+    weekly = build_phase4(phase3, calendar, source, dates, 7)
+    for name in PHASE4:
+        assert sharded[name].height > 0
+        assert dt.date(2023, 6, 12) in set(sharded[name]["game_date"]), name
+        assert_frame_equal(per_date[name], sharded[name])
+        assert_frame_equal(weekly[name], sharded[name])
