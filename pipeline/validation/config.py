@@ -1,0 +1,408 @@
+"""The validation config (``conf/validation/``) read and checked against the table declarations.
+
+Every mistake is reported at once, before anything runs: an unknown table or column, a
+population that does not parse, a severity that is not ``critical`` or ``warning``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.tables import Table
+from pipeline.validation.expressions import ExpressionError, Identity, Population, parse_identity, parse_population
+
+CRITICAL, WARNING = "critical", "warning"
+SEVERITIES = (CRITICAL, WARNING)
+CROSS_KINDS = ("sums_match", "keys_match")
+
+
+def config_error(message: str) -> ValueError:
+    """A config mistake, raised as the command-line usage error the task dispatcher reports."""
+    from pipeline.tasks import UsageError  # lazy: pipeline.tasks may import this package
+
+    return UsageError(f"validation config:\n  {message}")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    table: str  # full name
+    feature: str
+    min_coverage: float
+    population: Population
+    severity: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BoundRule:
+    name: str
+    columns: tuple[str, ...]
+    match: str | None
+    exclude: tuple[str, ...]
+    min: float | None
+    max: float | None
+    population: Population
+    severity: str
+    reason: str
+    flag: bool = False
+    tables: tuple[str, ...] | None = None  # full names; None: every table
+
+    def applies(self, table: str, column: str) -> bool:
+        if self.tables is not None and table not in self.tables:
+            return False
+        if column in self.exclude:
+            return False
+        return column in self.columns or bool(self.match and re.search(self.match, column))
+
+    def describe(self) -> str:
+        lo = "-inf" if self.min is None else f"{self.min:g}"
+        hi = "inf" if self.max is None else f"{self.max:g}"
+        return f"{lo}..{hi}"
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    name: str
+    identity: Identity
+    severity: str
+    reason: str
+    tolerance: float = 1e-9
+    tables: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """``sums_match``: ``left`` is the detail, ``right`` the total. ``keys_match``: both ways."""
+
+    name: str
+    kind: str
+    left: str
+    right: str
+    on: tuple[tuple[str, str], ...]  # (left column, right column)
+    columns: tuple[tuple[str, str], ...]  # sums_match: (detail column, total column)
+    tolerance: float
+    severity: str
+    reason: str
+
+    @property
+    def tables(self) -> tuple[str, str]:
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class Settings:
+    gate: bool
+    reports_dir: Path
+    regression_max_drop: float
+    ranges: tuple[tuple[dt.date, dt.date], ...]
+    examples: int
+    may_be_empty: frozenset[str]
+    gap_severity: str
+    thresholds: Mapping[str, Mapping[str, Threshold]]  # table -> feature -> threshold
+    bounds: tuple[BoundRule, ...]
+    identities: tuple[IdentityRule, ...]
+    cross: tuple[CrossCheck, ...]
+    same_dates_phases: tuple[int, ...]
+    same_dates_severity: str
+    populations: Mapping[str, Population] = field(default_factory=dict)
+
+
+def _plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.lines.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise config_error("\n  ".join(self.lines))
+
+
+def _resolve_table(name: object, tables: Mapping[str, Table]) -> str | None:
+    if not isinstance(name, str):
+        return None
+    if name in tables:
+        return name
+    by_short = {t.short_name: t.name for t in tables.values()}
+    return by_short.get(name)
+
+
+def _severity(value: object, where: str, errors: _Errors, default: str = CRITICAL) -> str:
+    value = default if value is None else value
+    if value not in SEVERITIES:
+        errors.add(where, f"severity must be one of {', '.join(SEVERITIES)}, not {value!r}")
+        return default
+    return str(value)
+
+
+def _number(value: object, where: str, errors: _Errors, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        errors.add(where, f"expected a number, not {value!r}")
+        return None
+    return float(value)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def parse_range(text: object) -> tuple[dt.date, dt.date]:
+    """``"YYYY-MM-DD..YYYY-MM-DD"`` (or a two-item list, or a {start, end} mapping)."""
+    if isinstance(text, Mapping):
+        parts = [text.get("start"), text.get("end")]
+    elif isinstance(text, (list, tuple)):
+        parts = list(text)
+    else:
+        parts = str(text).split("..")
+    if len(parts) != 2:
+        raise ValueError(f"a range is 'YYYY-MM-DD..YYYY-MM-DD', not {text!r}")
+    start, end = (p if isinstance(p, dt.date) else dt.date.fromisoformat(str(p).strip()) for p in parts)
+    if start > end:
+        raise ValueError(f"range {text!r} ends before it starts")
+    return start, end
+
+
+def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table]) -> Settings:
+    """Read ``cfg.validation`` (the mapping itself) and check it against ``tables``."""
+    if cfg is None:
+        raise config_error(
+            "no `validation` config: add `- validation: default` to the defaults of conf/config.yaml "
+            "(or pass +validation=default)"
+        )
+    raw = _plain(cfg)
+    errors = _Errors()
+
+    populations: dict[str, Population] = {}
+    for name, spec in (raw.get("populations") or {}).items():
+        try:
+            populations[name] = parse_population(spec, {}, name=name)
+        except ExpressionError as exc:
+            errors.add(f"populations.{name}", str(exc))
+    populations.setdefault("all", Population("all", ()))
+
+    thresholds: dict[str, dict[str, Threshold]] = {}
+    for table_key, features in (raw.get("thresholds") or {}).items():
+        where = f"thresholds.{table_key}"
+        full = _resolve_table(table_key, tables)
+        if full is None:
+            errors.add(where, f"unknown table; known: {', '.join(sorted(t.short_name for t in tables.values()))}")
+            continue
+        schema = tables[full].schema
+        if not isinstance(features, Mapping):
+            errors.add(where, "expected a mapping of feature -> {min_coverage, population, severity, reason}")
+            continue
+        for feature, spec in features.items():
+            fwhere = f"{where}.{feature}"
+            if feature not in schema:
+                errors.add(fwhere, f"{full} has no column {feature!r}")
+                continue
+            if not isinstance(spec, Mapping):
+                errors.add(fwhere, "expected {min_coverage, population, severity, reason}")
+                continue
+            unknown = set(spec) - {"min_coverage", "population", "severity", "reason"}
+            if unknown:
+                errors.add(fwhere, f"unknown key(s) {sorted(unknown)}")
+            coverage = _number(spec.get("min_coverage"), f"{fwhere}.min_coverage", errors, allow_none=False)
+            if coverage is not None and not 0.0 <= coverage <= 1.0:
+                errors.add(f"{fwhere}.min_coverage", f"a share in 0..1, not {coverage}")
+            try:
+                population = parse_population(spec.get("population", "all"), populations)
+            except ExpressionError as exc:
+                errors.add(f"{fwhere}.population", str(exc))
+                continue
+            missing = sorted(population.columns - set(schema))
+            if missing:
+                errors.add(f"{fwhere}.population", f"{full} has no column(s) {missing} ({population.describe()})")
+            if not spec.get("reason"):
+                errors.add(fwhere, "give a one-line `reason`")
+            thresholds.setdefault(full, {})[feature] = Threshold(
+                table=full,
+                feature=feature,
+                min_coverage=coverage if coverage is not None else 1.0,
+                population=population,
+                severity=_severity(spec.get("severity"), f"{fwhere}.severity", errors),
+                reason=str(spec.get("reason") or ""),
+            )
+
+    def table_list(value: object, where: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        resolved = []
+        for name in _names(value):
+            full = _resolve_table(name, tables)
+            if full is None:
+                errors.add(where, f"unknown table {name!r}")
+            else:
+                resolved.append(full)
+        return tuple(resolved)
+
+    bounds = []
+    for name, spec in (raw.get("bounds") or {}).items():
+        where = f"bounds.{name}"
+        if spec is None:  # `validation.bounds.<name>=null` switches a rule off
+            continue
+        match = spec.get("match")
+        if match is not None:
+            try:
+                re.compile(match)
+            except re.error as exc:
+                errors.add(f"{where}.match", f"not a regular expression: {exc}")
+                match = None
+        try:
+            population = parse_population(spec.get("population"), populations)
+        except ExpressionError as exc:
+            errors.add(f"{where}.population", str(exc))
+            population = populations["all"]
+        lo = _number(spec.get("min"), f"{where}.min", errors)
+        hi = _number(spec.get("max"), f"{where}.max", errors)
+        if lo is None and hi is None:
+            errors.add(where, "give `min`, `max` or both")
+        if not spec.get("columns") and not match:
+            errors.add(where, "give `columns`, `match` or both")
+        bounds.append(
+            BoundRule(
+                name=name,
+                columns=_names(spec.get("columns")),
+                match=match,
+                exclude=_names(spec.get("exclude")),
+                min=lo,
+                max=hi,
+                population=population,
+                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                reason=str(spec.get("reason") or ""),
+                flag=bool(spec.get("flag", False)),
+                tables=table_list(spec.get("tables"), f"{where}.tables"),
+            )
+        )
+
+    identities = []
+    for name, spec in (raw.get("identities") or {}).items():
+        where = f"identities.{name}"
+        if spec is None:
+            continue
+        if isinstance(spec, str):
+            spec = {"check": spec}
+        try:
+            identity = parse_identity(spec.get("check"))
+        except ExpressionError as exc:
+            errors.add(where, str(exc))
+            continue
+        identities.append(
+            IdentityRule(
+                name=name,
+                identity=identity,
+                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                reason=str(spec.get("reason") or ""),
+                tolerance=_number(spec.get("tolerance", 1e-9), f"{where}.tolerance", errors) or 1e-9,
+                tables=table_list(spec.get("tables"), f"{where}.tables"),
+            )
+        )
+
+    cross = []
+    for name, spec in (raw.get("cross_layer") or {}).items():
+        where = f"cross_layer.{name}"
+        if spec is None:
+            continue
+        kind = spec.get("kind")
+        if kind not in CROSS_KINDS:
+            errors.add(f"{where}.kind", f"one of {', '.join(CROSS_KINDS)}, not {kind!r}")
+            continue
+        left_key, right_key = ("detail", "total") if kind == "sums_match" else ("left", "right")
+        left = _resolve_table(spec.get(left_key), tables)
+        right = _resolve_table(spec.get(right_key), tables)
+        for key, full in ((left_key, left), (right_key, right)):
+            if full is None:
+                errors.add(f"{where}.{key}", f"unknown table {spec.get(key)!r}")
+        if left is None or right is None:
+            continue
+        on_spec = spec.get("keys")
+        on = tuple(on_spec.items()) if isinstance(on_spec, Mapping) else tuple((c, c) for c in _names(on_spec))
+        columns_spec = spec.get("columns") or {}
+        columns = tuple(columns_spec.items()) if isinstance(columns_spec, Mapping) else tuple((c, c) for c in _names(columns_spec))
+        if not on:
+            errors.add(f"{where}.keys", "give the key columns")
+        if kind == "sums_match" and not columns:
+            errors.add(f"{where}.columns", "give {detail column: total column}")
+        for l_col, r_col in (*on, *columns):
+            if l_col not in tables[left].schema:
+                errors.add(where, f"{left} has no column {l_col!r}")
+            if r_col not in tables[right].schema:
+                errors.add(where, f"{right} has no column {r_col!r}")
+        cross.append(
+            CrossCheck(
+                name=name,
+                kind=kind,
+                left=left,
+                right=right,
+                on=on,
+                columns=columns,
+                tolerance=_number(spec.get("tolerance", 0.0), f"{where}.tolerance", errors) or 0.0,
+                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                reason=str(spec.get("reason") or ""),
+            )
+        )
+
+    ranges = []
+    for i, item in enumerate(raw.get("ranges") or []):
+        try:
+            ranges.append(parse_range(item))
+        except ValueError as exc:
+            errors.add(f"ranges[{i}]", str(exc))
+
+    may_be_empty = []
+    for name in _names(raw.get("may_be_empty")):
+        full = _resolve_table(name, tables)
+        if full is None:
+            errors.add("may_be_empty", f"unknown table {name!r}")
+        else:
+            may_be_empty.append(full)
+
+    drop = _number(raw.get("regression_max_drop", 0.10), "regression_max_drop", errors, allow_none=False)
+    if drop is not None and not 0.0 <= drop <= 1.0:
+        errors.add("regression_max_drop", f"a share in 0..1, not {drop}")
+    same = raw.get("same_dates") or {}
+    gaps = raw.get("gaps") or {}
+    gap_severity = _severity(gaps.get("severity"), "gaps.severity", errors)
+    same_severity = _severity(same.get("severity"), "same_dates.severity", errors)
+    examples = raw.get("examples", 5)
+    if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
+        errors.add("examples", f"a positive whole number, not {examples!r}")
+        examples = 5
+    errors.raise_if_any()
+    return Settings(
+        gate=bool(raw.get("gate", True)),
+        reports_dir=Path(raw.get("reports_dir") or "var/reports"),
+        regression_max_drop=drop if drop is not None else 0.10,
+        ranges=tuple(ranges),
+        examples=examples,
+        may_be_empty=frozenset(may_be_empty),
+        gap_severity=gap_severity,
+        thresholds=thresholds,
+        bounds=tuple(bounds),
+        identities=tuple(identities),
+        cross=tuple(cross),
+        same_dates_phases=tuple(int(p) for p in same.get("phases", ())),
+        same_dates_severity=same_severity,
+        populations=populations,
+    )

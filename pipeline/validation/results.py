@@ -1,0 +1,103 @@
+"""One check's outcome: which table, feature and dates it measured, the numbers, and the verdict."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
+
+# Check kinds, in the order a report lists them.
+COVERAGE = "coverage"
+REGRESSION = "regression"
+DUPLICATES = "duplicates"
+BOUNDS = "impossible_values"
+FLAGGED = "flagged_values"
+IDENTITY = "identity"
+CROSS_LAYER = "cross_layer"
+GAPS = "gaps"
+SAME_DATES = "same_dates"
+TABLE = "table"  # a table that could not be checked at all
+ERROR = "check_error"
+CHECK_ORDER = (TABLE, ERROR, GAPS, SAME_DATES, CROSS_LAYER, COVERAGE, REGRESSION, DUPLICATES, BOUNDS, IDENTITY, FLAGGED)
+
+
+@dataclass
+class Result:
+    table: str  # full name of the table measured (the one lacking rows, for gaps and same_dates)
+    check: str
+    feature: str  # the column, rule or identity name; "" for whole-table checks
+    scope: str  # "all", "season 2023-24", "month 2023-11", "range a..b", "gap", ...
+    start_date: dt.date | None
+    end_date: dt.date | None
+    observed: float | None
+    threshold: float | None
+    status: str  # pass | fail | skip | info
+    severity: str  # critical | warning (what a failure means)
+    details: str = ""
+    rows: int | None = None  # rows, keys or dates measured
+    failing: int | None = None  # of which failing
+    related: tuple[str, ...] = field(default_factory=tuple)  # other tables involved
+
+    @property
+    def passed(self) -> bool:
+        return self.status != FAIL
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, *self.related)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "table": self.table,
+            "check": self.check,
+            "feature": self.feature,
+            "scope": self.scope,
+            "start_date": self.start_date.isoformat() if self.start_date else None,
+            "end_date": self.end_date.isoformat() if self.end_date else None,
+            "observed": self.observed,
+            "threshold": self.threshold,
+            "status": self.status,
+            "passed": self.passed,
+            "severity": self.severity,
+            "rows": self.rows,
+            "failing": self.failing,
+            "related": list(self.related),
+            "details": self.details,
+        }
+
+
+def failures(results: Iterable[Result], severity: str | None = None) -> list[Result]:
+    return [r for r in results if r.status == FAIL and (severity is None or r.severity == severity)]
+
+
+def exit_code(results: Sequence[Result]) -> int:
+    """0: every check passed; 1: a critical check failed; 2: only warnings failed."""
+    failed = failures(results)
+    if any(r.severity == "critical" for r in failed):
+        return 1
+    return 2 if failed else 0
+
+
+def date_runs(dates: Iterable[dt.date], reference: Sequence[dt.date]) -> list[tuple[dt.date, dt.date, int]]:
+    """``dates`` grouped into runs that are consecutive in ``reference`` (the game-date calendar):
+    (first, last, number of dates). Dates outside ``reference`` each start a run of their own."""
+    position = {d: i for i, d in enumerate(reference)}
+    runs: list[list] = []
+    previous = None
+    for day in sorted(set(dates)):
+        at = position.get(day)
+        if runs and at is not None and previous is not None and at == previous + 1:
+            runs[-1][1] = day
+            runs[-1][2] += 1
+        else:
+            runs.append([day, day, 1])
+        previous = at
+    return [(a, b, n) for a, b, n in runs]
+
+
+def runs_text(runs: Sequence[tuple[dt.date, dt.date, int]], shown: int = 5) -> str:
+    parts = [f"{a}" if n == 1 else f"{a}..{b} ({n} dates)" for a, b, n in runs[:shown]]
+    more = len(runs) - shown
+    return ", ".join(parts) + (f" and {more} more run(s)" if more > 0 else "")
