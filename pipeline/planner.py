@@ -146,27 +146,30 @@ def make_plan(
     def reads(table: str, day: dt.date) -> bool:
         return not calendar.in_bootstrap(day, tables[table].bootstrap_days)
 
+    # Dates each table is checked on: the requested ones, and upstream, every date in their
+    # lookback windows. Walk from the most downstream table back so a table's set is final
+    # before its inputs are considered.
+    considered: dict[str, set[dt.date]] = {name: set() for name in order}
     for name in requested_tables:
+        considered[name] |= set(requested_dates)
         for day in requested_dates:
             reason = REQUESTED_REASON if rebuild_requested else stale_reason(name, day)
             if reason:
                 plans[name].build[day] = reason
-
-    # Upstream: walk from the most downstream table back, so each table's set is final before
-    # its inputs are considered.
     for name in reversed(order):
-        for inp in tables[name].inputs:
-            if inp.is_source:
+        for day in sorted(considered[name] - plans[name].build.keys()):
+            reason = stale_reason(name, day)
+            if reason is None:
                 continue
-            needed = {d for day in plans[name].build if reads(name, day) for d in calendar.window(inp.lookback, day)}
-            for day in sorted(needed - plans[inp.table].build.keys()):
-                reason = stale_reason(inp.table, day)
-                if reason is None:
-                    continue
-                if with_upstream:
-                    plans[inp.table].build[day] = reason
-                elif reason in (MISSING_REASON, FAILED_REASON):
-                    blocking[inp.table].add(day)
+            if with_upstream or name in requested_tables:
+                plans[name].build[day] = reason
+            elif reason in (MISSING_REASON, FAILED_REASON):
+                blocking[name].add(day)
+        for inp in tables[name].inputs:
+            if not inp.is_source:
+                considered[inp.table] |= {
+                    d for day in considered[name] if reads(name, day) for d in calendar.window(inp.lookback, day)
+                }
 
     if with_dependents:
         for name in order:

@@ -14,6 +14,7 @@ import datetime as dt
 import heapq
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -60,9 +61,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_TYPES)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def error_text(exc: BaseException) -> str:
-    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
-        exc = exc.cause
+    """The full error with its traceback; for a Ray task, the traceback from the worker."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return "Traceback (from the Ray task):\n" + _ANSI.sub("", str(exc)).strip()
     return "".join(traceback.format_exception(exc)).strip()
 
 
@@ -393,7 +398,8 @@ class Runner:
         if len(job.dates) > 1:
             half = len(job.dates) // 2
             log.debug("%s: failed, splitting the shard to find the failing date(s): %s", where, message)
-            return [_Pending(time.monotonic(), job.table, part, job.attempt + 1) for part in (job.dates[:half], job.dates[half:])]
+            # Isolating the failing date is part of the same attempt, not a retry.
+            return [_Pending(time.monotonic(), job.table, part, job.attempt) for part in (job.dates[:half], job.dates[half:])]
         log.error("%s failed: %s", where, message)
         log.debug("%s failed (attempt %d):\n%s", where, job.attempt, text)
         rows = state_rows(

@@ -1,0 +1,245 @@
+"""The backfill control plane: per-date state, honest resume, dependency planning, the lock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import PHASE3_TABLES, RAW_DIR, query, run_pipeline
+from pipeline.tables import registry
+
+PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
+PHASE_4 = [n for n, t in registry().items() if t.phase == 4]
+NOVEMBER = ("dates.start=2023-11-01", "dates.end=2023-11-12")
+FAULTS = "NBA_PIPELINE_FAULTS"
+
+
+def states(warehouse: Path) -> pl.DataFrame:
+    rows = query(warehouse, "SELECT table_name, game_date::VARCHAR, status, attempts, run_id, last_error FROM nba_orchestration.run_state")
+    return pl.DataFrame(rows, schema=["table", "date", "status", "attempts", "run_id", "error"], orient="row")
+
+
+def rebuilt_by(before: pl.DataFrame, after: pl.DataFrame) -> set[tuple[str, str]]:
+    """(table, date) pairs whose state row was written by a later run than ``before`` saw."""
+    joined = after.join(before.select("table", "date", old="run_id"), on=["table", "date"], how="left")
+    return {(t, d) for t, d in joined.filter(pl.col("old").is_null() | (pl.col("old") != pl.col("run_id"))).select("table", "date").iter_rows()}
+
+
+def no_duplicates(warehouse: Path) -> None:
+    for name in [*PHASE_2_3, *PHASE_4]:
+        if query(warehouse, f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = '{name}'")[0][0]:
+            key = ", ".join(registry()[name].key)
+            assert query(warehouse, f"SELECT {key}, count(*) FROM {name} GROUP BY ALL HAVING count(*) > 1") == [], name
+
+
+def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path):
+    """A real subprocess killed with SIGKILL while one shard of a level is still running."""
+    logs = tmp_path / "logs"
+    args = [
+        sys.executable, "-m", "pipeline", f"warehouse.path={tmp_path / 'warehouse.duckdb'}", f"logs.dir={logs}",
+        "ray.num_cpus=2", "shard.days=8", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false",
+        "dates.start=2022-12-01", "dates.end=2023-02-28",
+    ]  # fmt: skip
+    env = {**os.environ, FAULTS: "nba_analytics.player_game_summary@2023-01-15:sleep=300"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        committed = 0
+        while time.monotonic() < deadline and committed < 5:
+            time.sleep(0.5)
+            text = "".join(p.read_text() for p in logs.glob("*.log")) if logs.exists() else ""
+            committed = text.count("DEBUG pipeline.runner: nba_analytics.player_game_summary 20")
+        assert committed >= 5, "the level never got going"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray's helpers in the same session, if still alive
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL
+    warehouse = tmp_path / "warehouse.duckdb"
+    before = states(warehouse)
+    done_before = before.filter(table="nba_analytics.player_game_summary", status="ok")
+    assert 5 <= done_before.height < 83  # killed in the middle of the level ...
+    assert "2023-01-15" not in done_before["date"].to_list()  # ... while the sleeping shard ran
+    # Every partition is whole: a date has rows iff its state says ok.
+    partial = query(
+        warehouse,
+        """SELECT count(*) FROM (SELECT DISTINCT game_date FROM nba_analytics.player_game_summary) p
+           FULL JOIN (SELECT game_date FROM nba_orchestration.run_state
+                      WHERE table_name = 'nba_analytics.player_game_summary' AND status = 'ok') s USING (game_date)
+           WHERE p.game_date IS NULL OR s.game_date IS NULL""",
+    )
+    assert partial == [(0,)]
+
+    resumed = run_pipeline(tmp_path, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false", "dates.start=2022-12-01", "dates.end=2023-02-28")
+    assert resumed.returncode == 0, resumed.output
+    after = states(warehouse)
+    assert set(after.filter(pl.col("table").is_in(PHASE_2_3))["status"]) == {"ok"}
+    game_dates = (
+        pl.scan_parquet(RAW_DIR / "player_boxscores_2022-23.parquet")
+        .filter(pl.col("game_date").is_between(pl.date(2022, 12, 1), pl.date(2023, 2, 28)))
+        .select(pl.col("game_date").n_unique())
+        .collect()
+        .item()
+    )
+    assert game_dates == 83
+    assert after.filter(pl.col("table").is_in(PHASE_2_3)).height == len(PHASE_2_3) * game_dates
+    redone = rebuilt_by(before.filter(status="ok"), after)
+    assert not redone & {(t, d) for t, d in before.filter(status="ok").select("table", "date").iter_rows()}
+    no_duplicates(warehouse)
+    players = query(warehouse, "SELECT count(*) FROM nba_analytics.player_game_summary")[0][0]
+    assert players == query(warehouse, "SELECT count(*) FROM nba_raw.player_boxscores")[0][0] > 10_000
+
+
+def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path):
+    failing = "2023-11-05"
+    first = run_pipeline(
+        tmp_path, f"tables={PHASE3_TABLES}", *NOVEMBER, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"}
+    )
+    assert first.returncode == 1
+    assert failing in first.output and "retry the failed dates with" in first.output
+    warehouse = tmp_path / "warehouse.duckdb"
+    before = states(warehouse)
+    failed = before.filter(status="failed")
+    assert failed.select("table", "date").rows() == [("nba_analytics.team_offense_game_summary", failing)]
+    assert "injected failure for nba_analytics.team_offense_game_summary on 2023-11-05" in failed["error"][0]
+    assert "Traceback" in failed["error"][0]  # the full text, not a summary
+    assert failed["attempts"][0] == 1  # a permanent error is not retried
+    phase3 = before.filter(pl.col("table").is_in(PHASE_2_3))
+    assert phase3.filter(status="ok").height == phase3.height - 1
+    # Its dependents did not run on that date.
+    for table in ("nba_analytics.player_game_summary", "nba_analytics.team_defense_game_summary"):
+        assert before.filter(table=table, date=failing).height == 0
+
+    second = run_pipeline(tmp_path, f"tables={PHASE3_TABLES}", *NOVEMBER)
+    assert second.returncode == 0, second.output
+    after = states(warehouse)
+    assert set(after["status"]) <= {"ok", "skipped_bootstrap"}
+    redone = rebuilt_by(before, after)
+    assert {p for p in redone if p[0] in PHASE_2_3} == {
+        ("nba_analytics.team_offense_game_summary", failing),
+        ("nba_analytics.player_game_summary", failing),
+        ("nba_analytics.team_defense_game_summary", failing),
+    }
+    assert all(d >= failing for t, d in redone if t in PHASE_4)
+    no_duplicates(warehouse)
+
+
+def test_changed_raw_day_rebuilds_exactly_that_date_and_its_dependents(raw_copy, tmp_path):
+    common = (f"data.raw_dir={raw_copy}", f"tables={PHASE3_TABLES}", *NOVEMBER)
+    assert run_pipeline(tmp_path, *common).returncode == 0
+    warehouse = tmp_path / "warehouse.duckdb"
+    before = states(warehouse)
+    changed = "2023-11-08"
+    path = raw_copy / "player_boxscores_2023-24.parquet"
+    frame = pl.read_parquet(path)
+    one_row = (pl.col("game_date").cast(pl.String) == changed) & (pl.col("player_name") == "Stephen Curry")
+    frame.with_columns(pf=pl.when(one_row).then(pl.col("pf") + 1).otherwise(pl.col("pf"))).write_parquet(path)
+
+    plan = run_pipeline(tmp_path, "task=plan", *common)
+    assert plan.returncode == 0 and "inputs changed" in plan.output
+    rerun = run_pipeline(tmp_path, *common)
+    assert rerun.returncode == 0, rerun.output
+    redone = rebuilt_by(before, states(warehouse))
+    assert {p for p in redone if p[0] in PHASE_2_3} == {(t, changed) for t in PHASE_2_3}
+    assert all(d >= changed for t, d in redone if t in PHASE_4)
+    pf = query(warehouse, f"SELECT pf FROM nba_analytics.player_game_summary WHERE game_date = '{changed}' AND player_name = 'Stephen Curry'")
+    assert pf == [(frame.filter(one_row)["pf"][0] + 1,)]
+
+
+def test_transient_errors_are_retried_with_backoff(tmp_path):
+    run = run_pipeline(
+        tmp_path, "tables=[team_offense_game_summary]", *NOVEMBER, "backfill.retry_backoff_seconds=0.1",
+        env={FAULTS: "nba_analytics.team_offense_game_summary@2023-11-03:transient=2"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    attempts = query(tmp_path / "warehouse.duckdb", "SELECT attempts, status FROM nba_orchestration.run_state WHERE table_name = 'nba_analytics.team_offense_game_summary' AND game_date = '2023-11-03'")
+    assert attempts == [(3, "ok")]
+    assert "transient error" in run.output
+
+    out_of_retries = run_pipeline(
+        tmp_path, "tables=[team_offense_game_summary]", *NOVEMBER, "backfill.resume=false", "backfill.max_attempts=2",
+        "backfill.retry_backoff_seconds=0.1", env={FAULTS: "nba_analytics.team_offense_game_summary@2023-11-03:transient=5"},
+    )  # fmt: skip
+    assert out_of_retries.returncode == 1
+    assert query(tmp_path / "warehouse.duckdb", "SELECT attempts, status FROM nba_orchestration.run_state WHERE table_name = 'nba_analytics.team_offense_game_summary' AND game_date = '2023-11-03'") == [(2, "failed")]
+
+
+def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path):
+    def start(*extra: str) -> subprocess.Popen:
+        args = [sys.executable, "-m", "pipeline", f"warehouse.path={tmp_path / 'warehouse.duckdb'}", f"logs.dir={tmp_path / 'logs'}", "ray.num_cpus=2", f"tables={PHASE3_TABLES}", *NOVEMBER, *extra]
+        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+
+    procs = [start(), start()]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outputs
+    refused = outputs[[p.returncode for p in procs].index(1)]
+    assert "is in use by another run" in refused and "pid" in refused
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert set(states(warehouse)["status"]) <= {"ok", "skipped_bootstrap"}
+    no_duplicates(warehouse)
+
+    # Asked to wait, whichever comes second waits for the first instead of refusing.
+    procs = [start("backfill.resume=false", "lock.wait_seconds=300"), start("backfill.resume=false", "lock.wait_seconds=300")]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    no_duplicates(warehouse)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_plan_writes_nothing_and_explains_itself(phase3_copy, tmp_path):
+    before = file_digest(phase3_copy)
+    plan = run_pipeline(tmp_path, "task=plan", "tables=[player_game_summary]", "backfill.resume=false", "dates.start=2024-03-01", "dates.end=2024-03-10")
+    assert plan.returncode == 0, plan.output
+    assert file_digest(phase3_copy) == before
+    assert "level" in plan.output and "rebuild requested" in plan.output
+    assert "dependent of a rebuilt table" in plan.output
+    # On a warehouse that does not exist yet, plan does not create one.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fresh = run_pipeline(empty, "task=plan", "tables=[player_game_summary]", "dates.start=2024-03-01", "dates.end=2024-03-10")
+    assert fresh.returncode == 0 and "missing" in fresh.output
+    assert not (empty / "warehouse.duckdb").exists()
+
+
+def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(tmp_path):
+    run = run_pipeline(tmp_path, "tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
+    assert run.returncode == 1
+    assert "refused" in run.output
+    assert "nba_analytics.team_offense_game_summary: 3 missing date(s): 2024-03-01, 2024-03-02, 2024-03-03" in run.output
+    assert "nba_raw.player_boxscores: 3 missing date(s)" in run.output
+    assert not (tmp_path / "warehouse.duckdb").exists() or query(
+        tmp_path / "warehouse.duckdb", "SELECT count(*) FROM information_schema.tables WHERE table_name = 'run_state'"
+    ) == [(0,)]
+
+
+def test_dates_list_rebuilds_exactly_those_dates_and_status_reports(phase3_copy, tmp_path):
+    before = states(phase3_copy)
+    run = run_pipeline(tmp_path, "tables=[team_offense_game_summary]", "dates.list=[2024-01-10,2024-01-12]", "backfill.with_dependents=false")
+    assert run.returncode == 0, run.output
+    assert rebuilt_by(before, states(phase3_copy)) == {
+        ("nba_analytics.team_offense_game_summary", "2024-01-10"),
+        ("nba_analytics.team_offense_game_summary", "2024-01-12"),
+    }
+    status = run_pipeline(tmp_path, "task=status", "status.by_month=true")
+    assert status.returncode == 0, status.output
+    assert "2023-24" in status.output and "2024-01" in status.output
+    line = next(l for l in status.output.splitlines() if "nba_analytics.player_game_summary" in l and "2024-01" in l)
+    cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+    days, rows = query(phase3_copy, "SELECT count(DISTINCT game_date), count(*) FROM nba_analytics.player_game_summary WHERE game_date BETWEEN '2024-01-01' AND '2024-01-31'")[0]
+    # table, season, month, ok, failed, missing, bootstrap_skipped, rows
+    assert cells == ["nba_analytics.player_game_summary", "2023-24", "2024-01", str(days), "0", "0", "0", f"{rows:,}"]
