@@ -61,6 +61,7 @@ class DuckDBWarehouse(Warehouse):
         self.read_only = read_only
         self.threads = threads
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._known_tables: set[str] | None = None  # cached: the catalog query costs ~7 ms
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -89,6 +90,7 @@ class DuckDBWarehouse(Warehouse):
         if self._con is not None:
             self._con.close()
             self._con = None
+            self._known_tables = None
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -98,6 +100,7 @@ class DuckDBWarehouse(Warehouse):
         if not self.exists(schema.name):
             columns = ", ".join(f'"{c}" {sql_type(t)}' for c, t in schema.columns.items())
             self.con.execute(f"CREATE TABLE {quoted(schema.name)} ({columns})")
+            self._known_tables = None
             return
         current = self._columns(schema.name)
         wanted = {c: sql_type(t) for c, t in schema.columns.items()}
@@ -118,13 +121,10 @@ class DuckDBWarehouse(Warehouse):
         return dict(rows)
 
     def exists(self, table: str) -> bool:
-        dataset, name = table.split(".", 1)
-        return bool(
-            self.con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                [dataset, name],
-            ).fetchone()[0]
-        )
+        if self._known_tables is None:
+            rows = self.con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall()
+            self._known_tables = {r[0] for r in rows}
+        return table in self._known_tables
 
     # -- reads ------------------------------------------------------------------------------
 

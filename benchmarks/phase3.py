@@ -1,0 +1,45 @@
+"""Full Phase 3 backfill of the bundled data: sharded (the default) against one Ray task per
+date (how the old per-date jobs worked). Prints player rows per second for both, ratio last.
+
+Phase 3 builds the nba_analytics tables from nba_raw; the raw load (Phase 2) runs first,
+untimed, into a warehouse each mode then starts from. Ray starts once, before either mode.
+
+    python benchmarks/phase3.py [extra Hydra overrides]
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from _harness import build, config, start_ray_timed
+
+PHASE2 = "tables=[player_boxscores,team_boxscores,schedule,quarantine]"
+PHASE3 = "tables=[team_offense_game_summary,team_defense_game_summary,player_game_summary]"
+
+
+def main(extra: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "phase2.duckdb"
+        print(f"ray start: {start_ray_timed(config(*extra)):.2f}s (once, not counted below)")
+        loaded = build(config(PHASE2, "backfill.with_dependents=false", f"warehouse.path={raw}", *extra))
+        print(f"raw load (Phase 2, untimed below): {loaded.seconds:.2f}s")
+
+        def run(label: str, *overrides: str):
+            path = Path(tmp) / f"{label}.duckdb"
+            shutil.copy(raw, path)
+            cfg = config(PHASE3, "backfill.with_dependents=false", f"warehouse.path={path}", *extra, *overrides)
+            timed = build(cfg)
+            rows = timed.summary.tables["nba_analytics.player_game_summary"].rows
+            print(f"{label:>9}: shard.days={cfg.shard.days:<3} {rows:,} player rows in {timed.seconds:6.2f}s = {rows / timed.seconds:10,.0f} player rows/s")
+            return rows / timed.seconds
+
+        sharded = run("sharded")
+        per_date = run("per-date", "shard.days=1")
+        print(f"sharded / per-date throughput: {sharded / per_date:.1f}x")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
