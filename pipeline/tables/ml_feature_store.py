@@ -147,8 +147,14 @@ TEAM_COLUMNS = (
     "opponent_pace_last_10", "opponent_def_rating_last_10", "opponent_def_rating_season", "opponent_days_rest",
     "opponent_back_to_back", "expected_game_pace",
 )  # fmt: skip
-TEAM_RENAME = {"win_pct_season": "team_win_pct_season", "pace_last_10": "team_pace_last_10", "off_rating_last_10": "team_off_rating_last_10"}
-ZONE_COLUMNS = ("game_date", "player_id", "pct_pts_2pt_season", "pct_pts_3pt_season", "pct_pts_ft_season", "fg3a_rate_season", "fta_rate_season")
+TEAM_RENAME = {
+    "win_pct_season": "team_win_pct_season",
+    "pace_last_10": "team_pace_last_10",
+    "off_rating_last_10": "team_off_rating_last_10",
+}
+ZONE_COLUMNS = (
+    "game_date", "player_id", "pct_pts_2pt_season", "pct_pts_3pt_season", "pct_pts_ft_season", "fg3a_rate_season", "fta_rate_season",
+)  # fmt: skip
 DEFENSE_COLUMNS = (
     "game_date", "team_abbr", "fg2_pct_allowed_vs_league", "fg3_pct_allowed_vs_league", "fta_rate_allowed_vs_league",
     "points_allowed_avg_last_10",
@@ -160,7 +166,9 @@ DEFENSE_RENAME = {
     "fta_rate_allowed_vs_league": "opp_fta_rate_allowed_vs_league",
     "points_allowed_avg_last_10": "opponent_points_allowed_avg_last_10",
 }
-COMPOSITE_COLUMNS = ("game_date", "player_id", "fatigue_score", "shot_zone_mismatch_score", "pace_score", "projected_usage", "usage_spike_score")
+COMPOSITE_COLUMNS = (
+    "game_date", "player_id", "fatigue_score", "shot_zone_mismatch_score", "pace_score", "projected_usage", "usage_spike_score",
+)  # fmt: skip
 PLAYOFF_TYPES = ("playoffs", "play_in")
 
 

@@ -3,7 +3,8 @@
 Built from the same date's Phase 4 rows (themselves built from games strictly before the date
 plus the date's pre-game facts), one row per player row of ``upcoming_player_game_context``.
 Each factor is NULL or exactly 0 only for a reason, which its ``*_reason`` column states
-(``*_reason`` is NULL when the factor is an ordinary computed non-zero value).
+(``*_reason`` is NULL when the factor is an ordinary computed value; the mismatch's reason also
+notes a value it clipped).
 
 **Fatigue** (``fatigue_score``, 0 = fresh .. 100 = worn out)::
 
@@ -89,7 +90,10 @@ PLAYER_CONTEXT_COLUMNS = (
 )  # fmt: skip
 TEAM_CONTEXT_COLUMNS = ("game_date", "team_abbr", "team_games_season", "pace_last_10", "opponent_pace_last_10")
 CACHE_COLUMNS = ("game_date", "player_id", "usage_avg_last_10")
-ZONE_COLUMNS = ("game_date", "player_id", "games_played_season", "points_season", "pct_pts_2pt_season", "pct_pts_3pt_season", "pct_pts_ft_season")
+ZONE_COLUMNS = (
+    "game_date", "player_id", "games_played_season", "points_season",
+    "pct_pts_2pt_season", "pct_pts_3pt_season", "pct_pts_ft_season",
+)  # fmt: skip
 DEFENSE_COLUMNS = (
     "game_date", "team_abbr", "games_season",
     "opp_fg2_pct_allowed_season", "opp_fg3_pct_allowed_season", "opp_fta_rate_allowed_season",

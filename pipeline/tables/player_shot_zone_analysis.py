@@ -89,7 +89,8 @@ def zone_points(window: str) -> dict[str, pl.Expr]:
 def player_shot_zone_analysis(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """A player's two-point, three-point and free-throw shares of points and attempts."""
     values = ["fgm", "fga", "fg3m", "fg3a", "ftm", "fta", "pts"]
-    w = prior_windows(player_rows(player_game_summary, dates), played_log(player_game_summary), by=["player_id"], values=values, last_n=(10,))
+    rows = player_rows(player_game_summary, dates)
+    w = prior_windows(rows, played_log(player_game_summary), by=["player_id"], values=values, last_n=(10,))
     season, last10 = zone_points("season"), zone_points("last10")
     shares = {f"pct_pts_{z}_season": ratio(season[z], pl.col("pts_season")) for z in ZONES}
     shares |= {f"pct_pts_{z}_last_10": ratio(last10[z], pl.col("pts_last10")) for z in ZONES}
