@@ -267,6 +267,13 @@ def test_cross_layer_sums_and_keys_name_the_game():
     assert result.status == FAIL and result.failing == 2
     assert "1 in team_offense_game_summary without rows in player_game_summary on 2024-01-03, e.g. g2 MIA" in result.details
     assert "1 in player_game_summary without rows in team_offense_game_summary on 2024-01-03, e.g. g3 LAL" in result.details
+    # A player row left out in quarantine mode explains a difference: flagged, not failed.
+    quarantined = pl.DataFrame({"game_date": [D(2024, 1, 1), D(2024, 1, 3)], "game_id": ["g1", "g3"], "team_abbr": ["BOS", "LAL"]})
+    (result,) = checks.sums_match_results(sums, players, teams, scope, excused=quarantined)
+    assert (result.status, result.failing) == (INFO, 0)
+    assert "1 more differ but have rows in quarantine (excused, not failed): g1 BOS (2024-01-01)" in result.details
+    (result,) = checks.keys_match_results(keys, teams, players, scope, excused=quarantined)
+    assert (result.status, result.failing) == (FAIL, 1) and "g2 MIA" in result.details and "excused, not failed): g3 LAL" in result.details
 
 
 def test_gaps_are_runs_of_consecutive_game_dates():

@@ -230,25 +230,25 @@ def test_a_team_row_with_wrong_points_fails_the_cross_layer_check_naming_the_gam
     assert game_id in run.output
 
 
-def break_january(workdir: Path) -> list[dt.date]:
-    """Remove team_offense_game_summary (rows and run state) for January 2024."""
+def remove_team_offense(workdir: Path, start: str, end: str) -> list[dt.date]:
+    """Delete team_offense_game_summary (rows and run state) on start..end; return those game dates."""
     with duckdb.connect(str(workdir / "warehouse.duckdb")) as con:
         for table in (TEAM_OFFENSE, "nba_orchestration.run_state"):
             where = " AND table_name = ?" if table.endswith("run_state") else ""
-            con.execute(
-                f"DELETE FROM {table} WHERE game_date BETWEEN '2024-01-01' AND '2024-01-31'{where}",
-                [TEAM_OFFENSE] if where else [],
-            )
-    return sorted(d for d in set(raw_players()["game_date"]) if d.year == 2024 and d.month == 1)
+            con.execute(f"DELETE FROM {table} WHERE game_date BETWEEN ? AND ?{where}", [start, end] + ([TEAM_OFFENSE] if where else []))
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    return sorted(d for d in set(raw_players()["game_date"]) if first <= d <= last)
 
 
-FORCED = ("tables=[player_game_summary]", "dates.start=2023-12-01", "dates.end=2024-02-29", "backfill.force=true", "backfill.with_upstream=false", "backfill.resume=false")
+def forced(start: str, end: str) -> tuple[str, ...]:
+    """Build player_game_summary on start..end although its upstream is incomplete there."""
+    return ("tables=[player_game_summary]", f"dates.start={start}", f"dates.end={end}", "backfill.force=true", "backfill.with_upstream=false", "backfill.resume=false")
 
 
 def test_the_old_usage_failure_is_caught_by_the_gate_and_phase_4_does_not_run(copy):
-    january = break_january(copy)
+    january = remove_team_offense(copy, "2024-01-01", "2024-01-31")
     before = query(copy / "warehouse.duckdb", "SELECT table_name, count(*), max(finished_at) FROM nba_orchestration.run_state GROUP BY 1 ORDER BY 1")
-    run = pipeline_run(copy, *FORCED)
+    run = pipeline_run(copy, *forced("2023-12-01", "2024-02-29"))
     assert run.returncode == 1, run.output
     assert "VALIDATION GATE FAILED for player_game_summary" in run.output
     (report,) = reports(copy, "gate")
@@ -278,8 +278,9 @@ def test_the_old_usage_failure_is_caught_by_the_gate_and_phase_4_does_not_run(co
 
 
 def test_gate_false_runs_the_dependents_and_says_so_loudly(copy):
-    break_january(copy)
-    run = pipeline_run(copy, *FORCED, "validation.gate=false")
+    # Late in the season, so that the dependents (season-to-date lookbacks) have few dates to redo.
+    remove_team_offense(copy, "2024-04-12", "2024-04-14")
+    run = pipeline_run(copy, *forced("2024-04-10", "2024-04-14"), "validation.gate=false")
     assert run.returncode != 1, run.output
     assert "VALIDATION GATE OVERRIDDEN" in run.output and "validation.gate=false" in run.output
     (report,) = reports(copy, "gate")

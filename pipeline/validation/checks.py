@@ -298,8 +298,28 @@ def _short(table: str) -> str:
     return table.split(".", 1)[-1]
 
 
-def sums_match_results(check: CrossCheck, detail: pl.DataFrame, total: pl.DataFrame, scope: Scope, examples: int = 5) -> list[Result]:
-    """The detail rows summed per key equal the total row of that key, for keys both have."""
+def _excuse(bad: pl.DataFrame, keys: list[str], excused: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``bad`` split into (still failing, explained by a row of ``excused`` with the same key)."""
+    if excused is None or excused.is_empty() or bad.is_empty():
+        return bad, bad.clear()
+    excused = excused.select(keys).unique()
+    return bad.join(excused, on=keys, how="anti"), bad.join(excused, on=keys, how="semi")
+
+
+def _excused_text(check: CrossCheck, excused: pl.DataFrame, keys: list[str], examples: int) -> str:
+    shown = ", ".join(f"{' '.join(str(r[k]) for k in keys)} ({r['game_date']})" for r in excused.head(examples).iter_rows(named=True))
+    return f"; {excused.height:,} more differ but have rows in {_short(check.excused_by or '')} (excused, not failed): {shown}"
+
+
+def _status(failing: int, excused: int) -> str:
+    return FAIL if failing else INFO if excused else PASS
+
+
+def sums_match_results(
+    check: CrossCheck, detail: pl.DataFrame, total: pl.DataFrame, scope: Scope, examples: int = 5, excused: pl.DataFrame | None = None
+) -> list[Result]:
+    """The detail rows summed per key equal the total row of that key, for keys both have. Keys
+    with rows in ``excused`` (quarantined raw rows) are listed, not failed."""
     left_keys = [l for l, _ in check.on]
     rename = {r: l for l, r in check.on}
     sums = detail.group_by(left_keys).agg(pl.col(d).sum().alias(f"__sum_{i}") for i, (d, _) in enumerate(check.columns))
@@ -313,7 +333,7 @@ def sums_match_results(check: CrossCheck, detail: pl.DataFrame, total: pl.DataFr
         ((pl.col(f"__sum_{i}").cast(pl.Float64) - pl.col(f"__total_{i}").cast(pl.Float64)).abs() > check.tolerance).fill_null(True)
         for i in range(len(check.columns))
     )
-    bad = joined.filter(mismatch).sort("game_date", *left_keys)
+    bad, explained = _excuse(joined.filter(mismatch).sort("game_date", *left_keys), left_keys, excused)
     columns = ", ".join(f"{d}" if d == t else f"{d}->{t}" for d, t in check.columns)
     text = (
         f"sum of {columns} in {_short(check.left)} per ({', '.join(left_keys)}) vs {_short(check.right)}"
@@ -329,26 +349,33 @@ def sums_match_results(check: CrossCheck, detail: pl.DataFrame, total: pl.DataFr
             )
             shown.append(f"game {' '.join(str(r[k]) for k in left_keys)} on {r['game_date']}: {diffs}")
         text += f"; {bad.height:,} differ: " + "; ".join(shown)
+    if explained.height:
+        text += _excused_text(check, explained, left_keys, examples)
     if check.reason:
         text += f"; {check.reason}"
+    flagged = bad if bad.height else explained
     return [
         Result(
             table=check.left, check=CROSS_LAYER, feature=check.name, scope=scope.label,
-            start_date=bad["game_date"].min() if bad.height else scope.start,
-            end_date=bad["game_date"].max() if bad.height else scope.end,
-            observed=float(bad.height), threshold=0.0, status=FAIL if bad.height else PASS, severity=check.severity,
+            start_date=flagged["game_date"].min() if flagged.height else scope.start,
+            end_date=flagged["game_date"].max() if flagged.height else scope.end,
+            observed=float(bad.height), threshold=0.0, status=_status(bad.height, explained.height), severity=check.severity,
             rows=joined.height, failing=bad.height, details=text, related=(check.right,),
         )
     ]  # fmt: skip
 
 
-def keys_match_results(check: CrossCheck, left: pl.DataFrame, right: pl.DataFrame, scope: Scope, examples: int = 5) -> list[Result]:
-    """Every key of ``left`` has rows in ``right`` and the other way round."""
+def keys_match_results(
+    check: CrossCheck, left: pl.DataFrame, right: pl.DataFrame, scope: Scope, examples: int = 5, excused: pl.DataFrame | None = None
+) -> list[Result]:
+    """Every key of ``left`` has rows in ``right`` and the other way round (keys with rows in
+    ``excused`` are listed, not failed)."""
     left_keys = [l for l, _ in check.on]
     lk = left.group_by(left_keys).agg(game_date=pl.col("game_date").min())
     rk = right.select(*(pl.col(r).alias(l) for l, r in check.on), "game_date").group_by(left_keys).agg(pl.col("game_date").min())
-    only_left = lk.join(rk, on=left_keys, how="anti").sort("game_date", *left_keys)
-    only_right = rk.join(lk, on=left_keys, how="anti").sort("game_date", *left_keys)
+    only_left, left_explained = _excuse(lk.join(rk, on=left_keys, how="anti").sort("game_date", *left_keys), left_keys, excused)
+    only_right, right_explained = _excuse(rk.join(lk, on=left_keys, how="anti").sort("game_date", *left_keys), left_keys, excused)
+    explained = pl.concat([left_explained, right_explained])
     keys = ", ".join(left_keys)
     text = f"({keys}): {lk.height:,} key(s) in {_short(check.left)}, {rk.height:,} in {_short(check.right)}"
     for missing, have, lacks in ((only_left, check.left, check.right), (only_right, check.right, check.left)):
@@ -356,15 +383,17 @@ def keys_match_results(check: CrossCheck, left: pl.DataFrame, right: pl.DataFram
             shown = ", ".join(f"{' '.join(str(r[k]) for k in left_keys)} ({r['game_date']})" for r in missing.head(examples).iter_rows(named=True))
             runs = date_runs(missing["game_date"].unique().to_list(), sorted(set(lk["game_date"]) | set(rk["game_date"])))
             text += f"; {missing.height:,} in {_short(have)} without rows in {_short(lacks)} on {runs_text(runs)}, e.g. {shown}"
+    if explained.height:
+        text += _excused_text(check, explained, left_keys, examples)
     if check.reason and (only_left.height or only_right.height):
         text += f"; {check.reason}"
-    bad = pl.concat([only_left["game_date"], only_right["game_date"]])
     count = only_left.height + only_right.height
+    flagged = pl.concat([only_left["game_date"], only_right["game_date"]]) if count else explained["game_date"]
     return [
         Result(
             table=check.left, check=CROSS_LAYER, feature=check.name, scope=scope.label,
-            start_date=bad.min() if count else scope.start, end_date=bad.max() if count else scope.end,
-            observed=float(count), threshold=0.0, status=FAIL if count else PASS, severity=check.severity,
+            start_date=flagged.min() if flagged.len() else scope.start, end_date=flagged.max() if flagged.len() else scope.end,
+            observed=float(count), threshold=0.0, status=_status(count, explained.height), severity=check.severity,
             rows=lk.height + rk.height, failing=count, details=text, related=(check.right,),
         )
     ]  # fmt: skip

@@ -89,6 +89,9 @@ class CrossCheck:
     tolerance: float
     severity: str
     reason: str
+    # A table (nba_raw.quarantine) whose rows, matched on the left key columns, explain a
+    # difference: such keys are listed (flagged), not failed.
+    excused_by: str | None = None
 
     @property
     def tables(self) -> tuple[str, str]:
@@ -349,6 +352,15 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 errors.add(where, f"{left} has no column {l_col!r}")
             if r_col not in tables[right].schema:
                 errors.add(where, f"{right} has no column {r_col!r}")
+        excused_by = None
+        if spec.get("excused_by") is not None:
+            excused_by = _resolve_table(spec.get("excused_by"), tables)
+            if excused_by is None:
+                errors.add(f"{where}.excused_by", f"unknown table {spec.get('excused_by')!r}")
+            else:
+                lacking = [l for l, _ in on if l not in tables[excused_by].schema]
+                if lacking:
+                    errors.add(f"{where}.excused_by", f"{excused_by} has no key column(s) {lacking}")
         cross.append(
             CrossCheck(
                 name=name,
@@ -360,6 +372,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 tolerance=_number(spec.get("tolerance", 0.0), f"{where}.tolerance", errors) or 0.0,
                 severity=_severity(spec.get("severity"), f"{where}.severity", errors),
                 reason=str(spec.get("reason") or ""),
+                excused_by=excused_by,
             )
         )
 

@@ -201,9 +201,12 @@ class Validator:
         right_cols = [r for _, r in check.on] + [t for _, t in check.columns]
         left = self._read(check.left, ordered, left_cols)
         right = self._read(check.right, ordered, right_cols)
+        excused = None
+        if check.excused_by and self.exists(check.excused_by):
+            excused = self._read(check.excused_by, ordered, [l for l, _ in check.on])
         if check.kind == "sums_match":
-            return checks.sums_match_results(check, left, right, scope, self.settings.examples)
-        return checks.keys_match_results(check, left, right, scope, self.settings.examples)
+            return checks.sums_match_results(check, left, right, scope, self.settings.examples, excused)
+        return checks.keys_match_results(check, left, right, scope, self.settings.examples, excused)
 
     def check_same_dates(self, phase: int, request: Mapping[str, Sequence[dt.date]], unsettled: Mapping[str, set[dt.date]]) -> list[Result]:
         group = [

@@ -132,7 +132,7 @@ def render(results: Sequence[Result], console: Console, title: str, *, shown: in
     if not compact or failed:
         _render_summary(results, console, title)
     for r in [r for r in results if r.status in (SKIP, INFO) and r.check != COVERAGE]:
-        label = "flagged" if r.check == FLAGGED else "skipped"
+        label = "flagged" if r.status == INFO else "skipped"
         what = " ".join(x for x in (_short(r.table), r.check if r.check != "table" else "", r.feature) if x)
         console.print(f"[cyan]{label}[/] {what}: {r.details}", highlight=False)
     verdict = {0: "[green]all checks passed", 1: "[bold red]critical checks failed", 2: "[yellow]only warnings failed"}[s["exit_code"]]
