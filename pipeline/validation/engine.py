@@ -141,7 +141,7 @@ class Validator:
         settings = self.settings
         thresholds = dict(settings.thresholds.get(table, {}))
         expected = self.expected(table, dates)
-        scopes = self.scopes(dates)
+        scopes = self.scopes(expected or dates)  # a bootstrap window is no part of any coverage scope
         pairs = []
         for scope in scopes:
             if scope.label.startswith(("month ", "range ")) or scope.label == "all":
