@@ -23,6 +23,7 @@ from pipeline.tables import Table, registry
 from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.warehouse import Warehouse, WarehouseLocked, open_warehouse
 from pipeline.tables._raw import RawDataError
+from pipeline.validation import gate_enforced, make_gate, validate_task
 from pipeline.warehouse.source import RawSource
 
 log = logging.getLogger("pipeline")
@@ -264,7 +265,7 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
     run_id = new_run_id()
     log_path = setup_logging(cfg, run_id)
     log.debug("run %s: task=%s overrides=%s\n%s", run_id, cfg.task, overrides, OmegaConf.to_yaml(cfg))
-    tasks = {"run": task_run, "plan": task_plan, "status": task_status}
+    tasks = {"run": task_run, "plan": task_plan, "status": task_status, "validate": validate_task}
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
     try:
@@ -312,8 +313,12 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             retry_backoff_seconds=cfg.backfill.retry_backoff_seconds,
             force=cfg.backfill.force,
             params=table_params(cfg, ctx.tables),
+            gate_enforced=gate_enforced(cfg),
         )
+        gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
         runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
-        summary = runner.execute(plan)
+        summary = runner.execute(plan, gate=gate)
         summary.render(retry_command(summary.failed_dates, overrides))
-        return EXIT_OK if summary.ok else EXIT_FAILED
+        if not summary.ok:
+            return EXIT_FAILED
+        return EXIT_WARNINGS if summary.gate_overridden else EXIT_OK
