@@ -1,0 +1,12 @@
+"""The v5 points model: feature-store rows -> LightGBM through Ray Train; baselines; evaluation.
+
+- :mod:`training.data`: feature-store rows with their targets, the date split, evaluation rows;
+- :mod:`training.baselines`: the old rules model, last-10 and season averages, as code;
+- :mod:`training.fit`: LightGBM through Ray Train (and the plain reference fit);
+- :mod:`training.evaluate`: MAE, RMSE, within-N shares, by tier and by month;
+- :mod:`training.report`: report.md and its plots;
+- :mod:`training.train`: :func:`~training.train.train_and_report`, the whole training run;
+- :mod:`training.predict`: predictions and grades in the warehouse;
+- :mod:`training.sweep`: the multirun summary (a Hydra callback);
+- :mod:`training.task`: the ``task=train`` / ``task=predict`` / ``task=grade`` functions.
+"""

@@ -1,0 +1,103 @@
+"""Scores of the model and the baselines on one set of evaluation rows.
+
+Every figure is computed on the same rows for every predictor: the caller passes one frame of
+evaluation rows and one prediction column per predictor (``model``, ``rules``, ``last10``,
+``season_avg``); a predictor without a value on one of those rows is an error, not a smaller row set.
+
+- ``mae``, ``rmse``, ``bias`` (mean of predicted − actual), ``within_1`` / ``within_3`` /
+  ``within_5``: share of rows whose absolute error is at most 1, 3, 5 points.
+- Tiers by recent minutes, ``minutes_avg_last_10`` (the player's last 10 played games before
+  the date, player_daily_cache): ``bench`` < 15, ``role`` 15–25, ``starter`` 25–32, ``star`` ≥ 32
+  minutes. Recent minutes, not tonight's, so the tier is known before tip-off.
+- Months: calendar month of the game date.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import polars as pl
+
+from training.data import TARGET
+
+TIERS: tuple[tuple[str, float, float], ...] = (
+    ("bench", float("-inf"), 15.0),
+    ("role", 15.0, 25.0),
+    ("starter", 25.0, 32.0),
+    ("star", 32.0, float("inf")),
+)
+TIER_COLUMN = "minutes_avg_last_10"
+WITHIN = (1, 3, 5)
+
+
+def tier_expr() -> pl.Expr:
+    minutes = pl.col(TIER_COLUMN)
+    expr = pl.when(minutes.is_null()).then(pl.lit("unknown"))
+    for name, low, high in TIERS:
+        expr = expr.when((minutes >= low) & (minutes < high)).then(pl.lit(name))
+    return expr.otherwise(pl.lit("unknown"))
+
+
+def scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    actual = np.asarray(actual, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if actual.shape != predicted.shape:
+        raise ValueError(f"{predicted.shape[0]} predictions for {actual.shape[0]} rows")
+    if np.isnan(predicted).any():
+        raise ValueError(f"{int(np.isnan(predicted).sum())} of {predicted.size} predictions are missing")
+    error = predicted - actual
+    absolute = np.abs(error)
+    out = {
+        "mae": float(absolute.mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "bias": float(error.mean()),
+        "rows": int(actual.size),
+    }
+    for k in WITHIN:
+        out[f"within_{k}"] = float((absolute <= k).mean())
+    return out
+
+
+def scored_frame(rows: pl.DataFrame, predictions: Mapping[str, np.ndarray]) -> pl.DataFrame:
+    """The rows' date, tier and actual points with one column per predictor."""
+    frame = rows.select(
+        "game_date",
+        pl.col("game_date").dt.strftime("%Y-%m").alias("month"),
+        tier_expr().alias("tier"),
+        pl.col(TARGET).cast(pl.Float64).alias("actual"),
+    )
+    for name, values in predictions.items():
+        frame = frame.with_columns(pl.Series(name, np.asarray(values, dtype=np.float64)))
+    return frame
+
+
+def grouped(frame: pl.DataFrame, by: str, predictors: list[str], order: list[str] | None = None) -> list[dict]:
+    """Per group: rows and each predictor's MAE (and the first predictor's mean residual)."""
+    aggs = [pl.len().alias("rows")]
+    for name in predictors:
+        aggs.append((pl.col(name) - pl.col("actual")).abs().mean().alias(name))
+    aggs.append((pl.col(predictors[0]) - pl.col("actual")).mean().alias("bias"))
+    out = frame.group_by(by).agg(aggs)
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        out = out.with_columns(pl.col(by).replace_strict(rank, default=len(rank)).alias("_order")).sort("_order").drop("_order")
+    else:
+        out = out.sort(by)
+    return out.to_dicts()
+
+
+def evaluate(rows: pl.DataFrame, predictions: Mapping[str, np.ndarray]) -> dict:
+    """Overall scores per predictor, and MAE by tier and by month, all on the same rows."""
+    actual = rows[TARGET].to_numpy().astype(np.float64)
+    overall = {name: scores(actual, values) for name, values in predictions.items()}
+    frame = scored_frame(rows, predictions)
+    names = list(predictions)
+    return {
+        "overall": overall,
+        "by_tier": grouped(frame, "tier", names, order=[t[0] for t in TIERS] + ["unknown"]),
+        "by_month": grouped(frame, "month", names),
+        "start": rows["game_date"].min().isoformat(),
+        "end": rows["game_date"].max().isoformat(),
+        "rows": rows.height,
+    }

@@ -1,0 +1,195 @@
+"""Fitting LightGBM through Ray Train, with early stopping on validation MAE.
+
+:func:`fit_ray` runs a ``ray.train.lightgbm.LightGBMTrainer`` (Ray Train v2 in Ray 2.60): each of
+``training.num_workers`` workers runs :func:`train_loop` on its share of the training rows (rows
+``rank::num_workers``; with 2+ workers LightGBM's data-parallel tree learner joins them through
+the network parameters Ray Train sets up) and the whole validation set, so every worker sees the
+same validation MAE and stops at the same round. The loop calls ``lightgbm.train`` with an
+early-stopping callback and reports to Ray Train **once**, at the end, with the model as the
+checkpoint of rank 0: per-iteration reports would make every round a round trip through the
+controller.
+
+``training.num_workers=0`` runs the same loop through Ray Train's local mode (in the driver
+process, no worker actors). :func:`fit_plain` runs the same loop without Ray at all: the benchmark's
+reference, and with one worker the same model bit for bit.
+
+Determinism: fixed ``seed`` (LightGBM derives its bagging and feature-fraction seeds from it),
+``deterministic=True``, ``force_row_wise=True`` (otherwise LightGBM picks row- or column-wise
+histograms by timing them) and a fixed ``num_threads``. Same data, same parameters, same number
+of workers: the same model.
+
+Speed on one machine: Ray Train's controller polls its workers every
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` seconds (default 2), and learns only then that a short fit
+has ended; :func:`fit_ray` sets it to ``training.ray.health_check_interval_s`` unless it is
+already set in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightgbm as lgb
+import numpy as np
+
+MODEL_FILE = "model.txt"
+VALID_METRIC = "l1"  # LightGBM's name for mean absolute error
+
+# Always set for every fit, whatever the config says (see the module docstring).
+FIXED_PARAMS = {"deterministic": True, "force_row_wise": True, "metric": VALID_METRIC, "verbose": -1}
+
+
+def lightgbm_params(params: Mapping[str, Any], num_threads: int) -> dict[str, Any]:
+    out = {k: v for k, v in dict(params).items() if v is not None}
+    out.update(FIXED_PARAMS, num_threads=int(num_threads))
+    return out
+
+
+@dataclass
+class LoopConfig:
+    params: dict[str, Any]
+    num_boost_round: int
+    early_stopping_rounds: int
+    feature_names: list[str]
+
+
+def train_booster(
+    config: LoopConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray],
+    extra_params: Mapping[str, Any] | None = None,
+) -> lgb.Booster:
+    """``lightgbm.train`` with early stopping on the validation MAE; nothing reported per round."""
+    params = {**config.params, **(extra_params or {})}
+    train_set = lgb.Dataset(train[0], label=train[1], feature_name=config.feature_names, params={"verbose": -1})
+    valid_set = lgb.Dataset(valid[0], label=valid[1], reference=train_set)
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.num_boost_round,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)],
+    )
+
+
+def train_loop(loop_config: dict) -> None:
+    """One Ray Train worker: its share of the training rows, all validation rows, one report."""
+    import ray
+    import ray.train
+    from ray.train.lightgbm import get_network_params
+
+    started = time.perf_counter()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    config: LoopConfig = loop_config["config"]
+    x_train, y_train = ray.get(loop_config["train"])
+    valid = ray.get(loop_config["valid"])
+    extra = {}
+    if world > 1:
+        x_train, y_train = x_train[rank::world], y_train[rank::world]
+        extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
+    booster = train_booster(config, (x_train, y_train), valid, extra)
+    metrics = {
+        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+        "rounds": int(booster.current_iteration()),
+        "valid_mae": float(booster.best_score["valid"][VALID_METRIC]),
+        "worker_seconds": time.perf_counter() - started,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            booster.save_model(os.path.join(tmp, MODEL_FILE), num_iteration=metrics["best_iteration"])
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+@dataclass
+class FitResult:
+    booster: lgb.Booster
+    best_iteration: int
+    rounds: int
+    valid_mae: float  # LightGBM's validation l1 at the best iteration
+    seconds: float  # wall time of the fit call (Ray Train start-up included)
+    worker_seconds: float  # time inside the training loop
+    backend: str
+    num_workers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _ray_env(health_check_interval_s: float | None) -> None:
+    if health_check_interval_s:
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(health_check_interval_s))
+
+
+def fit_ray(
+    config: LoopConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray],
+    *,
+    num_workers: int = 1,
+    cpus_per_worker: float = 1,
+    storage_path: str | None = None,
+    run_name: str = "v5",
+    health_check_interval_s: float | None = 0.2,
+) -> FitResult:
+    """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray)."""
+    _ray_env(health_check_interval_s)
+    import ray
+    import ray.train
+    from ray.train.lightgbm import LightGBMTrainer
+
+    started = time.perf_counter()
+    own_storage = storage_path is None
+    storage = tempfile.mkdtemp(prefix="nba-train-") if own_storage else storage_path
+    try:
+        trainer = LightGBMTrainer(
+            train_loop,
+            train_loop_config={"config": config, "train": ray.put(train), "valid": ray.put(valid)},
+            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
+            run_config=ray.train.RunConfig(storage_path=str(Path(storage).resolve()), name=run_name),
+        )
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("Ray Train returned no checkpoint: the training loop did not report its model")
+        with result.checkpoint.as_directory() as directory:
+            booster = lgb.Booster(model_file=os.path.join(directory, MODEL_FILE))
+        metrics = result.metrics
+    finally:
+        if own_storage:
+            shutil.rmtree(storage, ignore_errors=True)
+    return FitResult(
+        booster=booster,
+        best_iteration=int(metrics["best_iteration"]),
+        rounds=int(metrics["rounds"]),
+        valid_mae=float(metrics["valid_mae"]),
+        seconds=time.perf_counter() - started,
+        worker_seconds=float(metrics["worker_seconds"]),
+        backend="ray_train_local" if num_workers == 0 else "ray_train",
+        num_workers=num_workers,
+    )
+
+
+def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+    """The same fit with a plain ``lightgbm.train`` call in this process (the reference)."""
+    started = time.perf_counter()
+    booster = train_booster(config, train, valid)
+    best = int(booster.best_iteration or booster.current_iteration())
+    seconds = time.perf_counter() - started
+    # Keep what the Ray path keeps: the model up to its best iteration.
+    model = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return FitResult(
+        booster=model,
+        best_iteration=best,
+        rounds=int(booster.current_iteration()),
+        valid_mae=float(booster.best_score["valid"][VALID_METRIC]),
+        seconds=seconds,
+        worker_seconds=seconds,
+        backend="lightgbm",
+        num_workers=0,
+    )

@@ -1,0 +1,165 @@
+"""The v5 model's tasks, with the signature of the task functions in pipeline/tasks.py.
+
+- ``task=train``: :func:`train_task` (the whole of it is :func:`training.train.train_and_report`);
+- ``task=predict dates.start=... dates.end=...`` (or ``dates.list=[...]``): :func:`predict_task`;
+- ``task=grade`` (same date options): :func:`grade_task`.
+
+Each returns the exit code (0 ok, 1 failed) and never calls ``sys.exit``, so Hydra multirun jobs
+run one after another in one process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import polars as pl
+from omegaconf import DictConfig
+from rich.table import Table as RichTable
+
+from pipeline.progress import console
+from pipeline.warehouse import open_warehouse
+from training.artifacts import ModelNotFound, load_model
+from training.data import DataError
+from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
+from training.sweep import POINTER_FILE
+from training.train import ConfigError, TrainResult, _multirun_job, train_and_report, training_config
+
+log = logging.getLogger("pipeline.training")
+
+EXIT_OK, EXIT_FAILED = 0, 1
+EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError)
+
+
+def _fail(message: str) -> int:
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    return EXIT_FAILED
+
+
+def train_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    """``python -m pipeline task=train``: train, score against the baselines, write the report."""
+    try:
+        training_config(cfg)
+        with open_warehouse(cfg.warehouse, read_only=True) as warehouse:
+            result = train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides)
+    except EXPECTED as exc:
+        log.debug("train refused", exc_info=True)
+        return _fail(str(exc))
+    _point_job_dir_at(result)
+    return EXIT_OK
+
+
+def _point_job_dir_at(result: TrainResult) -> None:
+    """In a multirun job whose model went outside its Hydra directory, leave a pointer there."""
+    job_dir, _ = _multirun_job()
+    if job_dir is not None and Path(job_dir).resolve() != result.output_dir.resolve():
+        Path(job_dir).mkdir(parents=True, exist_ok=True)
+        (Path(job_dir) / POINTER_FILE).write_text(str(result.output_dir.resolve()) + "\n")
+
+
+def requested_dates(cfg: DictConfig) -> tuple[dt.date | None, dt.date | None, list[dt.date] | None]:
+    """``dates.list`` or ``dates.start`` / ``dates.end`` (either open) of the command line."""
+
+    def parse(value: object, what: str) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise DataError(f"{what}={value!r} is not a date (YYYY-MM-DD)") from None
+
+    if cfg.dates.get("list"):
+        days = sorted({parse(v, "dates.list") for v in cfg.dates.list})
+        return days[0], days[-1], days
+    start = parse(cfg.dates.start, "dates.start") if cfg.dates.get("start") else None
+    end = parse(cfg.dates.end, "dates.end") if cfg.dates.get("end") else None
+    if start and end and start > end:
+        raise DataError(f"dates.start {start} is after dates.end {end}")
+    return start, end, None
+
+
+def _lock(warehouse, cfg: DictConfig, run_id: str, overrides: list[str]):
+    from pipeline.runner import holder_info
+
+    command = "python -m pipeline " + " ".join(overrides)
+    return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds)
+
+
+def _span(start: dt.date | None, end: dt.date | None) -> str:
+    return f"{start or 'first'}..{end or 'last'}"
+
+
+def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    """``task=predict``: predictions for every feature-store row on the dates."""
+    try:
+        t = training_config(cfg)
+        start, end, days = requested_dates(cfg)
+        saved = load_model(model_dir_for(t.model_dir, t.models_root))
+        warehouse = open_warehouse(cfg.warehouse)
+        with warehouse, _lock(warehouse, cfg, run_id, overrides):
+            rows = predict_dates(warehouse, saved, start, end, days)
+    except EXPECTED as exc:
+        log.debug("predict refused", exc_info=True)
+        return _fail(str(exc))
+    predicted_dates = rows["game_date"].n_unique() if rows.height else 0
+    console.print(
+        f"predicted {rows.height:,} player-games on {predicted_dates} date(s) in {_span(start, end)} "
+        f"with model {saved.model_id} ({saved.directory}) into nba_predictions.player_points_predictions",
+        highlight=False,
+    )
+    if days:
+        missing = sorted(set(days) - set(rows["game_date"].to_list()))
+        if missing:
+            console.print(f"[yellow]no feature-store rows on {len(missing)} requested date(s): {', '.join(map(str, missing[:10]))}")
+    elif rows.is_empty():
+        console.print("[yellow]no feature-store rows in the requested dates")
+    return EXIT_OK
+
+
+def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    """``task=grade``: actual points and errors of the stored predictions; MAE per date."""
+    try:
+        start, end, days = requested_dates(cfg)
+        warehouse = open_warehouse(cfg.warehouse)
+        with warehouse, _lock(warehouse, cfg, run_id, overrides):
+            graded = grade_dates(warehouse, start, end, days)
+    except EXPECTED as exc:
+        log.debug("grade refused", exc_info=True)
+        return _fail(str(exc))
+    if graded.is_empty():
+        console.print(f"[yellow]no predictions with a box score to grade in {_span(start, end)}")
+        return EXIT_OK
+    print_grades(graded)
+    return EXIT_OK
+
+
+def print_grades(graded: pl.DataFrame, shown: int = 40) -> None:
+    per_date = mae_per_date(graded)
+    table = RichTable(title="prediction accuracy per date (MAE over players who played)", title_justify="left")
+    for column in ("date", "model", "graded", "played", "MAE", "evaluation rows", "MAE (evaluation rows)"):
+        table.add_column(column, justify="left" if column in ("date", "model") else "right")
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for row in per_date.tail(shown).iter_rows(named=True):
+        table.add_row(
+            str(row["game_date"]), row["model_id"], f"{row['rows']:,}", f"{row['played']:,}", fmt(row["mae"]),
+            f"{row['evaluation_rows']:,}", fmt(row["evaluation_mae"]),
+        )  # fmt: skip
+    console.print(table)
+    if per_date.height > shown:
+        console.print(f"(last {shown} of {per_date.height} date-model rows shown)")
+    played = graded.filter(pl.col("played"))
+    overall = played["absolute_error"].mean() if played.height else None
+    console.print(
+        f"graded {graded.height:,} predictions on {graded['game_date'].n_unique()} date(s) into "
+        f"nba_predictions.prediction_accuracy; MAE over {played.height:,} played: {fmt(overall)}",
+        highlight=False,
+    )
+
+
+__all__ = ["train_task", "predict_task", "grade_task", "train_and_report", "TrainResult"]

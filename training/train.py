@@ -1,0 +1,336 @@
+"""Train the v5 model from an open warehouse, score it against the baselines, write its report.
+
+:func:`train_and_report` is the whole of ``task=train`` after the warehouse is open, and what
+``task=run`` calls at its end: feature-store rows and their targets, the date split, a LightGBM
+fit through Ray Train with early stopping on validation MAE, the model and every baseline scored
+on the same evaluation rows, and the output directory (``model.txt``, ``model.json``,
+``metrics.json``, ``report.md``, PNG plots).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.progress import console
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
+from pipeline.warehouse import Warehouse
+from training import artifacts
+from training.baselines import baseline_predictions
+from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset, DataError, build_dataset, load_rows, make_split
+from training.evaluate import evaluate
+from training.fit import FitResult, LoopConfig, fit_plain, fit_ray, lightgbm_params
+from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, write_report
+
+log = logging.getLogger("pipeline.training")
+
+# Keys of metrics.json that change from one run to the next even with the same data and seed.
+VOLATILE_KEYS = ("model_id", "created_at", "output_dir", "timings", "git_commit", "overrides")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``training.*`` of the Hydra config (conf/training/v5.yaml)."""
+
+    split: dict[str, Any]
+    min_prior_games: int
+    num_workers: int
+    cpus_per_worker: float
+    params: dict[str, Any]
+    num_threads: int
+    num_boost_round: int
+    early_stopping_rounds: int
+    output_dir: str | None
+    models_root: str
+    storage_path: str | None
+    health_check_interval_s: float | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "TrainSettings":
+        t = training_config(cfg)
+        params = OmegaConf.to_container(t.params, resolve=True)
+        return cls(
+            split=OmegaConf.to_container(t.split, resolve=True),
+            min_prior_games=int(t.train_rows.min_prior_games or 0),
+            num_workers=int(t.num_workers),
+            cpus_per_worker=float(t.cpus_per_worker),
+            params=params,
+            num_threads=int(t.num_threads),
+            num_boost_round=int(t.num_boost_round),
+            early_stopping_rounds=int(t.early_stopping_rounds),
+            output_dir=t.output_dir,
+            models_root=str(t.models_root),
+            storage_path=t.ray.storage_path,
+            health_check_interval_s=t.ray.health_check_interval_s,
+        )
+
+    def lightgbm(self) -> dict[str, Any]:
+        return lightgbm_params(self.params, self.num_threads)
+
+
+def training_config(cfg: DictConfig) -> DictConfig:
+    t = cfg.get("training")
+    if t is None:
+        raise ConfigError("no training config: add `+training=v5` to the command (or `- training: v5` to conf/config.yaml defaults)")
+    return t
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    output_dir: Path
+    report_path: Path
+    model_id: str
+
+    def summary_lines(self) -> list[str]:
+        m = self.metrics
+        test, base = m["test"], m["baselines"]
+        return [
+            f"v5 model {m['model_id']}: test MAE {test['mae']:.3f} on {test['rows']:,} player-games ({test['start']}..{test['end']})",
+            "  baselines on the same rows: "
+            + ", ".join(f"{label} {base[name]['mae']:.3f}" for name, label in (("rules", "rules"), ("last10", "last-10"), ("season_avg", "season avg")))
+            + f"; model / rules = {m['ratios']['test_mae_vs_rules']:.3f}",
+            f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}); "
+            f"historical {HISTORICAL_RULES_MAE} was measured on another system's rows (2024-02-04..2024-04-14)",
+            f"  report: {self.report_path}",
+        ]
+
+    def print_summary(self) -> None:
+        for line in self.summary_lines():
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def resolve_output_dir(settings: TrainSettings, run_id: str, explicit: str | Path | None = None) -> Path:
+    """Explicit argument, else ``training.output_dir``, else the Hydra multirun job's directory,
+    else ``<training.models_root>/<run id>``. In a multirun an explicit directory gets the job
+    number appended, so jobs never share one."""
+    job_dir, job_num = _multirun_job()
+    chosen = explicit or settings.output_dir
+    if chosen:
+        path = Path(chosen)
+        return path / str(job_num) if job_num is not None else path
+    if job_dir is not None:
+        return Path(job_dir)
+    return Path(settings.models_root) / run_id
+
+
+def _multirun_job() -> tuple[str | None, int | None]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None, None
+        hc = HydraConfig.get()
+        return hc.runtime.output_dir, int(hc.job.num)
+    except Exception:  # noqa: BLE001 - outside a Hydra app: a single run
+        return None, None
+
+
+def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
+    loop = LoopConfig(
+        params=settings.lightgbm(),
+        num_boost_round=settings.num_boost_round,
+        early_stopping_rounds=settings.early_stopping_rounds,
+        feature_names=list(FEATURE_COLUMNS),
+    )
+    train, valid = dataset.matrices("train"), dataset.matrices("valid")
+    if backend == "plain":
+        return fit_plain(loop, train, valid)
+    from pipeline.ray_runtime import start_ray
+
+    if cfg is not None:
+        start_ray(cfg.ray)
+    return fit_ray(
+        loop,
+        train,
+        valid,
+        num_workers=settings.num_workers,
+        cpus_per_worker=settings.cpus_per_worker,
+        storage_path=settings.storage_path,
+        run_name=run_name,
+        health_check_interval_s=settings.health_check_interval_s,
+    )
+
+
+def importance_shares(booster) -> list[tuple[str, float]]:
+    gain = booster.feature_importance(importance_type="gain").astype(np.float64)
+    total = gain.sum() or 1.0
+    return sorted(((name, float(g / total)) for name, g in zip(booster.feature_name(), gain)), key=lambda kv: -kv[1])
+
+
+def _window(frame: pl.DataFrame) -> dict[str, str]:
+    return {"start": frame["game_date"].min().isoformat(), "end": frame["game_date"].max().isoformat()}
+
+
+def score(dataset: Dataset, fit_result: FitResult) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Evaluations of model + baselines on the validation and test evaluation rows."""
+    predictions = {}
+    evaluations = {}
+    for part in ("valid", "test"):
+        rows = getattr(dataset, part)
+        model = fit_result.booster.predict(feature_matrix(rows))
+        baselines = baseline_predictions(rows)
+        preds = {"model": model, **{name: baselines[name].to_numpy() for name in baselines.columns}}
+        evaluations[part] = evaluate(rows, preds)
+        predictions[part] = model
+    return evaluations["valid"], evaluations["test"], predictions
+
+
+def build_metrics(
+    *,
+    model_id: str,
+    created: dt.datetime,
+    settings: TrainSettings,
+    dataset: Dataset,
+    fit_result: FitResult,
+    valid_eval: dict,
+    test_eval: dict,
+    output_dir: Path,
+    overrides: list[str],
+) -> dict:
+    test_overall, valid_overall = test_eval["overall"], valid_eval["overall"]
+    baselines = {name: s for name, s in test_overall.items() if name != "model"}
+    rules_mae = baselines["rules"]["mae"]
+    best_baseline = min(s["mae"] for s in baselines.values())
+    return {
+        "model_id": model_id,
+        "created_at": created.isoformat(timespec="seconds"),
+        "test": {**test_overall["model"], "start": test_eval["start"], "end": test_eval["end"]},
+        "valid": {
+            **valid_overall["model"],
+            "start": valid_eval["start"],
+            "end": valid_eval["end"],
+            "lightgbm_l1": fit_result.valid_mae,
+            "baselines": {name: s for name, s in valid_overall.items() if name != "model"},
+        },
+        "train": {
+            "rows": dataset.train.height,
+            **_window(dataset.train),
+            "selection": "played (minutes > 0)"
+            + (f", at least {settings.min_prior_games} earlier games this season" if settings.min_prior_games else ""),
+        },
+        "baselines": baselines,
+        "ratios": {
+            "test_mae_vs_rules": test_overall["model"]["mae"] / rules_mae,
+            "test_mae_vs_best_baseline": test_overall["model"]["mae"] / best_baseline,
+            "valid_mae_vs_rules": valid_overall["model"]["mae"] / valid_overall["rules"]["mae"],
+        },
+        "by_tier": test_eval["by_tier"],
+        "by_month": test_eval["by_month"],
+        "evaluation_rows": f"minutes > 0 and games_played_season >= {EVAL_MIN_PRIOR_GAMES}",
+        "reference": {"historical_rules_mae": HISTORICAL_RULES_MAE, "measured_on": HISTORICAL_RULES_ROWS},
+        "features": list(FEATURE_COLUMNS),
+        "feature_version": FEATURE_VERSION,
+        "params": {
+            "lightgbm": settings.lightgbm(),
+            "num_boost_round": settings.num_boost_round,
+            "early_stopping_rounds": settings.early_stopping_rounds,
+            "num_workers": settings.num_workers,
+            "min_prior_games": settings.min_prior_games,
+        },
+        "fit": {
+            "backend": fit_result.backend,
+            "num_workers": fit_result.num_workers,
+            "best_iteration": fit_result.best_iteration,
+            "rounds": fit_result.rounds,
+        },
+        "split": dataset.split.as_dict(),
+        "data_fingerprint": dataset.fingerprint,
+        "git_commit": artifacts.git_commit(),
+        "output_dir": str(output_dir),
+        "overrides": list(overrides),
+    }
+
+
+def train_and_report(
+    cfg: DictConfig,
+    warehouse: Warehouse,
+    *,
+    run_id: str | None = None,
+    output_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    backend: str = "ray",
+    print_summary: bool = True,
+) -> TrainResult:
+    """Train from an open warehouse; write the model, metrics.json, report.md and plots.
+
+    ``backend="plain"`` fits with a plain ``lightgbm.train`` call instead of Ray Train (the
+    benchmark's reference); everything else is the same.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    settings = TrainSettings.from_config(cfg)
+    created = dt.datetime.now(dt.timezone.utc)
+    run_id = run_id or created.strftime("%Y%m%dT%H%M%S")
+    out = resolve_output_dir(settings, run_id, output_dir)
+
+    rows = load_rows(warehouse)
+    if rows.is_empty():
+        raise DataError(f"nba_predictions.ml_feature_store in {warehouse.describe()} is empty: build it first (python -m pipeline)")
+    split = make_split(rows["game_date"].unique().to_list(), settings.split)
+    dataset = build_dataset(rows, split, min_prior_games=settings.min_prior_games)
+    timings["load"] = time.perf_counter() - started
+    log.info(
+        "training on %d rows (%s..%s), validating on %d, testing on %d",
+        dataset.train.height, split.train_start, split.valid_start, dataset.valid.height, dataset.test.height,
+    )  # fmt: skip
+
+    mark = time.perf_counter()
+    fit_result = fit(settings, dataset, cfg, run_name=f"v5-{run_id}", backend=backend)
+    timings["fit"] = time.perf_counter() - mark
+    timings["fit_in_worker"] = fit_result.worker_seconds
+
+    mark = time.perf_counter()
+    valid_eval, test_eval, predictions = score(dataset, fit_result)
+    model_id = artifacts.model_id_of(fit_result.booster, created)
+    metrics = build_metrics(
+        model_id=model_id,
+        created=created,
+        settings=settings,
+        dataset=dataset,
+        fit_result=fit_result,
+        valid_eval=valid_eval,
+        test_eval=test_eval,
+        output_dir=out,
+        overrides=overrides or [],
+    )
+    timings["evaluate"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    artifacts.save_model(out, fit_result.booster, artifacts.model_meta(model_id, fit_result.booster, metrics["params"], created))
+    residuals = pl.concat(
+        [
+            getattr(dataset, part).select(pl.col("game_date").dt.strftime("%Y-%m").alias("month"), pl.lit(part).alias("split"), pl.col(TARGET))
+            .with_columns(residual=pl.Series(predictions[part]) - pl.col(TARGET))
+            for part in ("valid", "test")
+        ]
+    )
+    report_path = write_report(
+        out,
+        metrics,
+        test_actual=dataset.test[TARGET].to_numpy().astype(np.float64),
+        test_predicted=predictions["test"],
+        residuals=residuals,
+        importance=importance_shares(fit_result.booster),
+    )
+    timings["report"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    metrics["timings"] = timings
+    artifacts.write_json(out / artifacts.METRICS_FILE, metrics)
+    result = TrainResult(metrics, out, report_path, model_id)
+    if print_summary:
+        result.print_summary()
+    return result
