@@ -4,7 +4,7 @@ date (how the old per-date jobs worked). Prints player rows per second for both,
 Phase 3 builds the nba_analytics tables from nba_raw; the raw load (Phase 2) runs first,
 untimed, into a warehouse each mode then starts from. Ray starts once, before either mode.
 
-    python benchmarks/phase3.py [extra Hydra overrides]
+    python benchmarks/phase3.py [extra Hydra overrides, e.g. ray.num_cpus=2]
 """
 
 from __future__ import annotations
@@ -14,26 +14,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import build, config, start_ray_timed
-
-PHASE2 = "tables=[player_boxscores,team_boxscores,schedule,quarantine]"
-PHASE3 = "tables=[team_offense_game_summary,team_defense_game_summary,player_game_summary]"
+from _harness import build, config, start_ray_timed, tables_of_phase
 
 
 def main(extra: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "phase2.duckdb"
         print(f"ray start: {start_ray_timed(config(*extra)):.2f}s (once, not counted below)")
-        loaded = build(config(PHASE2, "backfill.with_dependents=false", f"warehouse.path={raw}", *extra))
+        loaded = build(config(tables_of_phase(2), "backfill.with_dependents=false", f"warehouse.path={raw}", *extra))
         print(f"raw load (Phase 2, untimed below): {loaded.seconds:.2f}s")
 
-        def run(label: str, *overrides: str):
+        def run(label: str, *overrides: str) -> float:
             path = Path(tmp) / f"{label}.duckdb"
             shutil.copy(raw, path)
-            cfg = config(PHASE3, "backfill.with_dependents=false", f"warehouse.path={path}", *extra, *overrides)
+            cfg = config(tables_of_phase(3), "backfill.with_dependents=false", f"warehouse.path={path}", *extra, *overrides)
             timed = build(cfg)
             rows = timed.summary.tables["nba_analytics.player_game_summary"].rows
-            print(f"{label:>9}: shard.days={cfg.shard.days:<3} {rows:,} player rows in {timed.seconds:6.2f}s = {rows / timed.seconds:10,.0f} player rows/s")
+            print(f"{label:>9} (shard.days={cfg.shard.days or 'auto'}): {rows:,} player rows in {timed.seconds:6.2f}s = {rows / timed.seconds:10,.0f} player rows/s")
             return rows / timed.seconds
 
         sharded = run("sharded")

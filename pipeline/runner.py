@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
 import logging
 import os
 import re
@@ -157,6 +158,16 @@ def cut_shards(dates: Sequence[dt.date], shard_days: int) -> list[list[dt.date]]
     return [ordered[i : i + shard_days] for i in range(0, len(ordered), max(1, shard_days))]
 
 
+# With shard.days unset, a table's dates are cut into this many shards per CPU of the Ray
+# cluster: enough to keep every CPU busy while the driver writes finished shards, few enough
+# that per-shard costs (a transaction, re-reading a lookback window) stay small.
+SHARDS_PER_CPU = 2
+
+
+def auto_shard_days(n_dates: int, cpus: int) -> int:
+    return max(1, math.ceil(n_dates / (SHARDS_PER_CPU * max(1, cpus))))
+
+
 @dataclass(order=True)
 class _Pending:
     ready_at: float
@@ -168,7 +179,7 @@ class _Pending:
 @dataclass
 class RunSettings:
     run_id: str
-    shard_days: int
+    shard_days: int | None  # None: auto_shard_days for the cluster's CPUs
     max_attempts: int
     retry_backoff_seconds: float
     force: bool  # run even where upstream is incomplete (reproducing failures only)
@@ -271,7 +282,8 @@ class Runner:
                 progress.advance(task, len(blocked))
                 progress.advance(overall, len(blocked))
                 log.warning("%s: %d date(s) not run, upstream incomplete: %s", name, len(blocked), _date_list(blocked))
-            for shard in cut_shards(ready, self.settings.shard_days):
+            shard_days = self.settings.shard_days or auto_shard_days(len(ready), int(ray.cluster_resources().get("CPU", 1)))
+            for shard in cut_shards(ready, shard_days):
                 heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
         in_flight: dict[ray.ObjectRef, tuple[_Pending, dt.datetime, dict[dt.date, str]]] = {}
 

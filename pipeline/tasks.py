@@ -8,6 +8,7 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +26,9 @@ from pipeline.warehouse import Warehouse, WarehouseLocked, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import gate_enforced, make_gate, validate_task
 from pipeline.warehouse.source import RawSource
+
+if TYPE_CHECKING:  # the runner imports Ray, which plan and status never need
+    from pipeline.runner import RunSettings
 
 log = logging.getLogger("pipeline")
 
@@ -107,6 +111,20 @@ def resolve_dates(cfg: DictConfig, calendar: Calendar) -> list[dt.date]:
 
 def table_params(cfg: DictConfig, tables: dict[str, Table]) -> dict[str, dict[str, object]]:
     return {name: {arg: OmegaConf.select(cfg, key) for arg, key in t.params.items()} for name, t in tables.items()}
+
+
+def run_settings(cfg: DictConfig, run_id: str, tables: dict[str, Table]) -> RunSettings:
+    from pipeline.runner import RunSettings
+
+    return RunSettings(
+        run_id=run_id,
+        shard_days=cfg.shard.days,
+        max_attempts=cfg.backfill.max_attempts,
+        retry_backoff_seconds=cfg.backfill.retry_backoff_seconds,
+        force=cfg.backfill.force,
+        params=table_params(cfg, tables),
+        gate_enforced=gate_enforced(cfg),
+    )
 
 
 @dataclass
@@ -292,7 +310,7 @@ def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
 
 def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     from pipeline.ray_runtime import start_ray
-    from pipeline.runner import Runner, RunSettings, holder_info
+    from pipeline.runner import Runner, holder_info
 
     warehouse = open_warehouse(cfg.warehouse)
     command = "python -m pipeline " + " ".join(overrides)
@@ -306,15 +324,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             return EXIT_OK
         log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
         start_ray(cfg.ray)
-        settings = RunSettings(
-            run_id=run_id,
-            shard_days=cfg.shard.days,
-            max_attempts=cfg.backfill.max_attempts,
-            retry_backoff_seconds=cfg.backfill.retry_backoff_seconds,
-            force=cfg.backfill.force,
-            params=table_params(cfg, ctx.tables),
-            gate_enforced=gate_enforced(cfg),
-        )
+        settings = run_settings(cfg, run_id, ctx.tables)
         gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
         runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
         summary = runner.execute(plan, gate=gate)

@@ -164,8 +164,7 @@ class DuckDBWarehouse(Warehouse):
                 clauses, params = _filters(None, None, w.where, dates=list(w.dates))
                 self.con.execute(f"DELETE FROM {quoted(w.table)}{clauses}", params)
                 if w.rows.height:
-                    staged = w.rows.to_arrow()  # noqa: F841 - read by name in the SQL below
-                    self.con.execute(f"INSERT INTO {quoted(w.table)} BY NAME SELECT * FROM staged")
+                    self._insert(w.table, w.rows)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -174,8 +173,14 @@ class DuckDBWarehouse(Warehouse):
     def append(self, table: str, rows: pl.DataFrame) -> None:
         if self.read_only:
             raise WarehouseError(f"{self.describe()} is open read-only")
-        staged = rows.to_arrow()  # noqa: F841 - read by name in the SQL below
-        self.con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM staged")
+        self._insert(table, rows)
+
+    def _insert(self, table: str, rows: pl.DataFrame) -> None:
+        self.con.register("staged_rows", rows.to_arrow())
+        try:
+            self.con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM staged_rows")
+        finally:
+            self.con.unregister("staged_rows")
 
     # -- lock -------------------------------------------------------------------------------
 
