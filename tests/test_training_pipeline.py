@@ -1,0 +1,252 @@
+"""v5 model end to end on the bundled data: the quality bar, honesty, determinism, predict and grade.
+
+One full warehouse is built per module by a real run (about 30 s), then one model is trained by
+the real command (`python -m training task=train`, the same task functions `python -m pipeline`
+dispatches) and reused by every test; a few more fits cover determinism, the feature-store-only
+rule and the multirun sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from hydra import compose, initialize_config_dir
+
+import pipeline.__main__  # noqa: F401 - registers ${project_root:}
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, feature_matrix
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from training.artifacts import load_model
+from training.data import build_dataset, load_rows, make_split
+from training.train import VOLATILE_KEYS, train_and_report
+
+from conftest import PROJECT_ROOT, run_pipeline
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+
+CONF_DIR = str(PROJECT_ROOT / "conf")
+REQUIRED_KEYS = [
+    ("test", "mae"), ("test", "rmse"), ("test", "rows"), ("test", "start"), ("test", "end"), ("valid", "mae"),
+    ("train", "rows"), ("baselines", "rules", "mae"), ("baselines", "last10", "mae"), ("baselines", "season_avg", "mae"),
+    ("features",), ("params",), ("data_fingerprint",), ("git_commit",),
+]  # fmt: skip
+
+
+def training_overrides() -> list[str]:
+    """`+training=v5` until conf/config.yaml lists the training group in its defaults."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config")
+    return [] if "training" in cfg else ["+training=v5"]
+
+
+TRAINING = training_overrides()
+
+
+def compose_cfg(warehouse: Path, workdir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[*TRAINING, f"warehouse.path={warehouse}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2", *overrides],
+        )
+
+
+def run_training(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m training ...` in a subprocess, against ``workdir``'s warehouse."""
+    cmd = [
+        sys.executable, "-m", "training", *args, *TRAINING,
+        f"warehouse.path={workdir / 'warehouse.duckdb'}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2",
+    ]  # fmt: skip
+    return subprocess.run(cmd, cwd=workdir, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=timeout)
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE_KEYS}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Every table over the whole bundled history, built by a real run."""
+    workdir = tmp_path_factory.mktemp("training")
+    run = run_pipeline(workdir)
+    assert run.returncode == 0, run.output
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def trained(workdir) -> tuple[Path, dict]:
+    """The default model, trained by the real command."""
+    out = workdir / "model"
+    proc = run_training(workdir, "task=train", f"training.output_dir={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test MAE" in proc.stderr and f"report: {out / 'report.md'}" in proc.stderr
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def rows(workdir) -> pl.DataFrame:
+    with DuckDBWarehouse(workdir / "warehouse.duckdb", read_only=True) as warehouse:
+        return load_rows(warehouse)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_ray():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_beats_every_baseline_on_the_same_rows(trained):
+    _, m = trained
+    for path in REQUIRED_KEYS:
+        value = m
+        for key in path:
+            assert key in value, f"metrics.json lacks {'.'.join(path)}"
+            value = value[key]
+    rules, last10, season = (m["baselines"][b]["mae"] for b in ("rules", "last10", "season_avg"))
+    assert m["test"]["mae"] <= 0.95 * rules
+    assert m["test"]["mae"] < min(rules, last10, season)
+    # Every predictor was scored on the same rows: the test evaluation rows.
+    assert {s["rows"] for s in m["baselines"].values()} == {m["test"]["rows"]}
+    assert m["test"]["rows"] > 5000 and m["train"]["rows"] > 40000
+    assert m["features"] == FEATURE_COLUMNS
+
+
+def test_report_and_plots(trained):
+    out, m = trained
+    report = (out / "report.md").read_text()
+    assert "4.27" in report and "2024-02-04..2024-04-14" in report and "another system's rows" in report
+    for section in ("By player tier", "By month", "within 1", "RMSE"):
+        assert section in report
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["feature_importance.png", "mae_by_tier.png", "predicted_vs_actual.png", "residuals_by_month.png"]
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in report
+    assert [t["tier"] for t in m["by_tier"]] == ["bench", "role", "starter", "star"]
+    assert sum(t["rows"] for t in m["by_tier"]) == sum(r["rows"] for r in m["by_month"]) == m["test"]["rows"]
+
+
+def test_default_split_no_date_in_two_splits(trained, rows):
+    _, m = trained
+    split = make_split(rows["game_date"].unique().to_list())
+    assert split.as_dict() == m["split"]
+    ds = build_dataset(rows, split)
+    dates = {name: set(getattr(ds, name)["game_date"].to_list()) for name in ("train", "valid", "test")}
+    assert not (dates["train"] & dates["valid"] or dates["valid"] & dates["test"] or dates["train"] & dates["test"])
+    all_dates = sorted(rows["game_date"].unique().to_list())
+    # 70 / 15 / 15 of the game dates, in order.
+    labels = [split.label(d) for d in all_dates]
+    assert labels == sorted(labels, key=["train", "valid", "test"].index)
+    assert abs(labels.count("train") / len(all_dates) - 0.70) < 0.01 and abs(labels.count("test") / len(all_dates) - 0.15) < 0.01
+    assert m["test"]["start"] >= m["split"]["test_start"] and m["valid"]["end"] < m["split"]["test_start"]
+
+
+def test_same_seed_same_metrics(trained, workdir, tmp_path):
+    """A second training, in this process through Ray Train again, gives the same metrics and model."""
+    out, first = trained
+    cfg = compose_cfg(workdir / "warehouse.duckdb", tmp_path)
+    with DuckDBWarehouse(workdir / "warehouse.duckdb", read_only=True) as warehouse:
+        second = train_and_report(cfg, warehouse, output_dir=tmp_path / "again", print_summary=False)
+    assert comparable(second.metrics) == comparable(first)
+    assert (tmp_path / "again" / "model.txt").read_text() == (out / "model.txt").read_text()
+
+
+def test_features_come_only_from_the_feature_store(trained, workdir, tmp_path, rows):
+    """Changing columns the model must not read (feature-store IDs, box-score columns other than
+    points and minutes) leaves the fitted model unchanged; changing a feature does not."""
+    out, first = trained
+    original = load_model(out)
+    assert original.features == FEATURE_COLUMNS == original.booster.feature_name()
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(workdir / "warehouse.duckdb", copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE nba_predictions.ml_feature_store SET player_name = 'someone else', team_abbr = 'XXX', opponent_abbr = 'YYY', feature_version = 99")
+        con.execute(
+            "UPDATE nba_analytics.player_game_summary SET reb = reb + 5, ast = 0, fga = fga + 3, fgm = 0, usage_rate = NULL, "
+            "plus_minus = 42, starter = NOT starter, ts_pct = 0.0"
+        )
+    cfg = compose_cfg(copy, tmp_path)
+    test_matrix = feature_matrix(build_dataset(rows, make_split(rows["game_date"].unique().to_list())).test)
+    with DuckDBWarehouse(copy, read_only=True) as warehouse:
+        # A plain lightgbm.train on the same data and parameters is the Ray Train model bit for bit.
+        same = train_and_report(cfg, warehouse, output_dir=tmp_path / "same", backend="plain", print_summary=False)
+    np.testing.assert_array_equal(same.metrics["fit"]["best_iteration"], first["fit"]["best_iteration"])
+    new = load_model(tmp_path / "same").booster
+    np.testing.assert_array_equal(new.predict(test_matrix), original.booster.predict(test_matrix))
+    assert same.metrics["test"]["mae"] == first["test"]["mae"]
+
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE nba_predictions.ml_feature_store SET points_avg_season = points_avg_season + 3 WHERE season = '2022-23'")
+    with DuckDBWarehouse(copy, read_only=True) as warehouse:
+        changed = train_and_report(cfg, warehouse, output_dir=tmp_path / "changed", backend="plain", print_summary=False)
+    assert not np.array_equal(load_model(tmp_path / "changed").booster.predict(test_matrix), original.booster.predict(test_matrix))
+    assert changed.metrics["data_fingerprint"] != same.metrics["data_fingerprint"]
+
+
+def test_predict_and_grade_end_to_end(trained, workdir, tmp_path):
+    out, _ = trained
+    shutil.copy(workdir / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    dates = ["2025-03-05", "2025-03-06", "2025-03-07"]
+    args = [f"training.model_dir={out}", "dates.start=2025-03-05", "dates.end=2025-03-07"]
+    for _ in range(2):  # twice: the second run replaces the same partitions
+        proc = run_training(tmp_path, "task=predict", *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    saved = load_model(out)
+    path = str(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(path, read_only=True) as con:
+        features = pl.from_arrow(
+            con.execute(
+                "SELECT * FROM nba_predictions.ml_feature_store WHERE game_date BETWEEN '2025-03-05' AND '2025-03-07' ORDER BY game_id, player_id"
+            ).to_arrow_table()
+        )
+        predictions = pl.from_arrow(
+            con.execute("SELECT * FROM nba_predictions.player_points_predictions ORDER BY game_id, player_id").to_arrow_table()
+        )
+    assert predictions.height == features.height > 100
+    assert sorted({d.isoformat() for d in predictions["game_date"].unique()}) == dates
+    assert predictions["model_id"].unique().to_list() == [saved.model_id]
+    np.testing.assert_allclose(predictions["predicted_points"].to_numpy(), saved.booster.predict(feature_matrix(features)))
+    assert predictions["feature_fingerprint"].null_count() == 0 and predictions["feature_fingerprint"].n_unique() > 100
+
+    proc = run_training(tmp_path, "task=grade", "dates.start=2025-03-05", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "prediction accuracy per date" in proc.stderr and "2025-03-06" in proc.stderr
+    with duckdb.connect(path, read_only=True) as con:
+        graded = pl.from_arrow(con.execute("SELECT * FROM nba_predictions.prediction_accuracy").to_arrow_table())
+        actual = dict(
+            ((g, p), float(pts))
+            for g, p, pts in con.execute(
+                "SELECT game_id, player_id, pts FROM nba_analytics.player_game_summary WHERE game_date BETWEEN '2025-03-05' AND '2025-03-07'"
+            ).fetchall()
+        )
+    assert graded.height == predictions.height
+    for row in graded.iter_rows(named=True):
+        assert row["actual_points"] == actual[(row["game_id"], row["player_id"])]
+        assert row["absolute_error"] == pytest.approx(abs(row["predicted_points"] - row["actual_points"]))
+    assert 0 < graded["played"].sum() < graded.height  # dressed players who did not play are graded, not scored
+    assert graded["is_evaluation_row"].sum() <= graded["played"].sum()
+
+
+def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
+    sweep = workdir / "sweep"
+    proc = run_training(
+        workdir, "-m", "task=train", "training.params.num_leaves=7,15", "training.num_boost_round=40",
+        "training.early_stopping_rounds=10", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
+    assert [j["params"]["lightgbm"]["num_leaves"] for j in jobs] == [7, 15]
+    summary = pl.read_csv(sweep / "sweep_summary.csv")
+    assert summary["valid_mae"].to_list() == sorted(j["valid"]["mae"] for j in jobs)
+    assert "sorted by validation MAE" in (sweep / "sweep_summary.md").read_text()
+    assert "sweep summary" in proc.stderr
