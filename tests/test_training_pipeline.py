@@ -75,7 +75,7 @@ def comparable(metrics: dict) -> dict:
 def workdir(tmp_path_factory) -> Path:
     """Every table over the whole bundled history, built by a real run."""
     workdir = tmp_path_factory.mktemp("training")
-    run = run_pipeline(workdir)
+    run = run_pipeline(workdir, *TRAINING, "training.after_run=false")  # the tests below train
     assert run.returncode == 0, run.output
     return workdir
 

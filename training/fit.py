@@ -18,10 +18,13 @@ Determinism: fixed ``seed`` (LightGBM derives its bagging and feature-fraction s
 histograms by timing them) and a fixed ``num_threads``. Same data, same parameters, same number
 of workers: the same model.
 
-Speed on one machine: Ray Train's controller polls its workers every
-``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` seconds (default 2), and learns only then that a short fit
-has ended; :func:`fit_ray` sets it to ``training.ray.health_check_interval_s`` unless it is
-already set in the environment.
+Speed on one machine (Ray Train's own start-up, about 5 s of actor processes, is most of the
+overhead over a plain ``lightgbm.train``): the controller polls its workers every
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` seconds (default 2) and learns only then that a short fit
+has ended, so :func:`fit_ray` sets it to ``training.ray.health_check_interval_s``; and it turns
+off the preemption watcher (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER``, one more actor process per
+fit that watches for cloud nodes being drained) unless ``training.ray.preemption_watcher`` is
+true. A value already set in the environment wins over both.
 """
 
 from __future__ import annotations
@@ -63,19 +66,27 @@ def train_booster(
     train: tuple[np.ndarray, np.ndarray],
     valid: tuple[np.ndarray, np.ndarray],
     extra_params: Mapping[str, Any] | None = None,
-) -> lgb.Booster:
-    """``lightgbm.train`` with early stopping on the validation MAE; nothing reported per round."""
+) -> tuple[lgb.Booster, int]:
+    """``lightgbm.train`` with early stopping on the validation MAE; nothing reported per round.
+
+    Returns the booster (cut at its best iteration) and the number of rounds run."""
     params = {**config.params, **(extra_params or {})}
     train_set = lgb.Dataset(train[0], label=train[1], feature_name=config.feature_names, params={"verbose": -1})
     valid_set = lgb.Dataset(valid[0], label=valid[1], reference=train_set)
-    return lgb.train(
+    rounds = [0]
+
+    def count(env: lgb.callback.CallbackEnv) -> None:
+        rounds[0] = env.iteration + 1
+
+    booster = lgb.train(
         params,
         train_set,
         num_boost_round=config.num_boost_round,
         valid_sets=[valid_set],
         valid_names=["valid"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)],
+        callbacks=[count, lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)],
     )
+    return booster, rounds[0]
 
 
 def train_loop(loop_config: dict) -> None:
@@ -94,10 +105,10 @@ def train_loop(loop_config: dict) -> None:
     if world > 1:
         x_train, y_train = x_train[rank::world], y_train[rank::world]
         extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
-    booster = train_booster(config, (x_train, y_train), valid, extra)
+    booster, rounds = train_booster(config, (x_train, y_train), valid, extra)
     metrics = {
         "best_iteration": int(booster.best_iteration or booster.current_iteration()),
-        "rounds": int(booster.current_iteration()),
+        "rounds": rounds,
         "valid_mae": float(booster.best_score["valid"][VALID_METRIC]),
         "worker_seconds": time.perf_counter() - started,
     }
@@ -122,9 +133,21 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _ray_env(health_check_interval_s: float | None) -> None:
+_ENV_SET_HERE: set[str] = set()
+
+
+def _set_env(name: str, value: str) -> None:
+    """Set a Ray Train environment setting unless the user set it (ours may change per fit)."""
+    if name not in os.environ or name in _ENV_SET_HERE:
+        os.environ[name] = value
+        _ENV_SET_HERE.add(name)
+
+
+def _ray_env(health_check_interval_s: float | None, preemption_watcher: bool) -> None:
+    """Ray Train settings read from the environment (a value the user set there wins)."""
     if health_check_interval_s:
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(health_check_interval_s))
+        _set_env("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(health_check_interval_s))
+    _set_env("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1" if preemption_watcher else "0")
 
 
 def fit_ray(
@@ -137,9 +160,10 @@ def fit_ray(
     storage_path: str | None = None,
     run_name: str = "v5",
     health_check_interval_s: float | None = 0.2,
+    preemption_watcher: bool = False,
 ) -> FitResult:
     """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray)."""
-    _ray_env(health_check_interval_s)
+    _ray_env(health_check_interval_s, preemption_watcher)
     import ray
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer
@@ -178,7 +202,7 @@ def fit_ray(
 def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
     """The same fit with a plain ``lightgbm.train`` call in this process (the reference)."""
     started = time.perf_counter()
-    booster = train_booster(config, train, valid)
+    booster, rounds = train_booster(config, train, valid)
     best = int(booster.best_iteration or booster.current_iteration())
     seconds = time.perf_counter() - started
     # Keep what the Ray path keeps: the model up to its best iteration.
@@ -186,7 +210,7 @@ def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: t
     return FitResult(
         booster=model,
         best_iteration=best,
-        rounds=int(booster.current_iteration()),
+        rounds=rounds,
         valid_mae=float(booster.best_score["valid"][VALID_METRIC]),
         seconds=seconds,
         worker_seconds=seconds,

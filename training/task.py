@@ -52,6 +52,21 @@ def train_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     return EXIT_OK
 
 
+def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str]) -> int:
+    """The end of ``task=run``: train and report from the open warehouse, unless
+    ``training.after_run=false`` (or no training config). Prints the test MAE against the
+    baselines and where the report is; returns the exit code (a training failure is 1)."""
+    t = cfg.get("training")
+    if t is None or not t.get("after_run", True):
+        return EXIT_OK
+    try:
+        train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides)
+    except EXPECTED as exc:
+        log.debug("training after the run refused", exc_info=True)
+        return _fail(f"training: {exc}")
+    return EXIT_OK
+
+
 def _point_job_dir_at(result: TrainResult) -> None:
     """In a multirun job whose model went outside its Hydra directory, leave a pointer there."""
     job_dir, _ = _multirun_job()
@@ -162,4 +177,4 @@ def print_grades(graded: pl.DataFrame, shown: int = 40) -> None:
     )
 
 
-__all__ = ["train_task", "predict_task", "grade_task", "train_and_report", "TrainResult"]
+__all__ = ["train_task", "predict_task", "grade_task", "train_after_run", "train_and_report", "TrainResult"]

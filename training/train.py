@@ -56,6 +56,7 @@ class TrainSettings:
     models_root: str
     storage_path: str | None
     health_check_interval_s: float | None
+    preemption_watcher: bool
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "TrainSettings":
@@ -74,6 +75,7 @@ class TrainSettings:
             models_root=str(t.models_root),
             storage_path=t.ray.storage_path,
             health_check_interval_s=t.ray.health_check_interval_s,
+            preemption_watcher=bool(t.ray.get("preemption_watcher", False)),
         )
 
     def lightgbm(self) -> dict[str, Any]:
@@ -162,6 +164,7 @@ def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_n
         storage_path=settings.storage_path,
         run_name=run_name,
         health_check_interval_s=settings.health_check_interval_s,
+        preemption_watcher=settings.preemption_watcher,
     )
 
 
