@@ -238,14 +238,17 @@ def test_predict_and_grade_end_to_end(trained, workdir, tmp_path):
 
 
 def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
+    """Two jobs in one process (Ray started once); short fits through Ray Train's local mode
+    (num_workers=0, the same training loop without worker actors) to keep the test quick."""
     sweep = workdir / "sweep"
     proc = run_training(
         workdir, "-m", "task=train", "training.params.num_leaves=7,15", "training.num_boost_round=40",
-        "training.early_stopping_rounds=10", f"hydra.sweep.dir={sweep}",
+        "training.early_stopping_rounds=10", "training.num_workers=0", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
     assert [j["params"]["lightgbm"]["num_leaves"] for j in jobs] == [7, 15]
+    assert [j["fit"]["backend"] for j in jobs] == ["ray_train_local"] * 2
     summary = pl.read_csv(sweep / "sweep_summary.csv")
     assert summary["valid_mae"].to_list() == sorted(j["valid"]["mae"] for j in jobs)
     assert "sorted by validation MAE" in (sweep / "sweep_summary.md").read_text()

@@ -112,12 +112,18 @@ def train_loop(loop_config: dict) -> None:
         "valid_mae": float(booster.best_score["valid"][VALID_METRIC]),
         "worker_seconds": time.perf_counter() - started,
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="nba-train-checkpoint-")
+    try:
         checkpoint = None
         if rank == 0:
             booster.save_model(os.path.join(tmp, MODEL_FILE), num_iteration=metrics["best_iteration"])
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+    finally:
+        # Ray Train copies a worker's checkpoint into its storage; in local mode it keeps the
+        # directory itself as the checkpoint, and the driver removes it after loading the model.
+        if not loop_config.get("local"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -174,7 +180,7 @@ def fit_ray(
     try:
         trainer = LightGBMTrainer(
             train_loop,
-            train_loop_config={"config": config, "train": ray.put(train), "valid": ray.put(valid)},
+            train_loop_config={"config": config, "train": ray.put(train), "valid": ray.put(valid), "local": num_workers == 0},
             scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
             run_config=ray.train.RunConfig(storage_path=str(Path(storage).resolve()), name=run_name),
         )
@@ -183,6 +189,8 @@ def fit_ray(
             raise RuntimeError("Ray Train returned no checkpoint: the training loop did not report its model")
         with result.checkpoint.as_directory() as directory:
             booster = lgb.Booster(model_file=os.path.join(directory, MODEL_FILE))
+        if num_workers == 0:
+            shutil.rmtree(result.checkpoint.path, ignore_errors=True)
         metrics = result.metrics
     finally:
         if own_storage:
