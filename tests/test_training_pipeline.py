@@ -28,7 +28,7 @@ from training.artifacts import load_model
 from training.data import build_dataset, load_rows, make_split
 from training.train import VOLATILE_KEYS, train_and_report
 
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, query, run_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
@@ -149,6 +149,22 @@ def test_default_split_no_date_in_two_splits(trained, rows):
     assert labels == sorted(labels, key=["train", "valid", "test"].index)
     assert abs(labels.count("train") / len(all_dates) - 0.70) < 0.01 and abs(labels.count("test") / len(all_dates) - 0.15) < 0.01
     assert m["test"]["start"] >= m["split"]["test_start"] and m["valid"]["end"] < m["split"]["test_start"]
+
+
+def test_evaluation_rows_count_earlier_played_games_of_the_season(workdir):
+    """games_played_season, the evaluation filter's input, counts the player's played games
+    (minutes > 0) of the same season strictly before the date."""
+    mismatches = query(
+        workdir / "warehouse.duckdb",
+        """
+        SELECT count(*) FROM nba_predictions.ml_feature_store f
+        WHERE f.games_played_season != (
+            SELECT count(*) FROM nba_analytics.player_game_summary p
+            WHERE p.player_id = f.player_id AND p.season = f.season AND p.game_date < f.game_date
+              AND NOT p.did_not_play AND p.minutes > 0)
+        """,
+    )
+    assert mismatches == [(0,)]
 
 
 def test_same_seed_same_metrics(trained, workdir, tmp_path):

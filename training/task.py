@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from rich.table import Table as RichTable
 
 from pipeline.progress import console
-from pipeline.warehouse import open_warehouse
+from pipeline.warehouse import WarehouseLocked, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import DataError
 from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
@@ -29,7 +29,7 @@ from training.train import ConfigError, TrainResult, _multirun_job, train_and_re
 log = logging.getLogger("pipeline.training")
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError)
+EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseLocked)
 
 
 def _fail(message: str) -> int:
