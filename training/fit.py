@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -136,7 +136,6 @@ class FitResult:
     worker_seconds: float  # time inside the training loop
     backend: str
     num_workers: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _ENV_SET_HERE: set[str] = set()
