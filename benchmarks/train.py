@@ -16,7 +16,6 @@ The full warehouse (Phase 2-4 and the feature store) is built first, untimed (or
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -27,20 +26,9 @@ from pathlib import Path
 import ray
 from _harness import PROJECT_ROOT, build, config, start_ray_timed
 
-import pipeline.tasks
 from pipeline.warehouse import open_warehouse
 from training.data import build_dataset, load_rows, make_split
 from training.train import TrainSettings, fit
-
-
-def training_overrides() -> list[str]:
-    return [] if "training" in config() else ["+training=v5"]
-
-
-def train_command() -> list[str]:
-    """`python -m pipeline task=train` once pipeline dispatches it, else `python -m training`."""
-    wired = "train_task" in inspect.getsource(pipeline.tasks)
-    return [sys.executable, "-m", "pipeline" if wired else "training", "task=train"]
 
 
 def main(extra: list[str]) -> None:
@@ -48,7 +36,7 @@ def main(extra: list[str]) -> None:
         given = [o.split("=", 1)[1] for o in extra if o.startswith("warehouse.path=")]
         warehouse = Path(given[0]) if given else Path(tmp) / "warehouse.duckdb"
         extra = [o for o in extra if not o.startswith("warehouse.path=")]
-        overrides = [*training_overrides(), f"warehouse.path={warehouse}", f"logs.dir={Path(tmp) / 'logs'}", *extra]
+        overrides = [f"warehouse.path={warehouse}", f"logs.dir={Path(tmp) / 'logs'}", *extra]
         cfg = config(*overrides)
         if not warehouse.exists():
             print(f"ray start: {start_ray_timed(cfg):.2f}s (for the untimed build)")
@@ -56,7 +44,7 @@ def main(extra: list[str]) -> None:
             print(f"full warehouse build (untimed below): {built.seconds:.2f}s")
             ray.shutdown()  # task=train below starts its own, as a user's command does
 
-        command = [*train_command(), *overrides, f"training.output_dir={Path(tmp) / 'model'}"]
+        command = [sys.executable, "-m", "pipeline", "task=train", *overrides, f"training.output_dir={Path(tmp) / 'model'}"]
         started = time.perf_counter()
         proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
         task_seconds = time.perf_counter() - started
@@ -65,7 +53,7 @@ def main(extra: list[str]) -> None:
         for line in proc.stderr.splitlines():
             if line.startswith(("v5 model", "  baselines", "  validation")):
                 print(line)
-        print(f"task=train wall time: {task_seconds:.1f}s ({' '.join(command[1:4])}, fresh process)")
+        print(f"task=train wall time: {task_seconds:.1f}s (python -m pipeline task=train, fresh process)")
 
         print(f"ray start: {start_ray_timed(cfg):.2f}s (not counted below)")
         settings = TrainSettings.from_config(cfg)

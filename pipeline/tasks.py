@@ -283,7 +283,17 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
     run_id = new_run_id()
     log_path = setup_logging(cfg, run_id)
     log.debug("run %s: task=%s overrides=%s\n%s", run_id, cfg.task, overrides, OmegaConf.to_yaml(cfg))
-    tasks = {"run": task_run, "plan": task_plan, "status": task_status, "validate": validate_task}
+    from training.task import grade_task, predict_task, train_task
+
+    tasks = {
+        "run": task_run,
+        "plan": task_plan,
+        "status": task_status,
+        "validate": validate_task,
+        "train": train_task,
+        "predict": predict_task,
+        "grade": grade_task,
+    }
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
     try:
@@ -321,7 +331,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             refuse_blocking(plan)
         if plan.is_empty:
             console.print("nothing to do: every requested date is built and up to date")
-            return EXIT_OK
+            return train_after(cfg, warehouse, run_id, overrides, features_changed=False)
         log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
         start_ray(cfg.ray)
         settings = run_settings(cfg, run_id, ctx.tables)
@@ -331,4 +341,16 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         summary.render(retry_command(summary.failed_dates, overrides))
         if not summary.ok:
             return EXIT_FAILED
+        features_changed = summary.outcome("nba_predictions.ml_feature_store").built > 0
+        if train_after(cfg, warehouse, run_id, overrides, features_changed=features_changed) != EXIT_OK:
+            return EXIT_FAILED
         return EXIT_WARNINGS if summary.gate_overridden else EXIT_OK
+
+
+def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str], *, features_changed: bool) -> int:
+    """A run of the whole chain (no ``tables`` override) ends with the v5 model's figures."""
+    if cfg.tables:
+        return EXIT_OK
+    from training.task import train_after_run
+
+    return train_after_run(cfg, warehouse, run_id, overrides, features_changed=features_changed)

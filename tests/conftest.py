@@ -31,11 +31,15 @@ class Run:
 
 
 def run_pipeline(workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
-    """`python -m pipeline` in a subprocess with its warehouse, logs and reports under ``workdir``."""
+    """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``.
+
+    A full run does not train the model unless a test asks (``training.after_run=true``)."""
     args = [
         sys.executable, "-m", "pipeline",
         f"warehouse.path={workdir / 'warehouse.duckdb'}",
         f"logs.dir={workdir / 'logs'}",
+        f"training.models_root={workdir / 'models'}",
+        "training.after_run=false",
         "ray.num_cpus=2",
         *overrides,
     ]  # fmt: skip

@@ -1,9 +1,8 @@
 """v5 model end to end on the bundled data: the quality bar, honesty, determinism, predict and grade.
 
-One full warehouse is built per module by a real run (about 30 s), then one model is trained by
-the real command (`python -m training task=train`, the same task functions `python -m pipeline`
-dispatches) and reused by every test; a few more fits cover determinism, the feature-store-only
-rule and the multirun sweep.
+README's main command runs once per module (every table over the whole history, then the model,
+about 45 s); its model is reused by every test, and a few more fits cover determinism, the
+feature-store-only rule, `task=predict` / `task=grade` and the multirun sweep.
 """
 
 from __future__ import annotations
@@ -40,28 +39,18 @@ REQUIRED_KEYS = [
 ]  # fmt: skip
 
 
-def training_overrides() -> list[str]:
-    """`+training=v5` until conf/config.yaml lists the training group in its defaults."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config")
-    return [] if "training" in cfg else ["+training=v5"]
-
-
-TRAINING = training_overrides()
-
-
 def compose_cfg(warehouse: Path, workdir: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             config_name="config",
-            overrides=[*TRAINING, f"warehouse.path={warehouse}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2", *overrides],
+            overrides=[f"warehouse.path={warehouse}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2", *overrides],
         )
 
 
 def run_training(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m training ...` in a subprocess, against ``workdir``'s warehouse."""
+    """`python -m pipeline ...` (a model task) in a subprocess, against ``workdir``'s warehouse."""
     cmd = [
-        sys.executable, "-m", "training", *args, *TRAINING,
+        sys.executable, "-m", "pipeline", *args,
         f"warehouse.path={workdir / 'warehouse.duckdb'}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2",
     ]  # fmt: skip
     return subprocess.run(cmd, cwd=workdir, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=timeout)
@@ -72,21 +61,26 @@ def comparable(metrics: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """Every table over the whole bundled history, built by a real run."""
+def main_command(tmp_path_factory) -> tuple[Path, str]:
+    """README's main command: every table over the whole bundled history, then the model."""
     workdir = tmp_path_factory.mktemp("training")
-    run = run_pipeline(workdir, *TRAINING, "training.after_run=false")  # the tests below train
+    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
     assert run.returncode == 0, run.output
-    return workdir
+    return workdir, run.output
 
 
 @pytest.fixture(scope="module")
-def trained(workdir) -> tuple[Path, dict]:
-    """The default model, trained by the real command."""
+def workdir(main_command) -> Path:
+    return main_command[0]
+
+
+@pytest.fixture(scope="module")
+def trained(main_command) -> tuple[Path, dict]:
+    """The default model, trained at the end of the main command, which says how it did."""
+    workdir, output = main_command
     out = workdir / "model"
-    proc = run_training(workdir, "task=train", f"training.output_dir={out}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "test MAE" in proc.stderr and f"report: {out / 'report.md'}" in proc.stderr
+    assert "test MAE" in output and "baselines on the same rows: rules" in output
+    assert f"report: {out / 'report.md'}" in output
     return out, json.loads((out / "metrics.json").read_text())
 
 

@@ -10,6 +10,7 @@ on the same evaluation rows, and the output directory (``model.txt``, ``model.js
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -112,6 +113,12 @@ class TrainResult:
     def print_summary(self) -> None:
         for line in self.summary_lines():
             console.print(line, highlight=False, soft_wrap=True)
+
+
+def load_result(directory: Path) -> TrainResult:
+    """A finished training run read back from its output directory."""
+    metrics = json.loads((directory / artifacts.METRICS_FILE).read_text())
+    return TrainResult(metrics, directory, directory / artifacts.REPORT_FILE, metrics["model_id"])
 
 
 def resolve_output_dir(settings: TrainSettings, run_id: str, explicit: str | Path | None = None) -> Path:
