@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import polars as pl
+import pyarrow as pa
 import ray
 
 from pipeline.calendar import Calendar
@@ -107,7 +108,7 @@ def faults_from_env() -> list[Fault]:
 
 @dataclass
 class ShardResult:
-    rows: pl.DataFrame
+    rows: pa.Table  # Arrow: back through the object store without a copy
     fingerprints: dict[dt.date, str]
     counts: dict[dt.date, int]
     node: str
@@ -118,7 +119,7 @@ class ShardResult:
 def build_shard(
     table_name: str,
     dates: list[dt.date],
-    frames: dict[str, pl.DataFrame],
+    frames: dict[str, pa.Table],
     params: dict[str, object],
     faults: list[Fault],
     attempt: int,
@@ -128,7 +129,7 @@ def build_shard(
     for fault in faults:
         fault.apply(attempt)
     spec = registry()[table_name]
-    rows = spec.run(dates, frames, params)
+    rows = spec.run(dates, {name: pl.from_arrow(frame) for name, frame in frames.items()}, params)
     return finish_shard(spec, dates, rows, started)
 
 
@@ -144,7 +145,7 @@ def finish_shard(spec: Table, dates: list[dt.date], rows: pl.DataFrame, started:
         )
     counts = dict(rows.group_by("game_date").len().iter_rows()) if rows.height else {}
     return ShardResult(
-        rows=rows,
+        rows=rows.to_arrow(),
         fingerprints=partition_fingerprints(rows),
         counts=counts,
         node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}",
@@ -174,6 +175,18 @@ class _Pending:
     table: str = field(compare=False)
     dates: list[dt.date] = field(compare=False)
     attempt: int = field(compare=False)
+
+
+@dataclass
+class _Shard:
+    """A submitted shard: the job, when it started, the input fingerprints it was read with,
+    and once it is back, its result and the run-state rows it will be committed with."""
+
+    job: _Pending
+    started: dt.datetime
+    fingerprints: dict[dt.date, str]
+    result: ShardResult | None = None
+    state: pl.DataFrame | None = None
 
 
 @dataclass
@@ -285,50 +298,49 @@ class Runner:
             shard_days = self.settings.shard_days or auto_shard_days(len(ready), int(ray.cluster_resources().get("CPU", 1)))
             for shard in cut_shards(ready, shard_days):
                 heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
-        in_flight: dict[ray.ObjectRef, tuple[_Pending, dt.datetime, dict[dt.date, str]]] = {}
+        in_flight: dict[ray.ObjectRef, _Shard] = {}
 
-        def settle(job: _Pending, started: dt.datetime, fingerprints: dict[dt.date, str], result=None, exc=None) -> None:
-            if exc is not None:
-                followups = self._fail(job, exc, started, fingerprints)
-                for followup in followups:
-                    heapq.heappush(pending, followup)
-                if followups:
-                    return
-            else:
-                try:
-                    self._commit(job, result, started, fingerprints)
-                except Exception as commit_exc:  # noqa: BLE001 - the transaction rolled back
-                    settle(job, started, fingerprints, exc=commit_exc)
-                    return
-                built[job.table].extend(job.dates)
-                for bar in (task, overall):
-                    progress.update(bar, rows=progress.tasks[bar].fields["rows"] + result.rows.height)
-            progress.advance(task, len(job.dates))
-            progress.advance(overall, len(job.dates))
+        def failed(shard: _Shard, exc: BaseException) -> None:
+            followups = self._fail(shard.job, exc, shard.started, shard.fingerprints)
+            for followup in followups:
+                heapq.heappush(pending, followup)
+            if not followups:
+                progress.advance(task, len(shard.job.dates))
+                progress.advance(overall, len(shard.job.dates))
 
         while pending or in_flight:
             while pending and pending[0].ready_at <= time.monotonic():
                 job = heapq.heappop(pending)
-                started = utcnow()
-                fingerprints = {d: self.fingerprinter.expected(job.table, d) for d in job.dates}
+                shard = _Shard(job, utcnow(), {d: self.fingerprinter.expected(job.table, d) for d in job.dates})
                 try:
-                    in_flight[self._submit(job)] = (job, started, fingerprints)
+                    in_flight[self._submit(job)] = shard
                 except Exception as exc:  # noqa: BLE001 - a bad input fails this shard, not the run
-                    settle(job, started, fingerprints, exc=exc)
+                    failed(shard, exc)
             if not in_flight:
                 if pending:
                     time.sleep(max(0.0, pending[0].ready_at - time.monotonic()))
                 continue
             timeout = max(0.0, pending[0].ready_at - time.monotonic()) if pending else None
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
+            done, waiting = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
+            if done and waiting:  # everything else already finished goes into the same transaction
+                done += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
+            finished: list[_Shard] = []
             for ref in done:
-                job, started, fingerprints = in_flight.pop(ref)
+                shard = in_flight.pop(ref)
                 try:
-                    result: ShardResult = ray.get(ref)
+                    shard.result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded per date
-                    settle(job, started, fingerprints, exc=exc)
+                    failed(shard, exc)
                 else:
-                    settle(job, started, fingerprints, result=result)
+                    finished.append(shard)
+            for shard, exc in self._commit(finished):
+                if exc is not None:
+                    failed(shard, exc)
+                    continue
+                built[shard.job.table].extend(shard.job.dates)
+                for bar in (task, overall):
+                    progress.update(bar, rows=progress.tasks[bar].fields["rows"] + shard.result.rows.num_rows)
+                    progress.advance(bar, len(shard.job.dates))
         return built
 
     def _split_ready(self, spec: Table, dates: list[dt.date]) -> tuple[list[dt.date], list[dt.date]]:
@@ -352,7 +364,9 @@ class Runner:
         frames = self.read_inputs(spec, job.dates)
         faults = [f for f in self.faults if f.table == job.table and f.day in job.dates]
         params = dict(self.settings.params.get(job.table, {}))
-        return build_shard.remote(job.table, job.dates, frames, params, faults, job.attempt)
+        # As Arrow, the frames travel through Ray's object store without a copy.
+        arrow = {name: frame.to_arrow() for name, frame in frames.items()}
+        return build_shard.remote(job.table, job.dates, arrow, params, faults, job.attempt)
 
     def read_inputs(self, spec: Table, dates: list[dt.date]) -> dict[str, pl.DataFrame]:
         """Each input over the union of the dates' lookback windows (and nothing else: a shard
@@ -370,31 +384,50 @@ class Runner:
             frames[inp.table] = frame
         return frames
 
-    def _commit(self, job: _Pending, result: ShardResult, started: dt.datetime, fingerprints: dict[dt.date, str]) -> None:
-        spec = self.tables[job.table]
-        rows = state_rows(
+    def _commit(self, shards: list[_Shard]) -> list[tuple[_Shard, BaseException | None]]:
+        """Write finished shards, each with its run-state rows, in one transaction; if that fails,
+        shard by shard, so that one bad shard does not hold back the others."""
+        if not shards:
+            return []
+        try:
+            self.warehouse.write([w for shard in shards for w in self._writes(shard)])
+        except Exception as exc:  # noqa: BLE001 - the transaction rolled back; nothing was written
+            if len(shards) == 1:
+                return [(shards[0], exc)]
+            return [outcome for shard in shards for outcome in self._commit([shard])]
+        for shard in shards:
+            self._record(shard)
+        return [(shard, None) for shard in shards]
+
+    def _writes(self, shard: _Shard) -> list[PartitionWrite]:
+        job, result = shard.job, shard.result
+        shard.state = state_rows(
             job.table,
             job.dates,
             status=OK,
             attempts={d: job.attempt for d in job.dates},
-            input_fingerprints=fingerprints,
+            input_fingerprints=shard.fingerprints,
             output_fingerprints={d: result.fingerprints.get(d, "empty") for d in job.dates},
             rows_written=result.counts,
-            started_at=started,
+            started_at=shard.started,
             finished_at=utcnow(),
             node=result.node,
             run_id=self.settings.run_id,
         )
-        self.warehouse.write([PartitionWrite(spec.name, job.dates, result.rows), state_write(spec.name, rows)])
-        self.state.update(spec.name, rows)
-        self.fingerprinter.invalidate(spec.name)
-        outcome = self.summary.outcome(spec.name)
+        return [PartitionWrite(job.table, job.dates, pl.from_arrow(result.rows)), state_write(job.table, shard.state)]
+
+    def _record(self, shard: _Shard) -> None:
+        """After a commit: the in-memory state, the fingerprints and the summary catch up."""
+        job, result = shard.job, shard.result
+        self.state.update(job.table, shard.state)
+        self.fingerprinter.invalidate(job.table)
+        outcome = self.summary.outcome(job.table)
         outcome.built += len(job.dates)
-        outcome.rows += result.rows.height
+        outcome.rows += result.rows.num_rows
         outcome.seconds += result.seconds
-        if spec.name == "nba_raw.quarantine":
-            self.summary.quarantined += result.rows.height
-        log.debug("%s %s..%s: %d rows on %s in %.2fs", spec.name, job.dates[0], job.dates[-1], result.rows.height, result.node, result.seconds)
+        if job.table == "nba_raw.quarantine":
+            self.summary.quarantined += result.rows.num_rows
+        log.debug("%s %s..%s: %d rows on %s in %.2fs", job.table, job.dates[0], job.dates[-1], result.rows.num_rows, result.node, result.seconds)
 
     def _fail(self, job: _Pending, exc: BaseException, started: dt.datetime, fingerprints: dict[dt.date, str]) -> list[_Pending]:
         """Retry a transient error with backoff; split a failed multi-date shard so one bad date
