@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+from concurrent import futures
 import math
 import logging
 import os
@@ -165,6 +166,10 @@ def cut_shards(dates: Sequence[dt.date], shard_days: int) -> list[list[dt.date]]
 SHARDS_PER_CPU = 2
 
 
+# How often the driver looks at the writer thread while Ray tasks are still running.
+COMMIT_POLL_SECONDS = 0.005
+
+
 def auto_shard_days(n_dates: int, cpus: int) -> int:
     return max(1, math.ceil(n_dates / (SHARDS_PER_CPU * max(1, cpus))))
 
@@ -225,10 +230,22 @@ class Runner:
         self.tables = dict(tables or registry())
         self.faults = faults_from_env()
         self.summary = RunSummary(settings.run_id)
+        # Every warehouse write goes through this one thread, in order: the driver reads and
+        # submits the next shards while finished ones are committed.
+        self._writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-writer")
+
+    def _write_now(self, writes: list[PartitionWrite]) -> None:
+        self._writer.submit(self.warehouse.write, writes).result()
 
     # -- plan execution ------------------------------------------------------------------------
 
     def execute(self, plan: Plan, gate: Gate | None = None) -> RunSummary:
+        try:
+            return self._execute(plan, gate)
+        finally:
+            self._writer.shutdown(wait=True)
+
+    def _execute(self, plan: Plan, gate: Gate | None) -> RunSummary:
         for name in self.tables:
             ensure_table(self.warehouse, self.tables[name])
         self.warehouse.ensure_table(RUN_STATE)
@@ -299,6 +316,7 @@ class Runner:
             for shard in cut_shards(ready, shard_days):
                 heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
         in_flight: dict[ray.ObjectRef, _Shard] = {}
+        committing: dict[futures.Future, list[_Shard]] = {}
 
         def failed(shard: _Shard, exc: BaseException) -> None:
             followups = self._fail(shard.job, exc, shard.started, shard.fingerprints)
@@ -308,19 +326,39 @@ class Runner:
                 progress.advance(task, len(shard.job.dates))
                 progress.advance(overall, len(shard.job.dates))
 
-        while pending or in_flight:
-            while pending and pending[0].ready_at <= time.monotonic():
+        def settle_commits(timeout: float | None) -> None:
+            done, _ = futures.wait(committing, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                committing.pop(future)
+                for shard, exc in future.result():
+                    if exc is not None:
+                        failed(shard, exc)
+                        continue
+                    self._record(shard)
+                    built[shard.job.table].extend(shard.job.dates)
+                    for bar in (task, overall):
+                        progress.update(bar, rows=progress.tasks[bar].fields["rows"] + shard.result.rows.num_rows)
+                        progress.advance(bar, len(shard.job.dates))
+
+        while pending or in_flight or committing:
+            # One shard at a time, so that shards finishing meanwhile go to the writer early.
+            if pending and pending[0].ready_at <= time.monotonic():
                 job = heapq.heappop(pending)
                 shard = _Shard(job, utcnow(), {d: self.fingerprinter.expected(job.table, d) for d in job.dates})
                 try:
                     in_flight[self._submit(job)] = shard
                 except Exception as exc:  # noqa: BLE001 - a bad input fails this shard, not the run
                     failed(shard, exc)
+            due = bool(pending) and pending[0].ready_at <= time.monotonic()
+            next_retry = 0.0 if due else (max(0.0, pending[0].ready_at - time.monotonic()) if pending else None)
+            if committing:
+                settle_commits(timeout=0 if in_flight or due else next_retry)
             if not in_flight:
-                if pending:
-                    time.sleep(max(0.0, pending[0].ready_at - time.monotonic()))
+                if pending and not committing and not due:
+                    time.sleep(next_retry)
                 continue
-            timeout = max(0.0, pending[0].ready_at - time.monotonic()) if pending else None
+            # While the writer commits, come back often to record what it has finished.
+            timeout = min(next_retry if next_retry is not None else COMMIT_POLL_SECONDS, COMMIT_POLL_SECONDS) if committing else next_retry
             done, waiting = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
             if done and waiting:  # everything else already finished goes into the same transaction
                 done += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
@@ -333,14 +371,8 @@ class Runner:
                     failed(shard, exc)
                 else:
                     finished.append(shard)
-            for shard, exc in self._commit(finished):
-                if exc is not None:
-                    failed(shard, exc)
-                    continue
-                built[shard.job.table].extend(shard.job.dates)
-                for bar in (task, overall):
-                    progress.update(bar, rows=progress.tasks[bar].fields["rows"] + shard.result.rows.num_rows)
-                    progress.advance(bar, len(shard.job.dates))
+            if finished:
+                committing[self._writer.submit(self._commit, finished)] = finished
         return built
 
     def _split_ready(self, spec: Table, dates: list[dt.date]) -> tuple[list[dt.date], list[dt.date]]:
@@ -385,18 +417,15 @@ class Runner:
         return frames
 
     def _commit(self, shards: list[_Shard]) -> list[tuple[_Shard, BaseException | None]]:
-        """Write finished shards, each with its run-state rows, in one transaction; if that fails,
-        shard by shard, so that one bad shard does not hold back the others."""
-        if not shards:
-            return []
+        """On the writer thread: write finished shards, each with its run-state rows, in one
+        transaction; if that fails, shard by shard, so that one bad shard does not hold back the
+        others. The driver records the outcome (:meth:`_record`) on its own thread."""
         try:
             self.warehouse.write([w for shard in shards for w in self._writes(shard)])
         except Exception as exc:  # noqa: BLE001 - the transaction rolled back; nothing was written
             if len(shards) == 1:
                 return [(shards[0], exc)]
             return [outcome for shard in shards for outcome in self._commit([shard])]
-        for shard in shards:
-            self._record(shard)
         return [(shard, None) for shard in shards]
 
     def _writes(self, shard: _Shard) -> list[PartitionWrite]:
@@ -459,7 +488,7 @@ class Runner:
             node=None,
             run_id=self.settings.run_id,
         )
-        self.warehouse.write([state_write(job.table, rows)])
+        self._write_now([state_write(job.table, rows)])
         self.state.update(job.table, rows)
         self.fingerprinter.invalidate(job.table)
         outcome = self.summary.outcome(job.table)
@@ -482,7 +511,7 @@ class Runner:
             run_id=self.settings.run_id,
         )
         empty = pl.DataFrame(schema=spec.schema)
-        self.warehouse.write([PartitionWrite(spec.name, dates, empty), state_write(spec.name, rows)])
+        self._write_now([PartitionWrite(spec.name, dates, empty), state_write(spec.name, rows)])
         self.state.update(spec.name, rows)
         self.fingerprinter.invalidate(spec.name)
         self.summary.outcome(spec.name).bootstrap += len(dates)

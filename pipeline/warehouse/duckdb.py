@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,32 +62,52 @@ class DuckDBWarehouse(Warehouse):
         self.read_only = read_only
         self.threads = threads
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._owner = threading.get_ident()
+        self._thread_cons = threading.local()  # other threads' cursors on the same database
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._opening = threading.Lock()
         self._known_tables: set[str] | None = None  # cached: the catalog query costs ~7 ms
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The connection, opened on first use, so a run can take the lock before it opens."""
-        if self._con is None:
-            config = {"threads": self.threads} if self.threads else {}
-            if self.read_only and not self.path.exists():
-                # Nothing built yet: answer from an empty database rather than create the file.
-                self._con = duckdb.connect(":memory:", config=config)
-                return self._con
-            if not self.read_only:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
-            except duckdb.IOException as exc:
-                raise WarehouseLocked(
-                    f"cannot open {self.path}: another process has it open for writing. "
-                    f"Wait for that run to finish. ({exc})"
-                ) from exc
+        """This thread's connection. The database opens on first use (so a run can take the lock
+        before it opens); another thread (the runner's writer) gets its own cursor on it, since a
+        DuckDB connection must not be shared between threads."""
+        if threading.get_ident() == self._owner:
+            return self._root()
+        if getattr(self._thread_cons, "con", None) is None:
+            self._thread_cons.con = self._root().cursor()
+            self._cursors.append(self._thread_cons.con)
+        return self._thread_cons.con
+
+    def _root(self) -> duckdb.DuckDBPyConnection:
+        with self._opening:
+            return self._con or self._open()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        config = {"threads": self.threads} if self.threads else {}
+        if self.read_only and not self.path.exists():
+            # Nothing built yet: answer from an empty database rather than create the file.
+            self._con = duckdb.connect(":memory:", config=config)
+            return self._con
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
+        except duckdb.IOException as exc:
+            raise WarehouseLocked(
+                f"cannot open {self.path}: another process has it open for writing. "
+                f"Wait for that run to finish. ({exc})"
+            ) from exc
         return self._con
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
 
     def close(self) -> None:
+        for cursor in self._cursors:
+            cursor.close()
+        self._cursors.clear()
         if self._con is not None:
             self._con.close()
             self._con = None
