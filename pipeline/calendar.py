@@ -54,6 +54,16 @@ class Calendar:
         """Game dates an input with ``lookback`` is read for when building ``day`` (inclusive)."""
         return self.between(self.window_start(lookback, day), day)
 
+    def covering(self, lookback: Lookback, days: list[dt.date]) -> set[dt.date]:
+        """Every game date in the window of any of ``days``: the union of their windows."""
+        merged: list[list[dt.date]] = []
+        for start, end in sorted((self.window_start(lookback, day), day) for day in days):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return {d for start, end in merged for d in self.between(start, end)}
+
     def in_bootstrap(self, day: dt.date, bootstrap_days: int) -> bool:
         """True in the first ``bootstrap_days`` days from the season opener (opener included),
         and on any date before it (a pre-opener date has no season history at all)."""

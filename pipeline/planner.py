@@ -13,6 +13,7 @@ the calendar and the run state.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -133,6 +134,7 @@ def make_plan(
     plans = {name: TablePlan(tables[name]) for name in order}
     blocking: dict[str, set[dt.date]] = defaultdict(set)
 
+    @functools.cache
     def stale_reason(table: str, day: dt.date) -> str | None:
         row = state.get(table, day)
         if row is None:
@@ -167,9 +169,7 @@ def make_plan(
                 blocking[name].add(day)
         for inp in tables[name].inputs:
             if not inp.is_source:
-                considered[inp.table] |= {
-                    d for day in considered[name] if reads(name, day) for d in calendar.window(inp.lookback, day)
-                }
+                considered[inp.table] |= calendar.covering(inp.lookback, [d for d in considered[name] if reads(name, d)])
 
     if with_dependents:
         for name in order:

@@ -246,10 +246,12 @@ class Runner:
             self._writer.shutdown(wait=True)
 
     def _execute(self, plan: Plan, gate: Gate | None) -> RunSummary:
+        work = {name: p.build for name, p in plan.tables.items() if p.build}
+        if not work:
+            return self.summary
         for name in self.tables:
             ensure_table(self.warehouse, self.tables[name])
         self.warehouse.ensure_table(RUN_STATE)
-        work = {name: p.build for name, p in plan.tables.items() if p.build}
         for name in work:
             self.summary.outcome(name)  # the summary lists tables in DAG order
         all_dates = sorted({d for dates in work.values() for d in dates})
