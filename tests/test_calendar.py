@@ -23,7 +23,8 @@ def calendar() -> Calendar:
 
 def test_openers_come_from_the_schedule(calendar):
     assert calendar.opener_of == {"2022-23": dt.date(2022, 10, 18), "2023-24": dt.date(2023, 10, 24), "2024-25": dt.date(2024, 10, 22)}
-    assert calendar.in_bootstrap(dt.date(2023, 11, 6), 14) and not calendar.in_bootstrap(dt.date(2023, 11, 7), 14)
+    # Days 0..13 after the opener are the bootstrap window (no games on 2023-11-07, day 14).
+    assert calendar.in_bootstrap(dt.date(2023, 11, 6), 14) and not calendar.in_bootstrap(dt.date(2023, 11, 8), 14)
     # Season-to-date windows stop at the opener: the 2023 Finals are not in 2023-24's window.
     assert calendar.window(Lookback(season_to_date=True), dt.date(2023, 10, 26)) == [dt.date(2023, 10, 24), dt.date(2023, 10, 25), dt.date(2023, 10, 26)]
 
