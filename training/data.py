@@ -32,6 +32,7 @@ import polars as pl
 
 from pipeline.fingerprint import digest, partition_fingerprints
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, ID_COLUMNS, feature_matrix
+from pipeline.tasks import UsageError, parse_date
 from pipeline.warehouse import Warehouse
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"
@@ -119,12 +120,10 @@ class Split:
 def _date(value: object, what: str) -> dt.date | None:
     if value is None or value == "":
         return None
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise DataError(f"training.split.{what}={value!r} is not a date (YYYY-MM-DD)") from None
+        return parse_date(value, f"training.split.{what}")
+    except UsageError as exc:
+        raise DataError(str(exc)) from None
 
 
 def make_split(dates: Sequence[dt.date], settings: Mapping[str, object] | None = None) -> Split:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import polars as pl
 
-from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, ID_COLUMNS, feature_matrix
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, ID_COLUMNS, ID_SCHEMA, feature_matrix
 from pipeline.warehouse import PartitionWrite, TableSchema, Warehouse
 from training.artifacts import SavedModel, check_features
 from training.data import ACTUAL_MINUTES, EVAL_MIN_PRIOR_GAMES, FEATURE_STORE, TARGET, read_actuals, read_feature_store
@@ -28,14 +28,7 @@ from training.data import ACTUAL_MINUTES, EVAL_MIN_PRIOR_GAMES, FEATURE_STORE, T
 PREDICTIONS = TableSchema(
     name="nba_predictions.player_points_predictions",
     columns={
-        "game_id": pl.String,
-        "game_date": pl.Date,
-        "season": pl.String,
-        "season_type": pl.String,
-        "player_id": pl.Int32,
-        "player_name": pl.String,
-        "team_abbr": pl.String,
-        "opponent_abbr": pl.String,
+        **ID_SCHEMA,
         "model_id": pl.String,
         "predicted_points": pl.Float64,
         "feature_fingerprint": pl.String,

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from rich.table import Table as RichTable
 
 from pipeline.progress import console
+from pipeline.tasks import UsageError, parse_date
 from pipeline.warehouse import WarehouseLocked, open_warehouse
 from training.artifacts import ModelNotFound, latest_model_dir, load_model
 from training.data import DataError
@@ -29,7 +30,7 @@ from training.train import ConfigError, TrainResult, _multirun_job, load_result,
 log = logging.getLogger("pipeline.training")
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseLocked)
+EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseLocked, UsageError)
 
 
 def _fail(message: str) -> int:
@@ -87,22 +88,13 @@ def _point_job_dir_at(result: TrainResult) -> None:
 
 def requested_dates(cfg: DictConfig) -> tuple[dt.date | None, dt.date | None, list[dt.date] | None]:
     """``dates.list`` or ``dates.start`` / ``dates.end`` (either open) of the command line."""
-
-    def parse(value: object, what: str) -> dt.date:
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            raise DataError(f"{what}={value!r} is not a date (YYYY-MM-DD)") from None
-
     if cfg.dates.get("list"):
-        days = sorted({parse(v, "dates.list") for v in cfg.dates.list})
+        days = sorted({parse_date(v, "dates.list") for v in cfg.dates.list})
         return days[0], days[-1], days
-    start = parse(cfg.dates.start, "dates.start") if cfg.dates.get("start") else None
-    end = parse(cfg.dates.end, "dates.end") if cfg.dates.get("end") else None
+    start = parse_date(cfg.dates.start, "dates.start") if cfg.dates.get("start") else None
+    end = parse_date(cfg.dates.end, "dates.end") if cfg.dates.get("end") else None
     if start and end and start > end:
-        raise DataError(f"dates.start {start} is after dates.end {end}")
+        raise UsageError(f"dates.start {start} is after dates.end {end}")
     return start, end, None
 
 

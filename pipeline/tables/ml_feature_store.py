@@ -43,7 +43,8 @@ from pipeline.tables.base import Input, table
 
 FEATURE_VERSION = 1
 
-ID_COLUMNS: list[str] = list(PLAYER_ID_SCHEMA)
+ID_SCHEMA: dict[str, pl.DataType] = dict(PLAYER_ID_SCHEMA)
+ID_COLUMNS: list[str] = list(ID_SCHEMA)
 
 # Feature name -> type, in model order.
 FEATURES: dict[str, pl.DataType] = {

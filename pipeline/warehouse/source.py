@@ -16,6 +16,7 @@ import polars as pl
 
 from pipeline.fingerprint import partition_fingerprints
 from pipeline.tables._raw import COUNT_COLUMNS, SOURCE_FILE, SOURCE_ROW, RawDataError
+from pipeline.tables.schedule import CALENDAR_COLUMNS
 
 _COUNTS = {c: pl.Int16 for c in COUNT_COLUMNS}
 
@@ -50,7 +51,7 @@ PLAYER_BOXSCORES = SourceSpec(
         **_COUNTS,
         "plus_minus": pl.Int16,
     },
-    calendar_columns=("game_id", "game_date", "season", "season_type", "team_id", "team_abbr", "is_home"),
+    calendar_columns=CALENDAR_COLUMNS,  # what nba_raw.schedule, and so the calendar, is built from
 )
 
 TEAM_GAME_LOGS = SourceSpec(
