@@ -19,6 +19,6 @@ def start_ray(config: DictConfig) -> None:
         num_cpus=config.num_cpus if config.address is None else None,
         include_dashboard=config.include_dashboard,
         log_to_driver=config.log_to_driver,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,  # Ray's own notices (e.g. about token auth on a local cluster) stay in its session logs
         configure_logging=True,
     )
