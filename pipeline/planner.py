@@ -20,7 +20,7 @@ from typing import Mapping
 
 from pipeline.calendar import Calendar
 from pipeline.fingerprint import EMPTY, MISSING, digest, table_signature
-from pipeline.state import DONE, FAILED, RunState
+from pipeline.state import FAILED, RunState
 from pipeline.tables import Table, dag_levels
 from pipeline.tables.base import Input
 

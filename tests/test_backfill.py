@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from conftest import PHASE3_TABLES, RAW_DIR, query, run_pipeline
 from pipeline.tables import registry

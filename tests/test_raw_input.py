@@ -49,7 +49,7 @@ def test_bad_row_fails_only_its_date_naming_file_and_row(raw_copy, tmp_path, cha
     assert status["ok"] == ["2023-11-01", "2023-11-02", "2023-11-04", "2023-11-05", "2023-11-06"]  # no games on 11-07
     # Nothing of the failed date was written, and the error text is stored in full.
     assert query(warehouse, f"SELECT count(*) FROM nba_raw.player_boxscores WHERE game_date = '{BAD_DATE}'")[0][0] == 0
-    error = query(warehouse, f"SELECT last_error FROM nba_orchestration.run_state WHERE status = 'failed'")[0][0]
+    error = query(warehouse, "SELECT last_error FROM nba_orchestration.run_state WHERE status = 'failed'")[0][0]
     assert problem in error and f"row {row}" in error
     # Downstream never ran on the date whose input failed.
     assert query(warehouse, f"SELECT count(*) FROM nba_analytics.player_game_summary WHERE game_date = '{BAD_DATE}'")[0][0] == 0

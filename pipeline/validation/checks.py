@@ -321,7 +321,6 @@ def sums_match_results(
     """The detail rows summed per key equal the total row of that key, for keys both have. Keys
     with rows in ``excused`` (quarantined raw rows) are listed, not failed."""
     left_keys = [l for l, _ in check.on]
-    rename = {r: l for l, r in check.on}
     sums = detail.group_by(left_keys).agg(pl.col(d).sum().alias(f"__sum_{i}") for i, (d, _) in enumerate(check.columns))
     totals = total.select(
         *(pl.col(r).alias(l) for l, r in check.on),

@@ -19,7 +19,6 @@ from pipeline.validation.results import (
     CHECK_ORDER,
     COVERAGE,
     FAIL,
-    FLAGGED,
     INFO,
     PASS,
     REGRESSION,

@@ -51,10 +51,6 @@ class PartitionWrite:
 class Warehouse(ABC):
     """Read date ranges, replace date partitions atomically, list dates, run checks."""
 
-    #: True when Ray workers can read and write the warehouse themselves (BigQuery); False
-    #: when only the driver process may touch it (an embedded DuckDB file).
-    workers_do_io: bool = False
-
     @abstractmethod
     def describe(self) -> str:
         """Where the data lives, for logs and error messages."""

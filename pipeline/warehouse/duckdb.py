@@ -55,8 +55,6 @@ def quoted(table: str) -> str:
 
 
 class DuckDBWarehouse(Warehouse):
-    workers_do_io = False
-
     def __init__(self, path: str | os.PathLike, *, read_only: bool = False, threads: int | None = None):
         self.path = Path(path)
         self.read_only = read_only
