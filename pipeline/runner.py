@@ -378,14 +378,16 @@ class Runner:
         return built
 
     def _split_ready(self, spec: Table, dates: list[dt.date]) -> tuple[list[dt.date], list[dt.date]]:
-        if self.settings.force:
-            return dates, []
+        upstream = [inp for inp in spec.inputs if not inp.is_source]
+        if self.settings.force or all(
+            self.state.is_done(inp.table, d) for inp in upstream for d in self.calendar.covering(inp.lookback, dates)
+        ):
+            return dates, []  # the usual case: every window complete, checked once over their union
         ready, blocked = [], []
         for day in dates:
             complete = all(
                 self.state.is_done(inp.table, d)
-                for inp in spec.inputs
-                if not inp.is_source
+                for inp in upstream
                 for d in self.calendar.window(inp.lookback, day)
             )
             (ready if complete else blocked).append(day)
