@@ -100,6 +100,10 @@ class TablePlan:
             counts[reason] += 1
         return dict(counts)
 
+    def why(self) -> str:
+        """The reasons as text, the most frequent first: "600 missing, 34 inputs changed"."""
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons().items(), key=lambda kv: -kv[1]))
+
 
 @dataclass
 class Plan:

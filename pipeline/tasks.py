@@ -178,7 +178,7 @@ def print_plan(plan: Plan, calendar: Calendar) -> None:
     for number, level in enumerate(plan.levels):
         for name in level:
             p = plan.tables[name]
-            why = ", ".join(f"{n} {r}" for r, n in sorted(p.reasons().items(), key=lambda kv: -kv[1]))
+            why = p.why()
             bootstrap = sum(1 for d in p.build if calendar.in_bootstrap(d, p.table.bootstrap_days))
             if bootstrap:
                 why += f" ({bootstrap} in the bootstrap window: marked, not built)"
@@ -333,6 +333,9 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             console.print("nothing to do: every requested date is built and up to date")
             return train_after(cfg, warehouse, run_id, overrides, features_changed=False)
         log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
+        for name, table_plan in plan.tables.items():
+            if table_plan.build:
+                log.info("  %s: %d date(s): %s", name, len(table_plan.build), table_plan.why())
         start_ray(cfg.ray)
         settings = run_settings(cfg, run_id, ctx.tables)
         gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
