@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from conftest import PHASE3_TABLES, RAW_DIR, query, run_pipeline
 from pipeline.tables import registry
+
+pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
 PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
 PHASE_4 = [n for n, t in registry().items() if t.phase == 4]
@@ -237,7 +240,7 @@ def test_dates_list_rebuilds_exactly_those_dates_and_status_reports(phase3_copy,
     status = run_pipeline(tmp_path, "task=status", "status.by_month=true")
     assert status.returncode == 0, status.output
     assert "2023-24" in status.output and "2024-01" in status.output
-    line = next(l for l in status.output.splitlines() if "nba_analytics.player_game_summary" in l and "2024-01" in l)
+    line = next(text for text in status.output.splitlines() if "nba_analytics.player_game_summary" in text and "2024-01" in text)
     cells = [c.strip() for c in line.strip("│┃ ").split("│")]
     days, rows = query(phase3_copy, "SELECT count(DISTINCT game_date), count(*) FROM nba_analytics.player_game_summary WHERE game_date BETWEEN '2024-01-01' AND '2024-01-31'")[0]
     # table, season, month, ok, failed, missing, bootstrap_skipped, rows

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from conftest import PHASE3_TABLES, RAW_DIR, query, read_table, run_pipeline
 from pipeline.tables import registry
+
+pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
 PHASE3_AND_RAW = [n for n, t in registry().items() if t.phase <= 3]
 

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import query, run_pipeline
 
+pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
+
 SEASON_FILE = "player_boxscores_2023-24.parquet"
 WEEK = ("dates.start=2023-11-01", "dates.end=2023-11-07")
 BAD_DATE = "2023-11-03"

@@ -320,10 +320,10 @@ def sums_match_results(
 ) -> list[Result]:
     """The detail rows summed per key equal the total row of that key, for keys both have. Keys
     with rows in ``excused`` (quarantined raw rows) are listed, not failed."""
-    left_keys = [l for l, _ in check.on]
+    left_keys = [left for left, _ in check.on]
     sums = detail.group_by(left_keys).agg(pl.col(d).sum().alias(f"__sum_{i}") for i, (d, _) in enumerate(check.columns))
     totals = total.select(
-        *(pl.col(r).alias(l) for l, r in check.on),
+        *(pl.col(right).alias(left) for left, right in check.on),
         "game_date",
         *(pl.col(t).alias(f"__total_{i}") for i, (_, t) in enumerate(check.columns)),
     )
@@ -369,9 +369,9 @@ def keys_match_results(
 ) -> list[Result]:
     """Every key of ``left`` has rows in ``right`` and the other way round (keys with rows in
     ``excused`` are listed, not failed)."""
-    left_keys = [l for l, _ in check.on]
+    left_keys = [left for left, _ in check.on]
     lk = left.group_by(left_keys).agg(game_date=pl.col("game_date").min())
-    rk = right.select(*(pl.col(r).alias(l) for l, r in check.on), "game_date").group_by(left_keys).agg(pl.col("game_date").min())
+    rk = right.select(*(pl.col(right).alias(left) for left, right in check.on), "game_date").group_by(left_keys).agg(pl.col("game_date").min())
     only_left, left_explained = _excuse(lk.join(rk, on=left_keys, how="anti").sort("game_date", *left_keys), left_keys, excused)
     only_right, right_explained = _excuse(rk.join(lk, on=left_keys, how="anti").sort("game_date", *left_keys), left_keys, excused)
     explained = pl.concat([left_explained, right_explained])

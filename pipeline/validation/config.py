@@ -358,7 +358,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
             if excused_by is None:
                 errors.add(f"{where}.excused_by", f"unknown table {spec.get('excused_by')!r}")
             else:
-                lacking = [l for l, _ in on if l not in tables[excused_by].schema]
+                lacking = [left for left, _ in on if left not in tables[excused_by].schema]
                 if lacking:
                     errors.add(f"{where}.excused_by", f"{excused_by} has no key column(s) {lacking}")
         cross.append(

@@ -197,13 +197,13 @@ class Validator:
             return [self._skip(check.left, sorted(dates), f"cross_layer {check.name}: {', '.join(not_built)} not built yet", related=(check.right,))]
         ordered = sorted(dates)
         scope = Scope("all", tuple(ordered))
-        left_cols = [l for l, _ in check.on] + [d for d, _ in check.columns]
+        left_cols = [left for left, _ in check.on] + [d for d, _ in check.columns]
         right_cols = [r for _, r in check.on] + [t for _, t in check.columns]
         left = self._read(check.left, ordered, left_cols)
         right = self._read(check.right, ordered, right_cols)
         excused = None
         if check.excused_by and self.exists(check.excused_by):
-            excused = self._read(check.excused_by, ordered, [l for l, _ in check.on])
+            excused = self._read(check.excused_by, ordered, [left for left, _ in check.on])
         if check.kind == "sums_match":
             return checks.sums_match_results(check, left, right, scope, self.settings.examples, excused)
         return checks.keys_match_results(check, left, right, scope, self.settings.examples, excused)
