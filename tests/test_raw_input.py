@@ -96,3 +96,21 @@ def test_quarantine_mode_loads_the_rest_and_keeps_the_bad_rows(raw_copy, tmp_pat
     loaded = query(warehouse, f"SELECT count(*) FROM nba_raw.player_boxscores WHERE game_id = '{target['game_id']}' AND player_id = {target['player_id']}")
     assert loaded == [(0,)]
     assert state_by_status(warehouse).keys() == {"ok"}
+
+
+def test_optional_birth_dates_are_read_where_a_file_has_them(raw_copy, tmp_path):
+    path = raw_copy / SEASON_FILE
+    frame = pl.read_parquet(path)
+    player = frame.filter(pl.col("game_date").cast(pl.String) == BAD_DATE)["player_id"][0]
+    born = pl.when(pl.col("player_id") == player).then(pl.lit("1990-05-17").str.to_date())
+    frame.with_columns(birth_date=born).write_parquet(path)
+    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", *WEEK)
+    assert run.returncode == 0, run.output
+    dates = query(tmp_path / "warehouse.duckdb", "SELECT DISTINCT player_id, birth_date::VARCHAR FROM nba_analytics.player_game_summary WHERE birth_date IS NOT NULL")
+    assert dates == [(player, "1990-05-17")]
+
+    # A birth_date column that is not a date stops that file's dates, naming the file.
+    frame.with_columns(birth_date=pl.lit("seventeenth of May")).write_parquet(path)
+    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "backfill.resume=false", *WEEK)
+    assert run.returncode == 1
+    assert f"{path}: a column does not have the expected type" in run.output.replace("\n", "")

@@ -79,13 +79,14 @@ def on_dates(frame: pl.DataFrame, dates: Iterable[dt.date]) -> pl.DataFrame:
     return frame.filter(pl.col("game_date").is_in(list(dates)))
 
 
-def player_rows(player_game_summary: pl.DataFrame, dates: Sequence[dt.date]) -> pl.DataFrame:
+def player_rows(player_game_summary: pl.DataFrame, dates: Sequence[dt.date], *also: str) -> pl.DataFrame:
     """One row per player listed for a game on ``dates`` and not listed inactive, with only the
-    pre-game columns of that date (so nothing downstream can read the date's results)."""
+    pre-game columns of that date (so nothing downstream can read the date's results), and the
+    columns named in ``also``, which the caller vouches are known before tip-off."""
     return (
         on_dates(player_game_summary, dates)
         .filter(~pl.col("is_inactive"))
-        .select(PLAYER_PREGAME_COLUMNS)
+        .select(*PLAYER_PREGAME_COLUMNS, *also)
         .drop("is_inactive")
         .sort("game_date", "game_id", "team_abbr", "player_id")
     )

@@ -34,6 +34,7 @@ SCHEMA = {
     "minutes": pl.Float64,
     **{c: pl.Int16 for c in COUNT_COLUMNS},
     "plus_minus": pl.Int16,
+    "birth_date": pl.Date,  # NULL where the raw files have no birth dates (the bundled ones do not)
 }
 
 

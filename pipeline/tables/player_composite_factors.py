@@ -12,11 +12,15 @@ notes a value it clipped).
     b2b   = min(back_to_backs_last_14d / 3, 1)
     load7 = min(minutes_last_7d / 144, 1)       # 144 = four 36-minute games in a week
     load14 = min(minutes_last_14d / 252, 1)     # 252 = seven 36-minute games in two weeks
-    fatigue_score = 100 · (0.40·rest + 0.10·b2b + 0.30·load7 + 0.20·load14)
+    load  = 0.40·rest + 0.10·b2b + 0.30·load7 + 0.20·load14
+    age   = min(max((age_years − 30) / 8, 0), 1)  # 0 up to 30, 1 from 38; 0 when age is unknown
+    fatigue_score = min(100 · load · (1 + 0.25·age), 100)
 
-Age would belong here, but the data has no birth dates, so it is left out. NULL without a game
-played this season before the date; 0 when the player has had no minutes in 14 days and at
-least 3 days of rest.
+Age scales the load (older players recover more slowly from the same minutes) rather than
+adding to it, so a rested player is fresh at any age. It counts only where the raw files give
+birth dates (``age_years`` in upcoming_player_game_context); the bundled ones do not, and there
+the score is the load alone. NULL without a game played this season before the date; 0 when
+the player has had no minutes in 14 days and at least 3 days of rest.
 
 **Shot-zone mismatch** (``shot_zone_mismatch_score``, about −10 .. +10, positive = favourable)::
 
@@ -82,10 +86,11 @@ FATIGUE_WEIGHTS = {"rest": 0.40, "b2b": 0.10, "load7": 0.30, "load14": 0.20}
 FULL_LOAD_MINUTES_7D = 144.0
 FULL_LOAD_MINUTES_14D = 252.0
 BACK_TO_BACKS_FOR_FULL_TERM = 3.0
+AGE_FROM_YEARS, AGE_FULL_AFTER_YEARS, AGE_WEIGHT = 30.0, 8.0, 0.25
 MISMATCH_LIMIT = 10.0
 
 PLAYER_CONTEXT_COLUMNS = (
-    *PLAYER_ID_SCHEMA, "games_played_season", "days_rest", "back_to_backs_last_14d", "minutes_last_7d",
+    *PLAYER_ID_SCHEMA, "age_years", "games_played_season", "days_rest", "back_to_backs_last_14d", "minutes_last_7d",
     "minutes_last_14d", "inactive_teammates", "inactive_teammates_usage_share",
 )  # fmt: skip
 TEAM_CONTEXT_COLUMNS = ("game_date", "team_abbr", "team_games_season", "pace_last_10", "opponent_pace_last_10")
@@ -110,7 +115,9 @@ def fatigue() -> tuple[pl.Expr, pl.Expr]:
         "load7": (pl.col("minutes_last_7d") / FULL_LOAD_MINUTES_7D).clip(upper_bound=1.0),
         "load14": (pl.col("minutes_last_14d") / FULL_LOAD_MINUTES_14D).clip(upper_bound=1.0),
     }
-    score = 100.0 * pl.sum_horizontal(FATIGUE_WEIGHTS[k] * v for k, v in terms.items())
+    load = pl.sum_horizontal(FATIGUE_WEIGHTS[k] * v for k, v in terms.items())
+    age = ((pl.col("age_years") - AGE_FROM_YEARS) / AGE_FULL_AFTER_YEARS).clip(0.0, 1.0).fill_null(0.0)
+    score = (100.0 * load * (1.0 + AGE_WEIGHT * age)).clip(upper_bound=100.0)
     no_history = pl.col("games_played_season") == 0
     value = pl.when(~no_history).then(score)
     reason = (

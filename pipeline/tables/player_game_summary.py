@@ -46,6 +46,7 @@ SCHEMA = {
     "usage_rate_above_100": pl.Boolean,
     "ts_pct": pl.Float64,
     "efg_pct": pl.Float64,
+    "birth_date": pl.Date,  # from the raw files when they have it, else NULL
 }
 
 # First match wins; matched against the lower-cased comment.

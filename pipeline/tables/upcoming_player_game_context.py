@@ -5,8 +5,10 @@ One row per player listed for a game on the date and not listed inactive. Two ki
 - **Pre-game facts of the date itself**, public before tip-off: the game, team, opponent,
   home/away, whether the player starts (starting lineups are announced before tip-off; our box
   scores carry them as ``starter``), and which teammates are listed inactive (``DND`` / ``NWT``
-  comments: the league's inactive list, also published before tip-off). Nothing else of the
-  date is read: not minutes, stats or whether the player ends up with a coach's-decision DNP.
+  comments: the league's inactive list, also published before tip-off), and ``age_years`` on the
+  game date where the raw files give birth dates (the bundled ones do not: NULL). Nothing else
+  of the date is read: not minutes, stats or whether the player ends up with a coach's-decision
+  DNP.
 - **Earlier games of the same season**, strictly before the date (games played: minutes > 0):
 
   - ``days_rest`` = days between the last played game and this one, minus 1 (0 = second night of
@@ -59,6 +61,7 @@ SCHEMA = {
     "opponent_abbr": pl.String,
     "is_home": pl.Boolean,
     "starter": pl.Boolean,
+    "age_years": pl.Float64,
     "games_played_season": pl.Int16,
     "last_game_date": pl.Date,
     "days_rest": pl.Int16,
@@ -80,8 +83,9 @@ SCHEMA = {
 
 HISTORY_COLUMNS = (
     "game_id", "game_date", "season", "season_type", "player_id", "player_name", "team_abbr", "opponent_abbr",
-    "is_home", "starter", "is_inactive", "did_not_play", "minutes", "fga", "fta", "tov",
+    "is_home", "starter", "is_inactive", "did_not_play", "minutes", "fga", "fta", "tov", "birth_date",
 )  # fmt: skip
+DAYS_PER_YEAR = 365.25
 
 
 def rest_and_load(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
@@ -139,13 +143,14 @@ def inactive_teammates(player_game_summary: pl.DataFrame, dates: list[dt.date]) 
 )
 def upcoming_player_game_context(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Pre-game player context: rest, back-to-backs, recent load, role, inactive teammates."""
-    rows = rest_and_load(player_game_summary, player_rows(player_game_summary, dates))
+    rows = rest_and_load(player_game_summary, player_rows(player_game_summary, dates, "birth_date"))
     shares, per_team = inactive_teammates(player_game_summary, dates)
     share_cols = ["team_games_season", f"played_in_last_{TEAM_WINDOW}_team_games", f"plays_share_last_{TEAM_WINDOW}_team_games"]
     out = (
         rows.join(shares.select("game_date", "player_id", *share_cols), on=["game_date", "player_id"], how="left")
         .join(per_team, on=["game_id", "team_abbr"], how="left")
         .with_columns(
+            age_years=(pl.col("game_date") - pl.col("birth_date")).dt.total_days() / DAYS_PER_YEAR,
             inactive_teammate_names=pl.when(pl.col("inactive_teammate_names") != "").then(pl.col("inactive_teammate_names")),
             context_notes=notes(
                 pl.when(pl.col("games_played_season") == 0).then(

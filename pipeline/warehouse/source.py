@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +27,11 @@ class SourceSpec:
     pattern: str  # file glob inside the raw folder
     columns: dict[str, pl.DataType]  # required columns and the types they are read as
     calendar_columns: tuple[str, ...]  # needed just to place the rows on the calendar
+    optional: dict[str, pl.DataType] = field(default_factory=dict)  # read when a file has them, else NULL
+
+    @property
+    def all_columns(self) -> dict[str, pl.DataType]:
+        return {**self.columns, **self.optional}
 
 
 PLAYER_BOXSCORES = SourceSpec(
@@ -52,6 +57,7 @@ PLAYER_BOXSCORES = SourceSpec(
         "plus_minus": pl.Int16,
     },
     calendar_columns=CALENDAR_COLUMNS,  # what nba_raw.schedule, and so the calendar, is built from
+    optional={"birth_date": pl.Date},  # the player's; not in the bundled files (fatigue uses age when known)
 )
 
 TEAM_GAME_LOGS = SourceSpec(
@@ -120,7 +126,10 @@ class RawSource:
             problem = f"missing column(s) {missing}" if missing else None
             if problem is None:
                 try:
-                    frame = frame.select(pl.col(c).cast(t, strict=True) for c, t in spec.columns.items())
+                    frame = frame.select(
+                        pl.col(c).cast(t, strict=True) if c in frame.columns else pl.lit(None, t).alias(c)
+                        for c, t in spec.all_columns.items()
+                    )
                 except pl.exceptions.PolarsError as exc:
                     problem = f"a column does not have the expected type ({exc})".replace("\n", " ")
             if problem is None:
@@ -138,7 +147,7 @@ class RawSource:
                 )
                 continue
             good.append(frame.with_columns(pl.lit(name).alias(SOURCE_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(SOURCE_ROW)))
-        empty = pl.DataFrame(schema={**spec.columns, SOURCE_FILE: pl.String, SOURCE_ROW: pl.Int64})
+        empty = pl.DataFrame(schema={**spec.all_columns, SOURCE_FILE: pl.String, SOURCE_ROW: pl.Int64})
         empty_calendar = empty.select(spec.calendar_columns)
         return pl.concat([empty, *good], how="vertical"), broken, pl.concat([empty_calendar, *placed]).drop_nulls("game_date")
 
