@@ -31,7 +31,7 @@ tip-off), who is listed inactive, home/away and the opponent.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -253,7 +253,11 @@ def notes(*parts: pl.Expr) -> pl.Expr:
     return pl.when(joined != "").then(joined)
 
 
-def lookup(frame: pl.DataFrame, key: Sequence[str], columns: Sequence[str], rename: dict[str, str] | None = None) -> pl.DataFrame:
-    """``key`` + ``columns`` of a same-date Phase 4 table, optionally renamed, for a left join."""
-    rename = rename or {}
-    return frame.select(pl.col(c).alias(rename.get(c, c)) for c in (*key, *columns))
+def attach(
+    rows: pl.DataFrame, frame: pl.DataFrame, key: Sequence[str], columns: Sequence[str], rename: Mapping[str, str] | None = None
+) -> pl.DataFrame:
+    """``rows`` with ``columns`` of a same-date table left-joined on ``key``. ``rename`` applies
+    to the key too: renaming ``team_abbr`` to ``opponent_abbr`` looks up the opponent's row."""
+    rename = dict(rename or {})
+    picked = frame.select(pl.col(c).alias(rename.get(c, c)) for c in dict.fromkeys((*key, *columns)))
+    return rows.join(picked, on=[rename.get(k, k) for k in key], how="left")

@@ -38,7 +38,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, lookup, ratio
+from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach, ratio
 from pipeline.tables.base import Input, table
 
 FEATURE_VERSION = 1
@@ -206,15 +206,11 @@ def ml_feature_store(
     """Every model feature per player and game date, known before tip-off; no target."""
     rows = upcoming_player_game_context.filter(pl.col("game_date").is_in(dates))
     frame = (
-        rows.join(lookup(player_daily_cache, PLAYER_KEY, CACHE_COLUMNS[2:]), on=list(PLAYER_KEY), how="left")
-        .join(lookup(upcoming_team_game_context, TEAM_KEY, TEAM_COLUMNS[2:], TEAM_RENAME), on=list(TEAM_KEY), how="left")
-        .join(lookup(player_shot_zone_analysis, PLAYER_KEY, ZONE_COLUMNS[2:]), on=list(PLAYER_KEY), how="left")
-        .join(
-            lookup(team_defense_zone_analysis, TEAM_KEY, DEFENSE_COLUMNS[2:], DEFENSE_RENAME),
-            on=["game_date", "opponent_abbr"],
-            how="left",
-        )
-        .join(lookup(player_composite_factors, PLAYER_KEY, COMPOSITE_COLUMNS[2:]), on=list(PLAYER_KEY), how="left")
+        rows.pipe(attach, player_daily_cache, PLAYER_KEY, CACHE_COLUMNS)
+        .pipe(attach, upcoming_team_game_context, TEAM_KEY, TEAM_COLUMNS, TEAM_RENAME)
+        .pipe(attach, player_shot_zone_analysis, PLAYER_KEY, ZONE_COLUMNS)
+        .pipe(attach, team_defense_zone_analysis, TEAM_KEY, DEFENSE_COLUMNS, DEFENSE_RENAME)  # the opponent's row
+        .pipe(attach, player_composite_factors, PLAYER_KEY, COMPOSITE_COLUMNS)
     )
     start_rate = ratio(pl.col("starts_last_10"), pl.min_horizontal(pl.col("games_played_season"), pl.lit(10)))
     out = frame.with_columns(

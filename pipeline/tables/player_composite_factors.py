@@ -64,7 +64,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, lookup
+from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach
 from pipeline.tables.base import Input, table
 from pipeline.tables.team_defense_zone_analysis import relative_to_league
 
@@ -209,18 +209,10 @@ def player_composite_factors(
     """Fatigue, shot-zone mismatch, pace and usage-spike factors, each with its reason."""
     rows = upcoming_player_game_context.filter(pl.col("game_date").is_in(dates))
     frame = (
-        rows.join(lookup(upcoming_team_game_context, TEAM_KEY, TEAM_CONTEXT_COLUMNS[2:]), on=list(TEAM_KEY), how="left")
-        .join(lookup(player_daily_cache, PLAYER_KEY, CACHE_COLUMNS[2:]), on=list(PLAYER_KEY), how="left")
-        .join(
-            lookup(player_shot_zone_analysis, PLAYER_KEY, ZONE_COLUMNS[2:], rename={"games_played_season": "zone_games"}),
-            on=list(PLAYER_KEY),
-            how="left",
-        )
-        .join(
-            lookup(team_defense_zone_analysis, TEAM_KEY, DEFENSE_COLUMNS[2:], rename={"team_abbr": "opponent_abbr"}),
-            on=["game_date", "opponent_abbr"],
-            how="left",
-        )
+        rows.pipe(attach, upcoming_team_game_context, TEAM_KEY, TEAM_CONTEXT_COLUMNS)
+        .pipe(attach, player_daily_cache, PLAYER_KEY, CACHE_COLUMNS)
+        .pipe(attach, player_shot_zone_analysis, PLAYER_KEY, ZONE_COLUMNS, {"games_played_season": "zone_games"})
+        .pipe(attach, team_defense_zone_analysis, TEAM_KEY, DEFENSE_COLUMNS, {"team_abbr": "opponent_abbr"})  # the opponent's row
     )
     fatigue_score, fatigue_reason = fatigue()
     mismatch, mismatch_reason = shot_zone_mismatch()
