@@ -22,7 +22,7 @@ from pipeline.progress import console
 from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table, registry
 from pipeline.tables.schedule import schedule as schedule_table
-from pipeline.warehouse import Warehouse, WarehouseLocked, open_warehouse
+from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import gate_enforced, make_gate, validate_task
 from pipeline.warehouse.source import RawSource
@@ -298,7 +298,7 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
     try:
         return tasks[cfg.task](cfg, run_id, overrides)
-    except (UsageError, WarehouseLocked, RawDataError) as exc:
+    except (UsageError, WarehouseError, RawDataError) as exc:
         log.debug("refused", exc_info=True)
         return fail(str(exc))
     finally:

@@ -245,3 +245,13 @@ def test_dates_list_rebuilds_exactly_those_dates_and_status_reports(phase3_copy,
     days, rows = query(phase3_copy, "SELECT count(DISTINCT game_date), count(*) FROM nba_analytics.player_game_summary WHERE game_date BETWEEN '2024-01-01' AND '2024-01-31'")[0]
     # table, season, month, ok, failed, missing, bootstrap_skipped, rows
     assert cells == ["nba_analytics.player_game_summary", "2023-24", "2024-01", str(days), "0", "0", "0", f"{rows:,}"]
+
+
+@pytest.mark.parametrize("task", ["run", "status"])
+def test_a_file_that_is_not_a_warehouse_is_refused_and_left_alone(tmp_path, task):
+    (tmp_path / "warehouse.duckdb").write_text("notes, not a database\n")
+    run = run_pipeline(tmp_path, f"task={task}")
+    assert run.returncode == 1
+    assert f"cannot open {tmp_path / 'warehouse.duckdb'} as a DuckDB database (warehouse.path)" in run.output.replace("\n", "")
+    assert "Traceback" not in run.output
+    assert (tmp_path / "warehouse.duckdb").read_text() == "notes, not a database\n"

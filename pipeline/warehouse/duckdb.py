@@ -113,12 +113,14 @@ class DuckDBWarehouse(Warehouse):
             options = f"ROW_GROUP_SIZE {self.row_group_size}" + (", READ_ONLY" if self.read_only else "")
             try:
                 con.execute(f"ATTACH {sql_string(str(self.path))} AS {CATALOG} ({options})")
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
                 con.close()
-                raise WarehouseLocked(
-                    f"cannot open {self.path}: another process has it open for writing. "
-                    f"Wait for that run to finish. ({exc})"
-                ) from exc
+                if "Could not set lock" in str(exc):
+                    raise WarehouseLocked(
+                        f"cannot open {self.path}: another process has it open for writing. "
+                        f"Wait for that run to finish. ({exc})"
+                    ) from exc
+                raise WarehouseError(f"cannot open {self.path} as a DuckDB database (warehouse.path): {exc}") from exc
         con.execute(f"USE {CATALOG}")
         self._con = con
         return con
@@ -233,8 +235,11 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float) -> Iterator[None]:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WarehouseError(f"cannot create the lock file {lock_path} next to the warehouse (warehouse.path): {exc.strerror}") from exc
         deadline = time.monotonic() + wait_seconds
         try:
             while True:
