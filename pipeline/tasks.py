@@ -343,6 +343,8 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         summary = runner.execute(plan, gate=gate)
         summary.render(retry_command(summary.failed_dates, overrides))
         if not summary.ok:
+            if not cfg.tables and cfg.training.get("after_run", True):
+                console.print("[bold red]the model was not trained: the run did not complete cleanly")
             return EXIT_FAILED
         features_changed = summary.outcome("nba_predictions.ml_feature_store").built > 0
         if train_after(cfg, warehouse, run_id, overrides, features_changed=features_changed) != EXIT_OK:

@@ -263,3 +263,28 @@ def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
     assert summary["valid_mae"].to_list() == sorted(j["valid"]["mae"] for j in jobs)
     assert "sorted by validation MAE" in (sweep / "sweep_summary.md").read_text()
     assert "sweep summary" in proc.stderr
+
+
+# Counts the NULLs before a player's first game of the season against the feature store: its
+# coverage of points_avg_last_5 falls below the critical 100 %.
+FAILING_FEATURE_STORE = "validation.thresholds.ml_feature_store.points_avg_last_5.population=[]"
+
+
+def test_a_feature_store_failing_its_gate_is_not_trained_on(workdir, tmp_path):
+    shutil.copy(workdir / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    models = tmp_path / "models"
+
+    # A whole-chain run whose Phase 4 gate fails on the feature store ends without a model.
+    run = run_pipeline(tmp_path, FAILING_FEATURE_STORE, "dates.list=[2025-03-05]", "training.after_run=true")
+    assert run.returncode == 1, run.output
+    assert "validation gate failed for nba_predictions.ml_feature_store" in run.output
+    assert "the model was not trained" in run.output and "test MAE" not in run.output
+    assert not models.exists()
+
+    # Training on its own checks the whole feature store first, and refuses.
+    refused = run_training(tmp_path, "task=train", FAILING_FEATURE_STORE, f"training.models_root={models}")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    text = (refused.stdout + refused.stderr).replace("\n", "")
+    assert "the feature store fails 23 critical check(s) (coverage points_avg_last_5 all;" in text
+    assert "validation.gate=false" in text
+    assert not models.exists()

@@ -20,7 +20,7 @@ from rich.table import Table as RichTable
 
 from pipeline.progress import console
 from pipeline.tasks import UsageError, parse_date
-from pipeline.warehouse import WarehouseLocked, open_warehouse
+from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, latest_model_dir, load_model
 from training.data import DataError
 from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
@@ -30,7 +30,7 @@ from training.train import ConfigError, TrainResult, _multirun_job, load_result,
 log = logging.getLogger("pipeline.training")
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseLocked, UsageError)
+EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseError, UsageError)
 
 
 def _fail(message: str) -> int:

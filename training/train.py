@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.progress import console
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
+from pipeline.validation.gate import check_before_training, gate_enforced
 from pipeline.warehouse import Warehouse
 from training import artifacts
 from training.baselines import baseline_predictions
@@ -293,6 +294,16 @@ def train_and_report(
     split = make_split(rows["game_date"].unique().to_list(), settings.split)
     dataset = build_dataset(rows, split, min_prior_games=settings.min_prior_games)
     timings["load"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    used = sorted(set().union(*(part["game_date"] for part in (dataset.train, dataset.valid, dataset.test))))
+    critical = check_before_training(cfg, warehouse, used)
+    if critical and gate_enforced(cfg):
+        checks = "; ".join(f"{r.check} {r.feature} {r.scope}".strip() for r in critical[:5])
+        raise DataError(
+            f"the feature store fails {len(critical)} critical check(s) ({checks}): fix and rebuild it, "
+            "or train on it anyway with validation.gate=false"
+        )
+    timings["validate"] = time.perf_counter() - mark
     log.info(
         "training on %d rows (%s..%s), validating on %d, testing on %d",
         dataset.train.height, split.train_start, split.valid_start, dataset.valid.height, dataset.test.height,

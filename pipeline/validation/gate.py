@@ -104,3 +104,29 @@ def make_gate(
     gate.report_path = path  # type: ignore[attr-defined]
     gate.results = collected  # type: ignore[attr-defined]
     return gate
+
+
+FEATURE_STORE = "nba_predictions.ml_feature_store"
+
+
+def check_before_training(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.date], console: Console | None = None) -> list[Result]:
+    """The gate in front of every fit: the feature store's checks on the dates training reads.
+
+    A run's gates check only the dates that run built; a model is fitted on the whole table, so
+    the table is checked again here. Returns the critical failures: with ``validation.gate``
+    true, training must not go on; with it false, they are printed loudly and training goes on.
+    """
+    if console is None:
+        from pipeline.progress import console
+    tables = registry()
+    settings = load_settings(cfg.get("validation"), tables)
+    calendar = Calendar.from_schedule(warehouse.read("nba_raw.schedule"))
+    results = Validator(settings, warehouse, calendar, RunState.load(warehouse), tables).run({FEATURE_STORE: dates})
+    critical = failures(results, "critical")
+    if critical:
+        render(critical, console, f"validation before training: {FEATURE_STORE} ({dates[0]}..{dates[-1]})")
+        if not settings.gate:
+            console.print("[bold yellow]VALIDATION GATE OVERRIDDEN (validation.gate=false): training on a feature store that fails critical checks")
+    else:
+        log.info("validation before training: %d checks on %s passed", len(results), FEATURE_STORE)
+    return critical
