@@ -27,6 +27,16 @@ table are derived here:
   scoring scaled by the usage freed by inactive teammates);
 - ``opp_*_vs_league`` and ``opponent_points_allowed_avg_last_10``: the opponent's
   ``team_defense_zone_analysis`` row.
+- Tonight's roster, over the team's rows here (its players listed and not inactive, this one
+  included): ``players_listed``; ``roster_points_last_10`` / ``roster_minutes_last_10`` = the
+  sums of their ``points_avg_last_10`` / ``minutes_avg_last_10`` (NULL as 0);
+  ``starters_points_last_10`` = the same over tonight's starters;
+  ``points_share_of_roster`` = points_avg_last_10 / roster_points_last_10 and
+  ``points_projected`` = that share · the team's ``points_avg_last_10`` (its recent scoring
+  shared out over who is available tonight); ``minutes_share_of_roster`` likewise and
+  ``minutes_projected`` = 240 · minutes_share_of_roster; ``team_points_vacated`` = the team's
+  points_avg_last_10 − roster_points_last_10 (scoring of recent games whose players are not
+  here). Chosen on validation MAE (4.401 → 4.385 for this group alone).
 
 The first 14 days after each season opener are Phase 4's bootstrap window (no rows).
 """
@@ -41,7 +51,7 @@ import polars as pl
 from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach, ratio
 from pipeline.tables.base import Input, table
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 ID_SCHEMA: dict[str, pl.DataType] = dict(PLAYER_ID_SCHEMA)
 ID_COLUMNS: list[str] = list(ID_SCHEMA)
@@ -119,6 +129,16 @@ FEATURES: dict[str, pl.DataType] = {
     "pace_score": pl.Float64,
     "projected_usage": pl.Float64,
     "usage_spike_score": pl.Float64,
+    # Tonight's roster (derived here)
+    "players_listed": pl.Int16,
+    "roster_points_last_10": pl.Float64,
+    "roster_minutes_last_10": pl.Float64,
+    "starters_points_last_10": pl.Float64,
+    "points_share_of_roster": pl.Float64,
+    "points_projected": pl.Float64,
+    "minutes_share_of_roster": pl.Float64,
+    "minutes_projected": pl.Float64,
+    "team_points_vacated": pl.Float64,
     # Derived here
     "starter_role_change": pl.Float64,
     "minutes_trend": pl.Float64,
@@ -144,11 +164,12 @@ CACHE_COLUMNS = (
     "games_played_season", "starts_last_10",
 )  # fmt: skip
 TEAM_COLUMNS = (
-    "game_date", "team_abbr", "win_pct_season", "pace_last_10", "off_rating_last_10", "opponent_win_pct_season",
+    "game_date", "team_abbr", "points_avg_last_10", "win_pct_season", "pace_last_10", "off_rating_last_10", "opponent_win_pct_season",
     "opponent_pace_last_10", "opponent_def_rating_last_10", "opponent_def_rating_season", "opponent_days_rest",
     "opponent_back_to_back", "expected_game_pace",
 )  # fmt: skip
 TEAM_RENAME = {
+    "points_avg_last_10": "team_points_avg_last_10",
     "win_pct_season": "team_win_pct_season",
     "pace_last_10": "team_pace_last_10",
     "off_rating_last_10": "team_off_rating_last_10",
@@ -171,6 +192,20 @@ COMPOSITE_COLUMNS = (
     "game_date", "player_id", "fatigue_score", "shot_zone_mismatch_score", "pace_score", "projected_usage", "usage_spike_score",
 )  # fmt: skip
 PLAYOFF_TYPES = ("playoffs", "play_in")
+
+
+ROSTER = ("game_id", "team_abbr")  # a team's rows of one game: its players listed and not inactive
+TEAM_MINUTES = 240.0  # five players for 48 minutes (a regulation game)
+
+
+def roster_sums() -> dict[str, pl.Expr]:
+    points, minutes = pl.col("points_avg_last_10").fill_null(0.0), pl.col("minutes_avg_last_10").fill_null(0.0)
+    return {
+        "players_listed": pl.len().over(ROSTER),
+        "roster_points_last_10": points.sum().over(ROSTER),
+        "roster_minutes_last_10": minutes.sum().over(ROSTER),
+        "starters_points_last_10": pl.when(pl.col("starter")).then(points).otherwise(0.0).sum().over(ROSTER),
+    }
 
 
 def feature_matrix(frame: pl.DataFrame) -> np.ndarray:
@@ -204,7 +239,8 @@ def ml_feature_store(
     player_composite_factors: pl.DataFrame,
 ) -> pl.DataFrame:
     """Every model feature per player and game date, known before tip-off; no target."""
-    rows = upcoming_player_game_context.filter(pl.col("game_date").is_in(dates))
+    # Sorted, so that the roster sums add up in the same order whatever order the rows came in.
+    rows = upcoming_player_game_context.filter(pl.col("game_date").is_in(dates)).sort("game_date", "game_id", "team_abbr", "player_id")
     frame = (
         rows.pipe(attach, player_daily_cache, PLAYER_KEY, CACHE_COLUMNS)
         .pipe(attach, upcoming_team_game_context, TEAM_KEY, TEAM_COLUMNS, TEAM_RENAME)
@@ -212,6 +248,7 @@ def ml_feature_store(
         .pipe(attach, team_defense_zone_analysis, TEAM_KEY, DEFENSE_COLUMNS, DEFENSE_RENAME)  # the opponent's row
         .pipe(attach, player_composite_factors, PLAYER_KEY, COMPOSITE_COLUMNS)
     )
+    frame = frame.with_columns(**roster_sums())
     start_rate = ratio(pl.col("starts_last_10"), pl.min_horizontal(pl.col("games_played_season"), pl.lit(10)))
     out = frame.with_columns(
         start_rate_last_10=start_rate,
@@ -222,6 +259,12 @@ def ml_feature_store(
         minutes_trend=pl.col("minutes_avg_last_5") - pl.col("minutes_avg_season"),
         points_trend=pl.col("points_avg_last_5") - pl.col("points_avg_season"),
         points_usage_adjusted=pl.col("points_avg_last_10") * ratio(pl.col("projected_usage"), pl.col("usage_avg_last_10")),
+        points_share_of_roster=ratio(pl.col("points_avg_last_10"), pl.col("roster_points_last_10")),
+        minutes_share_of_roster=ratio(pl.col("minutes_avg_last_10"), pl.col("roster_minutes_last_10")),
+        team_points_vacated=pl.col("team_points_avg_last_10") - pl.col("roster_points_last_10"),
+    ).with_columns(
+        points_projected=pl.col("team_points_avg_last_10") * pl.col("points_share_of_roster"),
+        minutes_projected=TEAM_MINUTES * pl.col("minutes_share_of_roster"),
         feature_version=pl.lit(FEATURE_VERSION),
     )
     return out.select(list(SCHEMA)).sort("game_date", "game_id", "team_abbr", "player_id")
