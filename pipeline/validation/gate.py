@@ -113,8 +113,9 @@ def check_before_training(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.
     """The gate in front of every fit: the feature store's checks on the dates training reads.
 
     A run's gates check only the dates that run built; a model is fitted on the whole table, so
-    the table is checked again here. Returns the critical failures: with ``validation.gate``
-    true, training must not go on; with it false, they are printed loudly and training goes on.
+    the table is checked again here. Returns the critical failures that must stop training:
+    none when every check passed, or when ``validation.gate=false`` (then they are printed
+    loudly and training goes on).
     """
     if console is None:
         from pipeline.progress import console
@@ -127,6 +128,7 @@ def check_before_training(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.
         render(critical, console, f"validation before training: {FEATURE_STORE} ({dates[0]}..{dates[-1]})")
         if not settings.gate:
             console.print("[bold yellow]VALIDATION GATE OVERRIDDEN (validation.gate=false): training on a feature store that fails critical checks")
+            return []
     else:
         log.info("validation before training: %d checks on %s passed", len(results), FEATURE_STORE)
     return critical
