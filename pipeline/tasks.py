@@ -331,7 +331,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             refuse_blocking(plan)
         if plan.is_empty:
             console.print("nothing to do: every requested date is built and up to date")
-            return train_after(cfg, warehouse, run_id, overrides, features_changed=False)
+            return train_after(cfg, warehouse, run_id, overrides)
         log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
         for name, table_plan in plan.tables.items():
             if table_plan.build:
@@ -346,16 +346,15 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             if not cfg.tables and cfg.training.get("after_run", True):
                 console.print("[bold red]the model was not trained: the run did not complete cleanly")
             return EXIT_FAILED
-        features_changed = summary.outcome("nba_predictions.ml_feature_store").built > 0
-        if train_after(cfg, warehouse, run_id, overrides, features_changed=features_changed) != EXIT_OK:
+        if train_after(cfg, warehouse, run_id, overrides) != EXIT_OK:
             return EXIT_FAILED
         return EXIT_WARNINGS if summary.gate_overridden else EXIT_OK
 
 
-def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str], *, features_changed: bool) -> int:
+def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> int:
     """A run of the whole chain (no ``tables`` override) ends with the v5 model's figures."""
     if cfg.tables:
         return EXIT_OK
     from training.task import train_after_run
 
-    return train_after_run(cfg, warehouse, run_id, overrides, features_changed=features_changed)
+    return train_after_run(cfg, warehouse, run_id, overrides)

@@ -21,11 +21,11 @@ from rich.table import Table as RichTable
 from pipeline.progress import console
 from pipeline.tasks import UsageError, parse_date
 from pipeline.warehouse import WarehouseError, open_warehouse
-from training.artifacts import ModelNotFound, latest_model_dir, load_model
+from training.artifacts import ModelNotFound, load_model
 from training.data import DataError
 from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
 from training.sweep import POINTER_FILE
-from training.train import ConfigError, TrainResult, _multirun_job, load_result, train_and_report, training_config
+from training.train import ConfigError, TrainResult, _multirun_job, existing_model_for, train_and_report, training_config
 
 log = logging.getLogger("pipeline.training")
 
@@ -53,24 +53,21 @@ def train_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     return EXIT_OK
 
 
-def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str], *, features_changed: bool) -> int:
-    """The end of ``task=run`` over the whole chain: train and report from the open warehouse
-    when the feature store changed (or no model exists yet), otherwise show the latest model's
-    figures; skipped with ``training.after_run=false``. Prints the test MAE against the
-    baselines and where the report is; returns the exit code (a training failure is 1)."""
+def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str]) -> int:
+    """The end of ``task=run`` over the whole chain: train and report from the open warehouse,
+    unless a model under ``training.models_root`` was already fitted on exactly these rows with
+    these settings, whose figures are shown instead; skipped with ``training.after_run=false``.
+    Prints the test MAE against the baselines and where the report is; returns the exit code (a
+    training failure is 1)."""
     t = cfg.get("training")
     if t is None or not t.get("after_run", True):
         return EXIT_OK
     try:
-        if not features_changed:
-            try:
-                latest = latest_model_dir(Path(t.models_root))
-            except ModelNotFound:
-                pass
-            else:
-                console.print(f"the feature store is unchanged: latest model in {latest}")
-                load_result(latest).print_summary()
-                return EXIT_OK
+        existing = existing_model_for(cfg, warehouse)
+        if existing is not None:
+            console.print(f"the feature store is unchanged since model {existing.model_id} was trained: {existing.output_dir}")
+            existing.print_summary()
+            return EXIT_OK
         train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides)
     except EXPECTED as exc:
         log.debug("training after the run refused", exc_info=True)

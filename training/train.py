@@ -83,6 +83,16 @@ class TrainSettings:
     def lightgbm(self) -> dict[str, Any]:
         return lightgbm_params(self.params, self.num_threads)
 
+    def record(self) -> dict[str, Any]:
+        """What of these settings shapes the model: ``params`` in metrics.json."""
+        return {
+            "lightgbm": self.lightgbm(),
+            "num_boost_round": self.num_boost_round,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "num_workers": self.num_workers,
+            "min_prior_games": self.min_prior_games,
+        }
+
 
 def training_config(cfg: DictConfig) -> DictConfig:
     t = cfg.get("training")
@@ -120,6 +130,29 @@ def load_result(directory: Path) -> TrainResult:
     """A finished training run read back from its output directory."""
     metrics = json.loads((directory / artifacts.METRICS_FILE).read_text())
     return TrainResult(metrics, directory, directory / artifacts.REPORT_FILE, metrics["model_id"])
+
+
+def existing_model_for(cfg: DictConfig, warehouse: Warehouse) -> TrainResult | None:
+    """The newest model under ``training.models_root`` (or in ``training.output_dir``) fitted on
+    exactly the rows (data fingerprint) and split this configuration would train on, with the same
+    settings; ``None`` when training would make a new one."""
+    settings = TrainSettings.from_config(cfg)
+    rows = load_rows(warehouse)
+    if rows.is_empty():
+        return None
+    split = make_split(rows["game_date"].unique().to_list(), settings.split)
+    fingerprint = build_dataset(rows, split, min_prior_games=settings.min_prior_games).fingerprint
+    wanted = json.loads(json.dumps({"params": settings.record(), "split": split.as_dict()}, default=str))
+    candidates = list(Path(settings.models_root).glob(f"*/{artifacts.METRICS_FILE}"))
+    if settings.output_dir:
+        candidates.append(Path(settings.output_dir) / artifacts.METRICS_FILE)
+    matches = []
+    for path in filter(Path.exists, candidates):
+        metrics = json.loads(path.read_text())
+        same = metrics.get("data_fingerprint") == fingerprint and all(metrics.get(key) == value for key, value in wanted.items())
+        if same and (path.parent / artifacts.MODEL_FILE).exists():
+            matches.append((metrics.get("created_at", ""), path.parent.name, path.parent))
+    return load_result(max(matches)[2]) if matches else None
 
 
 def resolve_output_dir(settings: TrainSettings, run_id: str, explicit: str | Path | None = None) -> Path:
@@ -245,13 +278,7 @@ def build_metrics(
         "reference": {"historical_rules_mae": HISTORICAL_RULES_MAE, "measured_on": HISTORICAL_RULES_ROWS},
         "features": list(FEATURE_COLUMNS),
         "feature_version": FEATURE_VERSION,
-        "params": {
-            "lightgbm": settings.lightgbm(),
-            "num_boost_round": settings.num_boost_round,
-            "early_stopping_rounds": settings.early_stopping_rounds,
-            "num_workers": settings.num_workers,
-            "min_prior_games": settings.min_prior_games,
-        },
+        "params": settings.record(),
         "fit": {
             "backend": fit_result.backend,
             "num_workers": fit_result.num_workers,
@@ -305,8 +332,8 @@ def train_and_report(
         )
     timings["validate"] = time.perf_counter() - mark
     log.info(
-        "training on %d rows (%s..%s), validating on %d, testing on %d",
-        dataset.train.height, split.train_start, split.valid_start, dataset.valid.height, dataset.test.height,
+        "training on %d rows (%s..%s), validating on %d (%s..%s), testing on %d (%s..%s)",
+        *(n for part in (dataset.train, dataset.valid, dataset.test) for n in (part.height, part["game_date"].min(), part["game_date"].max())),
     )  # fmt: skip
 
     mark = time.perf_counter()
