@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import polars as pl
 
@@ -82,3 +83,28 @@ class Calendar:
             if first_at_or_after_start < len(ordered) and ordered[first_at_or_after_start] <= day:
                 hit.add(day)
         return hit
+
+
+def date_runs(dates: Iterable[dt.date], reference: Sequence[dt.date]) -> list[tuple[dt.date, dt.date, int]]:
+    """``dates`` grouped into runs that are consecutive in ``reference`` (the game-date calendar):
+    (first, last, number of dates). Dates outside ``reference`` each start a run of their own."""
+    position = {d: i for i, d in enumerate(reference)}
+    runs: list[list] = []
+    previous = None
+    for day in sorted(set(dates)):
+        at = position.get(day)
+        if runs and at is not None and previous is not None and at == previous + 1:
+            runs[-1][1] = day
+            runs[-1][2] += 1
+        else:
+            runs.append([day, day, 1])
+        previous = at
+    return [(a, b, n) for a, b, n in runs]
+
+
+def runs_text(runs: Sequence[tuple[dt.date, dt.date, int]], shown: int | None = 5) -> str:
+    """"2023-01-02..2023-01-09 (5 dates), 2023-02-01": the first ``shown`` runs (None: all)."""
+    shown = len(runs) if shown is None else shown
+    parts = [f"{a}" if n == 1 else f"{a}..{b} ({n} dates)" for a, b, n in runs[:shown]]
+    more = len(runs) - shown
+    return ", ".join(parts) + (f" and {more} more run(s)" if more > 0 else "")

@@ -7,7 +7,8 @@ the calendar and the run state.
   windows of the dates above; without it, missing upstream dates refuse the run instead;
 - their dependents (``with_dependents``): every date whose lookback window contains a date being
   rebuilt upstream, wherever it is in the history, as long as the dependent's other inputs are
-  complete there (otherwise it is reported as waiting, not built).
+  complete there (otherwise it is reported as waiting, not built);
+- tables declared ``built_with`` others (the quarantine): on every date those are built.
 """
 
 from __future__ import annotations
@@ -200,6 +201,15 @@ def make_plan(
                     plan.waiting[day] = gaps
                 else:
                     plan.build[day] = DEPENDENT_REASON
+
+    # A table built with others (the quarantine of bad raw rows) follows them date for date.
+    for name in order:
+        for companion in tables[name].built_with:
+            for day, companion_reason in plans[companion].build.items():
+                if day not in plans[name].build:
+                    reason = REQUESTED_REASON if companion_reason == REQUESTED_REASON else stale_reason(name, day)
+                    if reason:
+                        plans[name].build[day] = reason
 
     for plan in plans.values():
         plan.build = dict(sorted(plan.build.items()))

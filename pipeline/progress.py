@@ -56,7 +56,8 @@ class TableOutcome:
     built: int = 0
     rows: int = 0
     failed: dict = field(default_factory=dict)  # date -> error (first line)
-    blocked: int = 0
+    blocked: set = field(default_factory=set)  # dates not run: an input failed or its gate did
+    gate_failed: set = field(default_factory=set)  # dates built whose gate failed (now `failed`)
     bootstrap: int = 0
     seconds: float = 0.0
 
@@ -80,6 +81,12 @@ class RunSummary:
         return {t: sorted(o.failed) for t, o in self.tables.items() if o.failed}
 
     @property
+    def unfinished(self) -> dict[str, list]:
+        """Per table, the dates this run meant to build and did not finish: failed, failed their
+        gate, or not run because an input did."""
+        return {t: sorted(set(o.failed) | o.gate_failed | o.blocked) for t, o in self.tables.items() if o.failed or o.gate_failed or o.blocked}
+
+    @property
     def ok(self) -> bool:
         return not self.failed_dates and not self.gate_failures
 
@@ -95,7 +102,7 @@ class RunSummary:
                 f"{o.rows:,}",
                 f"{o.bootstrap:,}" if o.bootstrap else "",
                 f"[red]{len(o.failed):,}" if o.failed else "",
-                f"[yellow]{o.blocked:,}" if o.blocked else "",
+                f"[yellow]{len(o.blocked):,}" if o.blocked else "",
                 f"{o.seconds:.1f}",
             )
         console.print(grid)
@@ -114,5 +121,5 @@ class RunSummary:
                 shown = "\n      ".join(lines[:8]) + ("\n      ..." if len(lines) > 8 else "")
                 console.print(Text("    " + shown, style="red"), soft_wrap=True)
         if retry_command:
-            console.print("retry the failed dates with:")
+            console.print("retry the failed dates, and the dates they held back, with:")
             console.print(Text("  " + retry_command, style="bold"), soft_wrap=True)

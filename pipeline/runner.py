@@ -4,8 +4,9 @@ The driver reads each shard's inputs (the shard's dates plus the lookback its ta
 a Ray task runs the table's Polars function once for the whole shard, and the driver writes the
 rows and the shard's run-state rows in one transaction. A failing shard marks its dates failed
 with the full error and does not stop the others; transient errors are retried with backoff,
-permanent ones are not. After each level its validation gate runs; a failed gate blocks the
-dependents of the failing table.
+permanent ones are not; bad raw input fails its whole shard. After each level its validation
+gate runs; a failed gate marks the dates it checked ``failed`` and blocks the dependents of the
+failing table.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import polars as pl
 import pyarrow as pa
 import ray
 
-from pipeline.calendar import Calendar
+from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.fingerprint import partition_fingerprints
 from pipeline.planner import Fingerprinter, Plan
 from pipeline.progress import RunSummary, run_progress
 from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write
 from pipeline.tables import Table, registry
+from pipeline.tables._raw import RawDataError
 from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
 from pipeline.warehouse.source import RawSource
 
@@ -72,6 +74,23 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, ray.exceptions.RayTaskError):
         return "Traceback (from the Ray task):\n" + _ANSI.sub("", str(exc)).strip()
     return "".join(traceback.format_exception(exc)).strip()
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """Bad raw data (a file or row the source checks refuse), raised here or in a Ray task."""
+    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
+    return isinstance(cause, RawDataError)
+
+
+def driver_node() -> str:
+    return ray.util.get_node_ip_address() if ray.is_initialized() else socket.gethostname()
+
+
+def failed_on(exc: BaseException) -> str:
+    """The node a failure happened on: the Ray task's, or this driver's (reading inputs, writing)."""
+    if isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "ip", None):
+        return str(exc.ip)
+    return driver_node()
 
 
 def error_message(exc: BaseException) -> str:
@@ -149,7 +168,7 @@ def finish_shard(spec: Table, dates: list[dt.date], rows: pl.DataFrame, started:
         rows=rows.to_arrow(),
         fingerprints=partition_fingerprints(rows),
         counts=counts,
-        node=f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}",
+        node=ray.util.get_node_ip_address(),
         seconds=time.perf_counter() - started,
     )
 
@@ -206,8 +225,8 @@ class RunSettings:
 
 
 # A gate gets (table names of a finished level, {table: dates built}) and returns the tables
-# whose critical checks failed: their dependents must not run.
-Gate = Callable[[list[str], dict[str, list[dt.date]]], list[str]]
+# whose critical checks failed, each with the failed checks as text: their dependents must not run.
+Gate = Callable[[list[str], dict[str, list[dt.date]]], dict[str, str]]
 
 
 class Runner:
@@ -266,7 +285,7 @@ class Runner:
                     continue
                 blocked_by_gate = {n for n in names if gated_off & set(self._all_upstream(n))}
                 for name in blocked_by_gate:
-                    self.summary.outcome(name).blocked += len(work[name])
+                    self.summary.outcome(name).blocked.update(work[name])
                     progress.advance(overall, len(work[name]))
                 runnable = [n for n in names if n not in blocked_by_gate]
                 if not runnable:
@@ -282,6 +301,8 @@ class Runner:
                     if self.settings.gate_enforced:
                         gated_off |= set(failing)
                         self.summary.gate_failures.extend(failing)
+                        for name, why in failing.items():
+                            self._mark_gate_failed(name, built.get(name, []), why)
                     else:
                         self.summary.gate_overridden.extend(failing)
         return self.summary
@@ -310,10 +331,10 @@ class Runner:
                 progress.advance(overall, len(bootstrap))
             ready, blocked = self._split_ready(spec, [d for d in dates if d not in set(bootstrap)])
             if blocked:
-                self.summary.outcome(name).blocked += len(blocked)
+                self.summary.outcome(name).blocked.update(blocked)
                 progress.advance(task, len(blocked))
                 progress.advance(overall, len(blocked))
-                log.warning("%s: %d date(s) not run, upstream incomplete: %s", name, len(blocked), _date_list(blocked))
+                log.warning("%s: %d date(s) not run, upstream incomplete: %s", name, len(blocked), runs_text(date_runs(blocked, self.calendar.dates)))
             shard_days = self.settings.shard_days or auto_shard_days(len(ready), int(ray.cluster_resources().get("CPU", 1)))
             for shard in cut_shards(ready, shard_days):
                 heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
@@ -464,7 +485,9 @@ class Runner:
 
     def _fail(self, job: _Pending, exc: BaseException, started: dt.datetime, fingerprints: dict[dt.date, str]) -> list[_Pending]:
         """Retry a transient error with backoff; split a failed multi-date shard so one bad date
-        does not fail its neighbours; otherwise record the dates failed. Returns the follow-ups."""
+        does not fail its neighbours, unless the error is bad raw input, which fails its whole
+        shard (nothing of it is written until the file is fixed); otherwise record the dates
+        failed. Returns the follow-ups."""
         text = error_text(exc)
         message = error_message(exc)
         where = f"{job.table} {job.dates[0]}..{job.dates[-1]}"
@@ -473,7 +496,7 @@ class Runner:
             delay = self.settings.retry_backoff_seconds * 2 ** (attempts_this_run - 1)
             log.warning("%s: transient error, attempt %d in %.1fs: %s", where, job.attempt + 1, delay, message)
             return [_Pending(time.monotonic() + delay, job.table, job.dates, job.attempt + 1)]
-        if len(job.dates) > 1:
+        if len(job.dates) > 1 and not is_bad_input(exc):
             half = len(job.dates) // 2
             log.debug("%s: failed, splitting the shard to find the failing date(s): %s", where, message)
             # Isolating the failing date is part of the same attempt, not a retry.
@@ -489,7 +512,7 @@ class Runner:
             error=text,
             started_at=started,
             finished_at=utcnow(),
-            node=None,
+            node=failed_on(exc),
             run_id=self.settings.run_id,
         )
         self._write_now([state_write(job.table, rows)])
@@ -499,6 +522,32 @@ class Runner:
         for day in job.dates:
             outcome.failed[day] = message
         return []
+
+    def _mark_gate_failed(self, name: str, dates: list[dt.date], why: str) -> None:
+        """Dates whose rows failed the gate are ``failed`` in the run state (their rows stay, for
+        inspection): a later run rebuilds and re-checks them before any dependent reads them."""
+        if not dates:
+            return
+        now = utcnow()
+        kept = {d: self.state.get(name, d) for d in dates}
+        rows = state_rows(
+            name,
+            dates,
+            status=FAILED,
+            attempts={d: kept[d].attempts for d in dates},
+            input_fingerprints={d: kept[d].input_fingerprint for d in dates},
+            output_fingerprints={d: kept[d].output_fingerprint for d in dates},
+            rows_written={d: kept[d].rows_written for d in dates},
+            error=f"validation gate failed: {why}",
+            started_at=now,
+            finished_at=now,
+            node=driver_node(),
+            run_id=self.settings.run_id,
+        )
+        self._write_now([state_write(name, rows)])
+        self.state.update(name, rows)
+        self.fingerprinter.invalidate(name)
+        self.summary.outcome(name).gate_failed.update(dates)
 
     def _mark_bootstrap(self, spec: Table, dates: list[dt.date]) -> None:
         now = utcnow()
@@ -527,11 +576,6 @@ def ensure_table(warehouse: Warehouse, spec: Table) -> None:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _date_list(dates: list[dt.date], shown: int = 8) -> str:
-    text = ", ".join(str(d) for d in dates[:shown])
-    return text + (f" ... ({len(dates)} in all)" if len(dates) > shown else "")
 
 
 def holder_info(run_id: str, command: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from pipeline.calendar import Calendar
+from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import console
 from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
@@ -185,18 +185,13 @@ def print_plan(plan: Plan, calendar: Calendar) -> None:
             grid.add_row(str(number), name, f"{len(p.build):,}", why or "-", f"{len(p.waiting):,}" if p.waiting else "")
     console.print(grid)
     for table_name, days in plan.blocking.items():
-        console.print(f"[red]blocking gap: {table_name} is missing {len(days)} date(s): {_dates_text(days)}")
+        console.print(f"[red]blocking gap: {table_name} is missing {len(days)} date(s): {runs_text(date_runs(days, calendar.dates), shown=None)}")
     if plan.is_empty and not plan.blocking:
         console.print("nothing to do: every requested date is built and up to date")
 
 
-def _dates_text(days: list[dt.date], shown: int = 10) -> str:
-    text = ", ".join(str(d) for d in days[:shown])
-    return text + (f" ... ({len(days)} in all)" if len(days) > shown else "")
-
-
-def refuse_blocking(plan: Plan) -> None:
-    lines = [f"  {t}: {len(d)} missing date(s): {_dates_text(d)}" for t, d in plan.blocking.items()]
+def refuse_blocking(plan: Plan, calendar: Calendar) -> None:
+    lines = [f"  {t}: {len(d)} missing date(s): {runs_text(date_runs(d, calendar.dates), shown=None)}" for t, d in plan.blocking.items()]
     raise UsageError(
         "refused: backfill.with_upstream=false and upstream inputs are incomplete:\n"
         + "\n".join(lines)
@@ -261,13 +256,16 @@ def error_summary(traceback_text: str) -> str:
     return lines[-1] if lines else "(no error text)"
 
 
-def retry_command(summary_failed: dict[str, list[dt.date]], overrides: list[str]) -> str | None:
-    if not summary_failed:
+def retry_command(unfinished: dict[str, list[dt.date]], overrides: list[str]) -> str | None:
+    """The run again for the tables and dates it left unfinished (failed, gate-failed, or not
+    run because an input failed): the same settings over the range that covers them, resuming,
+    so only dates not ``ok`` are built."""
+    if not unfinished:
         return None
     kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("tables", "dates.", "backfill.resume"))]
-    tables = ",".join(sorted(summary_failed))
-    days = ",".join(sorted({str(d) for dates in summary_failed.values() for d in dates}))
-    return " ".join(["python -m pipeline", *kept, f"'tables=[{tables}]'", f"'dates.list=[{days}]'"])
+    days = sorted({d for dates in unfinished.values() for d in dates})
+    tables = ",".join(sorted(unfinished))
+    return " ".join(["python -m pipeline", *kept, f"'tables=[{tables}]'", f"dates.start={days[0]}", f"dates.end={days[-1]}"])
 
 
 def fail(message: str) -> int:
@@ -328,7 +326,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         ctx = Context.open(cfg, warehouse)
         plan = ctx.plan()
         if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
-            refuse_blocking(plan)
+            refuse_blocking(plan, ctx.calendar)
         if plan.is_empty:
             console.print("nothing to do: every requested date is built and up to date")
             return train_after(cfg, warehouse, run_id, overrides)
@@ -341,7 +339,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
         runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
         summary = runner.execute(plan, gate=gate)
-        summary.render(retry_command(summary.failed_dates, overrides))
+        summary.render(retry_command(summary.unfinished, overrides))
         if not summary.ok:
             if not cfg.tables and cfg.training.get("after_run", True):
                 console.print("[bold red]the model was not trained: the run did not complete cleanly")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
 PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
 PHASE_4 = [n for n, t in registry().items() if t.phase == 4]
-NOVEMBER = ("dates.start=2023-11-01", "dates.end=2023-11-12")
+NOVEMBER_END = "2023-11-12"
+NOVEMBER = ("dates.start=2023-11-01", f"dates.end={NOVEMBER_END}")
 FAULTS = "NBA_PIPELINE_FAULTS"
 
 
@@ -109,7 +111,7 @@ def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path
         tmp_path, f"tables={PHASE3_TABLES}", *NOVEMBER, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"}
     )
     assert first.returncode == 1
-    assert failing in first.output and "retry the failed dates with" in first.output
+    assert failing in first.output and "retry the failed dates" in first.output
     warehouse = tmp_path / "warehouse.duckdb"
     before = states(warehouse)
     failed = before.filter(status="failed")
@@ -133,8 +135,34 @@ def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path
         ("nba_analytics.player_game_summary", failing),
         ("nba_analytics.team_defense_game_summary", failing),
     }
-    assert all(d >= failing for t, d in redone if t in PHASE_4)
+    # Phase 4 reruns only dates whose lookback windows hold the failed date (none before it, and
+    # nothing after the range the first run built).
+    assert {d for t, d in redone if t in PHASE_4} and all(failing <= d <= NOVEMBER_END for t, d in redone if t in PHASE_4)
     no_duplicates(warehouse)
+
+
+def test_the_printed_retry_command_finishes_the_run(tmp_path):
+    """Without dependents, a failed upstream date holds back the requested table on that date;
+    the command the run prints builds both, and nothing else."""
+    failing = "2023-11-05"
+    request = ("tables=[player_game_summary]", "backfill.with_dependents=false", *NOVEMBER)
+    first = run_pipeline(tmp_path, *request, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"})
+    assert first.returncode == 1
+    printed = first.output.split("held back, with:", 1)[1].strip().splitlines()[0]
+    assert printed.startswith("python -m pipeline ") and "'tables=[nba_analytics.player_game_summary,nba_analytics.team_offense_game_summary]'" in printed
+    warehouse = tmp_path / "warehouse.duckdb"
+    before = states(warehouse)
+    assert before.filter(table="nba_analytics.player_game_summary", date=failing).height == 0
+
+    args = shlex.split(printed)[3:]
+    retry = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    after = states(warehouse)
+    assert set(after["status"]) == {"ok"}
+    assert rebuilt_by(before, after) == {
+        ("nba_analytics.team_offense_game_summary", failing),
+        ("nba_analytics.player_game_summary", failing),
+    }
 
 
 def test_changed_raw_day_rebuilds_exactly_that_date_and_its_dependents(raw_copy, tmp_path):
@@ -196,6 +224,9 @@ def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path):
     procs = [start("backfill.resume=false", "lock.wait_seconds=300"), start("backfill.resume=false", "lock.wait_seconds=300")]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
+    waited = [o for o in outputs if "waiting up to 300s for the warehouse: held by run" in o]
+    assert len(waited) == 1, outputs
+    assert "warehouse lock acquired after waiting" in waited[0]
     no_duplicates(warehouse)
 
 
@@ -208,7 +239,7 @@ def test_plan_writes_nothing_and_explains_itself(phase3_copy, tmp_path):
     plan = run_pipeline(tmp_path, "task=plan", "tables=[player_game_summary]", "backfill.resume=false", "dates.start=2024-03-01", "dates.end=2024-03-10")
     assert plan.returncode == 0, plan.output
     assert file_digest(phase3_copy) == before
-    assert "level" in plan.output and "rebuild requested" in plan.output
+    assert "nba_analytics.player_game_summary" in plan.output and "rebuild requested" in plan.output
     assert "dependent of a rebuilt table" in plan.output
     # On a warehouse that does not exist yet, plan does not create one.
     empty = tmp_path / "empty"
@@ -222,7 +253,8 @@ def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(
     run = run_pipeline(tmp_path, "tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
     assert run.returncode == 1
     assert "refused" in run.output
-    assert "nba_analytics.team_offense_game_summary: 3 missing date(s): 2024-03-01, 2024-03-02, 2024-03-03" in run.output
+    # Every missing date is listed, as runs of consecutive game dates.
+    assert "nba_analytics.team_offense_game_summary: 3 missing date(s): 2024-03-01..2024-03-03 (3 dates)" in run.output
     assert "nba_raw.player_boxscores: 3 missing date(s)" in run.output
     assert not (tmp_path / "warehouse.duckdb").exists() or query(
         tmp_path / "warehouse.duckdb", "SELECT count(*) FROM information_schema.tables WHERE table_name = 'run_state'"

@@ -55,6 +55,11 @@ def test_sharded_run_equals_per_date_run(phase3_warehouse, tmp_path):
             "SELECT table_name, game_date, status, rows_written FROM nba_orchestration.run_state "
             f"WHERE game_date BETWEEN DATE '{START}' AND DATE '{END}' AND table_name IN ({', '.join(repr(n) for n in PHASE4)})",
         )
+        # Every game date of the range has a row per table: the bootstrap dates are marked, not left out.
+        game_dates = {d for _, d, _, _ in query(path, "SELECT table_name, game_date, status, rows_written FROM nba_orchestration.run_state "
+                                                    f"WHERE table_name = 'nba_analytics.player_game_summary' AND game_date BETWEEN DATE '{START}' AND DATE '{END}'")}
+        assert len(game_dates) > 20 and any((d - OPENER).days < 14 for d in game_dates)
+        assert {(t, d) for t, d, _, _ in states} == {(t, d) for t in PHASE4 for d in game_dates}
         for table_name, day, status, rows in states:
             if (day - OPENER).days < 14:
                 assert (status, rows) == ("skipped_bootstrap", 0), (table_name, day)

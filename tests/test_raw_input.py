@@ -1,5 +1,6 @@
 """Bad raw input stops with an error naming the file, the row and the problem, and writes
-nothing of the affected shard; quarantine mode loads the rest and keeps the bad rows."""
+nothing of the affected shard; quarantine mode loads the rest and keeps the bad rows, whichever
+tables the run asks for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from conftest import query, run_pipeline
 pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
 SEASON_FILE = "player_boxscores_2023-24.parquet"
+TEAM_LOGS = "team_game_logs_regular_season.parquet"
 WEEK = ("dates.start=2023-11-01", "dates.end=2023-11-07")
 BAD_DATE = "2023-11-03"
 
@@ -39,23 +41,27 @@ def state_by_status(warehouse, table="nba_raw.player_boxscores") -> dict[str, li
         ({"fga": -3}, "negative fga (-3)"),
     ],
 )
-def test_bad_row_fails_only_its_date_naming_file_and_row(raw_copy, tmp_path, change, problem):
+def test_bad_row_fails_its_shard_naming_file_and_row(raw_copy, tmp_path, change, problem):
     row, target = break_row(raw_copy, change)
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", *WEEK)
+    # Three game dates per shard: 11-01..11-03 (the bad row's) and 11-04..11-06 (no games on 11-07).
+    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", "shard.days=3", *WEEK)
     assert run.returncode == 1
     assert f"{raw_copy / SEASON_FILE} row {row}" in run.output.replace("\n", "")
     assert problem in run.output
     warehouse = tmp_path / "warehouse.duckdb"
     status = state_by_status(warehouse)
-    assert status["failed"] == [BAD_DATE]
-    assert status["ok"] == ["2023-11-01", "2023-11-02", "2023-11-04", "2023-11-05", "2023-11-06"]  # no games on 11-07
-    # Nothing of the failed date was written, and the error text is stored in full.
-    assert query(warehouse, f"SELECT count(*) FROM nba_raw.player_boxscores WHERE game_date = '{BAD_DATE}'")[0][0] == 0
-    error = query(warehouse, "SELECT last_error FROM nba_orchestration.run_state WHERE status = 'failed'")[0][0]
-    assert problem in error and f"row {row}" in error
-    # Downstream never ran on the date whose input failed.
-    assert query(warehouse, f"SELECT count(*) FROM nba_analytics.player_game_summary WHERE game_date = '{BAD_DATE}'")[0][0] == 0
-    assert "retry the failed dates with" in run.output
+    assert status["failed"] == ["2023-11-01", "2023-11-02", BAD_DATE]
+    assert status["ok"] == ["2023-11-04", "2023-11-05", "2023-11-06"]
+    # Nothing of the failed shard was written, and the error text is stored in full on each of
+    # its dates, with the node that ran it.
+    assert query(warehouse, "SELECT count(*) FROM nba_raw.player_boxscores WHERE game_date <= '2023-11-03'")[0][0] == 0
+    failed = query(warehouse, "SELECT last_error, node FROM nba_orchestration.run_state WHERE status = 'failed'")
+    assert len(failed) == 3
+    for error, node in failed:
+        assert problem in error and f"row {row}" in error and node
+    # Downstream never ran on the dates whose input failed.
+    assert query(warehouse, "SELECT count(*) FROM nba_analytics.player_game_summary WHERE game_date <= '2023-11-03'")[0][0] == 0
+    assert "retry the failed dates" in run.output
 
 
 def test_duplicate_player_row_names_both_rows(raw_copy, tmp_path):
@@ -87,7 +93,8 @@ def test_missing_column_fails_that_files_dates_only(raw_copy, tmp_path):
 
 def test_quarantine_mode_loads_the_rest_and_keeps_the_bad_rows(raw_copy, tmp_path):
     row, target = break_row(raw_copy, {"minutes_raw": "-79:0-6"})
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary,quarantine]", *WEEK)
+    # The quarantine is built with the raw tables, although the run does not ask for it.
+    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
     assert run.returncode == 0, run.output
     assert "1 raw row(s) quarantined" in run.output
     warehouse = tmp_path / "warehouse.duckdb"
@@ -96,6 +103,23 @@ def test_quarantine_mode_loads_the_rest_and_keeps_the_bad_rows(raw_copy, tmp_pat
     loaded = query(warehouse, f"SELECT count(*) FROM nba_raw.player_boxscores WHERE game_id = '{target['game_id']}' AND player_id = {target['player_id']}")
     assert loaded == [(0,)]
     assert state_by_status(warehouse).keys() == {"ok"}
+
+
+def test_a_quarantined_team_log_row_is_summed_from_its_players(raw_copy, tmp_path):
+    path = raw_copy / TEAM_LOGS
+    frame = pl.read_parquet(path).with_row_index("row", offset=1)
+    target = frame.filter(pl.col("game_date").cast(pl.String) == BAD_DATE).row(0, named=True)
+    frame.with_columns(pf=pl.when(pl.col("row") == target["row"]).then(-1).otherwise(pl.col("pf"))).drop("row").write_parquet(path)
+    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
+    assert run.returncode == 0, run.output
+    assert "1 raw row(s) quarantined" in run.output
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert query(warehouse, "SELECT source_file, source_row, reason FROM nba_raw.quarantine") == [(str(path), target["row"], "negative pf (-1)")]
+    # Both teams of that game are there, the bad one summed from its player rows; Phase 3 ran.
+    teams = dict(query(warehouse, f"SELECT team_abbr, source FROM nba_raw.team_boxscores WHERE game_id = '{target['game_id']}'"))
+    assert teams == {target["team_abbr"]: "summed_players", target["opponent_abbr"]: "team_log"}
+    assert query(warehouse, f"SELECT count(*) FROM nba_analytics.team_offense_game_summary WHERE game_id = '{target['game_id']}'") == [(2,)]
+    assert state_by_status(warehouse, "nba_analytics.player_game_summary").keys() == {"ok"}
 
 
 def test_optional_birth_dates_are_read_where_a_file_has_them(raw_copy, tmp_path):

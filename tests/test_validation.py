@@ -22,7 +22,8 @@ from pipeline.validation.config import load_settings
 from pipeline.validation.engine import Validator
 from pipeline.validation.expressions import ExpressionError, parse_condition, parse_identity, parse_population
 from pipeline.validation.report import VALIDATION_RESULTS, render, store, write_json
-from pipeline.validation.results import FAIL, INFO, PASS, SKIP, Result, date_runs, exit_code
+from pipeline.calendar import date_runs
+from pipeline.validation.results import FAIL, INFO, PASS, SKIP, Result, exit_code
 from pipeline.warehouse.base import PartitionWrite, TableSchema
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 
@@ -464,8 +465,8 @@ def test_the_gate_waits_for_later_levels_and_returns_the_failing_tables(small_wo
         gate = make_gate(cfg, warehouse, calendar, state, run_id=f"run-{enforced}", plan=plan, tables=SMALL, console=console)
         # Level 1 built the teams; the players are rebuilt at the next level, so the checks that
         # compare the two wait for it instead of failing on the players' old rows.
-        assert gate(["nba_test.teams"], {"nba_test.teams": DAYS}) == []
-        assert gate(["nba_test.players"], {"nba_test.players": DAYS}) == ["nba_test.players"]
+        assert gate(["nba_test.teams"], {"nba_test.teams": DAYS}) == {}
+        assert list(gate(["nba_test.players"], {"nba_test.players": DAYS})) == ["nba_test.players"]
         text = console.export_text()
         assert ("VALIDATION GATE FAILED for players" in text) is enforced
         assert ("VALIDATION GATE OVERRIDDEN (validation.gate=false)" in text) is not enforced

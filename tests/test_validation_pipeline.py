@@ -245,6 +245,32 @@ def forced(start: str, end: str) -> tuple[str, ...]:
     return ("tables=[player_game_summary]", f"dates.start={start}", f"dates.end={end}", "backfill.force=true", "backfill.with_upstream=false", "backfill.resume=false")
 
 
+PHASE_4_IMPOSSIBLE = {
+    "nba_analytics.upcoming_player_game_context": ("games_last_7d", "-3", "game_counts"),
+    "nba_analytics.upcoming_team_game_context": ("win_pct_season", "1.5", "fractions"),
+    "nba_precompute.player_daily_cache": ("minutes_avg_season", "100", "minutes_per_game"),
+    "nba_precompute.player_shot_zone_analysis": ("pct_pts_2pt_season", "2.0", "fractions"),
+    "nba_precompute.team_defense_zone_analysis": ("opp_fg3_pct_allowed_season", "-0.1", "fractions"),
+    "nba_precompute.player_composite_factors": ("fatigue_score", "120", "fatigue"),
+    "nba_predictions.ml_feature_store": ("points_avg_season", "-5", "averages"),
+}
+
+
+def test_impossible_values_in_every_phase_4_table_fail_naming_the_column(copy):
+    day = "2024-01-06"
+    with duckdb.connect(str(copy / "warehouse.duckdb")) as con:
+        for table, (column, value, _) in PHASE_4_IMPOSSIBLE.items():
+            con.execute(f"UPDATE {table} SET {column} = {value} WHERE rowid = (SELECT min(rowid) FROM {table} WHERE game_date = '{day}')")
+    short = ",".join(t.split(".")[1] for t in PHASE_4_IMPOSSIBLE)
+    run, report = validate(copy, f"tables=[{short}]", f"dates.start={day}", f"dates.end={day}")
+    assert run.returncode == 1, run.output
+    failed = {(r["table"], r["feature"]) for r in find(report, check="impossible_values", status="fail")}
+    assert failed == {(table, column) for table, (column, _, _) in PHASE_4_IMPOSSIBLE.items()}
+    for table, (column, value, rule) in PHASE_4_IMPOSSIBLE.items():
+        (result,) = [r for r in find(report, table=table, check="impossible_values", feature=column) if f"rule {rule} " in r["details"]]
+        assert result["failing"] == 1 and result["status"] == "fail" and result["severity"] == "critical"
+
+
 def test_the_old_usage_failure_is_caught_by_the_gate_and_phase_4_does_not_run(copy):
     january = remove_team_offense(copy, "2024-01-01", "2024-01-31")
     before = query(copy / "warehouse.duckdb", "SELECT table_name, count(*), max(finished_at) FROM nba_orchestration.run_state GROUP BY 1 ORDER BY 1")
@@ -276,12 +302,23 @@ def test_the_old_usage_failure_is_caught_by_the_gate_and_phase_4_does_not_run(co
     )
     assert stored == [("all",), ("month 2024-01",), ("season 2023-24",)]
 
+    # The dates that failed their gate are `failed` in the run state, so that a later run cannot
+    # build dependents on them; a plain rerun builds the missing upstream, rebuilds and re-checks.
+    marked = query(warehouse, f"SELECT DISTINCT status, last_error FROM nba_orchestration.run_state WHERE table_name = '{PGS}' AND run_id = '{run_id}'")
+    assert len(marked) == 1 and marked[0][0] == "failed"
+    assert "validation gate failed: coverage usage_rate" in marked[0][1] and "month 2024-01" in marked[0][1]
+    assert "retry the failed dates" in run.output
+    rerun = pipeline_run(copy, "tables=[player_game_summary]", "dates.start=2023-12-01", "dates.end=2024-02-29")
+    assert rerun.returncode == 0, rerun.output
+    statuses = query(warehouse, "SELECT DISTINCT status FROM nba_orchestration.run_state WHERE status <> 'skipped_bootstrap'")
+    assert statuses == [("ok",)]
+
 
 def test_gate_false_runs_the_dependents_and_says_so_loudly(copy):
     # Late in the season, so that the dependents (season-to-date lookbacks) have few dates to redo.
     remove_team_offense(copy, "2024-04-12", "2024-04-14")
     run = pipeline_run(copy, *forced("2024-04-10", "2024-04-14"), "validation.gate=false")
-    assert run.returncode != 1, run.output
+    assert run.returncode == 2, run.output  # a gate failed, overridden
     assert "VALIDATION GATE OVERRIDDEN" in run.output and "validation.gate=false" in run.output
     (report,) = reports(copy, "gate")
     assert report["gate_enforced"] is False and report["levels"][0]["failing"] == [PGS]

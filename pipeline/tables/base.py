@@ -78,6 +78,8 @@ class Table:
     version: int = 1
     # Clustering hint for warehouses that support it (BigQuery).
     cluster_by: tuple[str, ...] = ()
+    # Tables whose every build also builds this one on the same dates (what they leave out).
+    built_with: tuple[str, ...] = ()
 
     @property
     def dataset(self) -> str:
@@ -118,6 +120,7 @@ def table(
     bootstrap_days: int = 0,
     version: int = 1,
     cluster_by: tuple[str, ...] = (),
+    built_with: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., pl.DataFrame]], Table]:
     """Declare a table next to the function that builds it."""
 
@@ -140,6 +143,7 @@ def table(
             bootstrap_days=bootstrap_days,
             version=version,
             cluster_by=cluster_by,
+            built_with=tuple(built_with),
         )
 
     return wrap

@@ -1,6 +1,7 @@
 """``nba_raw.quarantine``: raw rows left out of ``nba_raw`` with the reason, when
 ``data.on_bad_rows=quarantine``. Empty in the default ``fail`` mode, where such rows stop the
-shard instead."""
+shard instead. Built on every date either raw table is built (``built_with``), whichever tables a
+run asks for, so no bad row is left out without its record here."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ SCHEMA = {
     inputs=[Input("source.player_boxscores"), Input("source.team_game_logs")],
     params={"on_bad_rows": "data.on_bad_rows"},
     phase=2,
+    built_with=("nba_raw.player_boxscores", "nba_raw.team_boxscores"),
 )
 def quarantine(
     dates: list[dt.date], player_boxscores: pl.DataFrame, team_game_logs: pl.DataFrame, on_bad_rows: str

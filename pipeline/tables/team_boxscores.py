@@ -1,7 +1,7 @@
 """``nba_raw.team_boxscores``: one row per team and game.
 
 The source's team game logs cover the regular season only. Playoff, play-in and NBA Cup final
-games are summed from the player rows; their team minutes are the summed player minutes rounded
+games (and a team-game whose log row was quarantined) are summed from the player rows; their team minutes are the summed player minutes rounded
 to the nearest 5 (240 in regulation, 265 after one overtime), which matches the team logs
 wherever both exist.
 """
@@ -40,15 +40,17 @@ SCHEMA = {
     inputs=[Input("source.team_game_logs"), Input("nba_raw.player_boxscores")],
     params={"on_bad_rows": "data.on_bad_rows"},
     phase=2,
+    version=2,  # 2: a team-game without its log row is summed from players even when the other team has one
 )
 def team_boxscores(
     dates: list[dt.date], team_game_logs: pl.DataFrame, player_boxscores: pl.DataFrame, on_bad_rows: str
 ) -> pl.DataFrame:
-    """Team game logs where they exist, otherwise team totals summed from the player rows."""
+    """Team game logs where they exist, otherwise team totals summed from the player rows
+    (per team-game, so a game with one bad log row in quarantine mode still has both teams)."""
     logs = rows_to_load(team_game_logs, KEY, has_minutes=False, on_bad_rows=on_bad_rows, what="team game log")
     logged = logs.select(*GAME_COLUMNS, pl.col("min").alias("team_minutes"), *COUNT_COLUMNS, source=pl.lit("team_log"))
     summed = (
-        player_boxscores.join(logged.select("game_id"), on="game_id", how="anti")
+        player_boxscores.join(logged.select(KEY), on=KEY, how="anti")
         .group_by(GAME_COLUMNS)
         .agg(
             team_minutes=((pl.col("minutes").sum() / 5).round() * 5),

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
+from pipeline.calendar import date_runs, runs_text
 from pipeline.validation.config import BoundRule, CrossCheck, IdentityRule, Threshold
 from pipeline.validation.results import (
     BOUNDS,
@@ -27,8 +28,6 @@ from pipeline.validation.results import (
     SAME_DATES,
     SKIP,
     Result,
-    date_runs,
-    runs_text,
 )
 
 

@@ -50,7 +50,8 @@ def make_gate(
     the cross-layer checks that involve them, against tables no later level of this run will
     still rebuild on those dates), prints the outcome, rewrites the run's JSON report
     (``<reports_dir>/<run_id>-gate.json``), appends to ``nba_orchestration.validation_results``
-    and returns the tables whose critical checks failed. Reads ``cfg.validation`` now, so a
+    and returns the tables whose critical checks failed, each with those checks as text. Reads
+    ``cfg.validation`` now, so a
     config mistake stops the run before anything is built."""
     if console is None:
         from pipeline.progress import console
@@ -67,7 +68,7 @@ def make_gate(
             pending.pop(name, None)
         request = {name: sorted(days) for name, days in built.items() if days}
         if not request:
-            return []
+            return {}
         validator = Validator(settings, warehouse, calendar, state, tables)
         results = validator.run(request, unsettled=pending)
         collected.extend(results)
@@ -75,10 +76,10 @@ def make_gate(
         first = min(d for days in request.values() for d in days)
         last = max(d for days in request.values() for d in days)
         title = f"validation gate: {names} ({first}..{last})"
-        failing: set[str] = set()
+        failing: dict[str, list[str]] = {}
         for r in failures(results, "critical"):
-            involved = set(r.tables) & set(level_tables)
-            failing |= involved or set(request)
+            for name in sorted(set(r.tables) & set(level_tables) or set(request)):
+                failing.setdefault(name, []).append(f"{r.check} {r.feature} {r.scope}".strip())
         levels.append({"tables": list(request), "first_date": first, "last_date": last, "failing": sorted(failing)})
         render(results, console, title, compact=True)
         write_json(
@@ -99,7 +100,7 @@ def make_gate(
                     f"[bold yellow]VALIDATION GATE OVERRIDDEN (validation.gate=false): critical checks failed for {listed}; "
                     f"their dependents run anyway. Report: {path}"
                 )
-        return sorted(failing)
+        return {name: f"{', '.join(checks)} (report: {path})" for name, checks in sorted(failing.items())}
 
     gate.report_path = path  # type: ignore[attr-defined]
     gate.results = collected  # type: ignore[attr-defined]

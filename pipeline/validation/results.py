@@ -80,24 +80,3 @@ def exit_code(results: Sequence[Result]) -> int:
     return 2 if failed else 0
 
 
-def date_runs(dates: Iterable[dt.date], reference: Sequence[dt.date]) -> list[tuple[dt.date, dt.date, int]]:
-    """``dates`` grouped into runs that are consecutive in ``reference`` (the game-date calendar):
-    (first, last, number of dates). Dates outside ``reference`` each start a run of their own."""
-    position = {d: i for i, d in enumerate(reference)}
-    runs: list[list] = []
-    previous = None
-    for day in sorted(set(dates)):
-        at = position.get(day)
-        if runs and at is not None and previous is not None and at == previous + 1:
-            runs[-1][1] = day
-            runs[-1][2] += 1
-        else:
-            runs.append([day, day, 1])
-        previous = at
-    return [(a, b, n) for a, b, n in runs]
-
-
-def runs_text(runs: Sequence[tuple[dt.date, dt.date, int]], shown: int = 5) -> str:
-    parts = [f"{a}" if n == 1 else f"{a}..{b} ({n} dates)" for a, b, n in runs[:shown]]
-    more = len(runs) - shown
-    return ", ".join(parts) + (f" and {more} more run(s)" if more > 0 else "")

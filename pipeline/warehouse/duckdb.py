@@ -11,6 +11,7 @@ import datetime as dt
 import errno
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,8 @@ import duckdb
 import polars as pl
 
 from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked
+
+log = logging.getLogger(__name__)
 
 _SQL_TYPES: dict[type[pl.DataType], str] = {
     pl.String: "VARCHAR",
@@ -241,7 +244,8 @@ class DuckDBWarehouse(Warehouse):
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise WarehouseError(f"cannot create the lock file {lock_path} next to the warehouse (warehouse.path): {exc.strerror}") from exc
-        deadline = time.monotonic() + wait_seconds
+        started = time.monotonic()
+        deadline, told = started + wait_seconds, False
         try:
             while True:
                 try:
@@ -252,7 +256,12 @@ class DuckDBWarehouse(Warehouse):
                         raise
                     if time.monotonic() >= deadline:
                         raise WarehouseLocked(_locked_message(self.path, lock_path, wait_seconds)) from None
+                    if not told:
+                        told = True
+                        log.warning("waiting up to %.0fs for the warehouse: %s", wait_seconds, _holder_text(lock_path))
                     time.sleep(LOCK_POLL_SECONDS)
+            if told:
+                log.info("warehouse lock acquired after waiting %.1fs", time.monotonic() - started)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(dict(holder), default=str).encode(), 0)
             yield
@@ -260,15 +269,18 @@ class DuckDBWarehouse(Warehouse):
             os.close(fd)  # closing the descriptor releases the flock; the kernel does so on a kill too
 
 
-def _locked_message(path: Path, lock_path: Path, waited: float) -> str:
+def _holder_text(lock_path: Path) -> str:
     try:
         holder = json.loads(lock_path.read_text() or "{}")
     except (OSError, ValueError):
         holder = {}
-    who = ", ".join(f"{k} {v}" for k, v in holder.items()) or "unknown holder"
+    return "held by " + (", ".join(f"{k} {v}" for k, v in holder.items()) or "an unknown holder")
+
+
+def _locked_message(path: Path, lock_path: Path, waited: float) -> str:
     waited_text = f" after waiting {waited:.0f}s" if waited else ""
     return (
-        f"warehouse {path} is in use by another run ({who}){waited_text}. "
+        f"warehouse {path} is in use by another run ({_holder_text(lock_path)}){waited_text}. "
         "Let it finish, or pass lock.wait_seconds=N to wait for it."
     )
 
