@@ -32,7 +32,7 @@ from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.fingerprint import partition_fingerprints
 from pipeline.planner import Fingerprinter, Plan
 from pipeline.progress import RunSummary, run_progress
-from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write
+from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write, utcnow
 from pipeline.tables import Table, registry
 from pipeline.tables._raw import RawDataError
 from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
@@ -572,13 +572,3 @@ class Runner:
 
 def ensure_table(warehouse: Warehouse, spec: Table) -> None:
     warehouse.ensure_table(TableSchema(spec.name, spec.schema, cluster_by=spec.cluster_by))
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def holder_info(run_id: str, command: str) -> dict[str, object]:
-    return {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": utcnow().isoformat(timespec="seconds"), "command": command}
-
-

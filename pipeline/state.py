@@ -142,3 +142,7 @@ def state_rows(
 
 def state_write(table: str, rows: pl.DataFrame) -> PartitionWrite:
     return PartitionWrite(RUN_STATE.name, rows["game_date"].to_list(), rows, where={"table_name": table})
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import secrets
+import socket
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from rich.table import Table as RichTable
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import console
-from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
+from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState, utcnow
 from pipeline.tables import Table, registry
 from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
@@ -276,21 +278,31 @@ def fail(message: str) -> int:
 # -- dispatch ----------------------------------------------------------------------------------
 
 
+def _model_task(name: str):
+    """A task of training/task.py, imported when it runs: LightGBM and matplotlib take a second
+    to import, which plan, status and a run with nothing to do should not pay."""
+
+    def run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+        from training import task
+
+        return getattr(task, name)(cfg, run_id, overrides)
+
+    return run
+
+
 def run_task(cfg: DictConfig, overrides: list[str]) -> int:
     """Run ``cfg.task``; return the process exit code."""
     run_id = new_run_id()
     log_path = setup_logging(cfg, run_id)
     log.debug("run %s: task=%s overrides=%s\n%s", run_id, cfg.task, overrides, OmegaConf.to_yaml(cfg))
-    from training.task import grade_task, predict_task, train_task
-
     tasks = {
         "run": task_run,
         "plan": task_plan,
         "status": task_status,
         "validate": validate_task,
-        "train": train_task,
-        "predict": predict_task,
-        "grade": grade_task,
+        "train": _model_task("train_task"),
+        "predict": _model_task("predict_task"),
+        "grade": _model_task("grade_task"),
     }
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
@@ -316,10 +328,12 @@ def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         return print_status(Context.open(cfg, warehouse), cfg.status.by_month)
 
 
-def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
-    from pipeline.ray_runtime import start_ray
-    from pipeline.runner import Runner, holder_info
+def holder_info(run_id: str, command: str) -> dict[str, object]:
+    """Who holds the warehouse lock, written into the lock file for a refused run to name."""
+    return {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": utcnow().isoformat(timespec="seconds"), "command": command}
 
+
+def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     warehouse = open_warehouse(cfg.warehouse)
     command = "python -m pipeline " + " ".join(overrides)
     with warehouse, warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds):
@@ -330,6 +344,9 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         if plan.is_empty:
             console.print("nothing to do: every requested date is built and up to date")
             return train_after(cfg, warehouse, run_id, overrides)
+        from pipeline.ray_runtime import start_ray  # Ray only when there is work for it
+        from pipeline.runner import Runner
+
         log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
         for name, table_plan in plan.tables.items():
             if table_plan.build:
@@ -351,7 +368,7 @@ def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
 
 def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> int:
     """A run of the whole chain (no ``tables`` override) ends with the v5 model's figures."""
-    if cfg.tables:
+    if cfg.tables or not cfg.training.get("after_run", True):
         return EXIT_OK
     from training.task import train_after_run
 

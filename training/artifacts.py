@@ -12,11 +12,12 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import lightgbm as lgb
+from typing import TYPE_CHECKING, Any
 
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION
+
+if TYPE_CHECKING:  # imported where a model is loaded: the sweep callback, loaded by every Hydra run, needs none
+    import lightgbm as lgb
 
 MODEL_FILE = "model.txt"
 MODEL_META = "model.json"
@@ -98,6 +99,8 @@ def load_model(directory: Path) -> SavedModel:
     if not (directory / MODEL_FILE).exists() or not (directory / MODEL_META).exists():
         raise ModelNotFound(f"{directory} holds no trained model ({MODEL_FILE} and {MODEL_META})")
     meta = json.loads((directory / MODEL_META).read_text())
+    import lightgbm as lgb
+
     booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
     return SavedModel(directory, booster, meta)
 

@@ -96,7 +96,7 @@ def requested_dates(cfg: DictConfig) -> tuple[dt.date | None, dt.date | None, li
 
 
 def _lock(warehouse, cfg: DictConfig, run_id: str, overrides: list[str]):
-    from pipeline.runner import holder_info
+    from pipeline.tasks import holder_info
 
     command = "python -m pipeline " + " ".join(overrides)
     return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds)
