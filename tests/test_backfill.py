@@ -249,6 +249,19 @@ def test_plan_writes_nothing_and_explains_itself(phase3_copy, tmp_path):
     assert not (empty / "warehouse.duckdb").exists()
 
 
+def test_status_while_a_run_writes_names_the_run(phase3_copy, tmp_path):
+    """DuckDB lets no other process open a file another one writes: status says who holds it."""
+    from pipeline.tasks import holder_info
+    from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    with DuckDBWarehouse(phase3_copy) as warehouse, warehouse.lock(holder=holder_info("run-in-test", "python -m pipeline"), wait_seconds=0):
+        warehouse.read("nba_orchestration.run_state", columns=["table_name"])  # opens it for writing
+        status = run_pipeline(tmp_path, "task=status")
+    assert status.returncode == 1
+    text = status.output.replace("\n", "")
+    assert "another process has it open for writing (held by run run-in-test, pid" in text
+
+
 def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(tmp_path):
     run = run_pipeline(tmp_path, "tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
     assert run.returncode == 1

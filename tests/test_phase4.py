@@ -369,6 +369,23 @@ def test_a_zero_or_null_factor_always_states_its_reason(phase4, factor):
     assert frame.filter(score.is_not_null()).height > 0.95 * frame.height
 
 
+def test_pace_states_why_it_is_null_or_zero():
+    """The bundled data has no NULL or zero pace (every team has played before its bootstrap
+    window ends): each case, built by hand."""
+    from pipeline.tables.player_composite_factors import pace
+
+    score, reason = pace()
+    frame = pl.DataFrame({"pace_last_10": [None, 100.0, 99.0, 98.0], "opponent_pace_last_10": [101.0, None, 99.0, 102.0]})
+    out = frame.select(score=score, reason=reason)
+    assert out["score"].to_list() == [None, None, 0.0, 2.0]
+    assert out["reason"].to_list() == [
+        "team has no game this season before this date",
+        "opponent has no game this season before this date",
+        "team and opponent have the same pace over their last 10 games",
+        None,
+    ]
+
+
 def test_fatigue_scales_with_age_where_birth_dates_are_known(phase3, calendar, source):
     day = dt.date(2024, 1, 6)
     factors = "nba_precompute.player_composite_factors"

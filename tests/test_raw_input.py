@@ -126,15 +126,17 @@ def test_optional_birth_dates_are_read_where_a_file_has_them(raw_copy, tmp_path)
     path = raw_copy / SEASON_FILE
     frame = pl.read_parquet(path)
     player = frame.filter(pl.col("game_date").cast(pl.String) == BAD_DATE)["player_id"][0]
-    born = pl.when(pl.col("player_id") == player).then(pl.lit("1990-05-17").str.to_date())
+    # As text in ISO form (a Date column reads the same).
+    born = pl.when(pl.col("player_id") == player).then(pl.lit("1990-05-17"))
     frame.with_columns(birth_date=born).write_parquet(path)
     run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", *WEEK)
     assert run.returncode == 0, run.output
     dates = query(tmp_path / "warehouse.duckdb", "SELECT DISTINCT player_id, birth_date::VARCHAR FROM nba_analytics.player_game_summary WHERE birth_date IS NOT NULL")
     assert dates == [(player, "1990-05-17")]
 
-    # A birth_date column that is not a date stops that file's dates, naming the file.
+    # A birth date that does not read as one stops that file's dates, naming the file, row and value.
     frame.with_columns(birth_date=pl.lit("seventeenth of May")).write_parquet(path)
     run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "backfill.resume=false", *WEEK)
     assert run.returncode == 1
-    assert f"{path}: a column does not have the expected type" in run.output.replace("\n", "")
+    text = run.output.replace("\n", "")
+    assert f"{path}: a column does not have the expected type: column 'birth_date' row 1 holds 'seventeenth of May', which does not read as Date" in text

@@ -121,8 +121,9 @@ class DuckDBWarehouse(Warehouse):
                 con.close()
                 if "Could not set lock" in str(exc):
                     raise WarehouseLocked(
-                        f"cannot open {self.path}: another process has it open for writing. "
-                        f"Wait for that run to finish. ({exc})"
+                        f"cannot open {self.path}: another process has it open for writing "
+                        f"({_holder_text(self.path.with_name(self.path.name + '.lock'))}). "
+                        f"DuckDB lets no other process read it meanwhile: wait for that run to finish. ({exc})"
                     ) from exc
                 raise WarehouseError(f"cannot open {self.path} as a DuckDB database (warehouse.path): {exc}") from exc
         con.execute(f"USE {CATALOG}")

@@ -119,7 +119,7 @@ class RawSource:
             if missing_for_calendar:
                 raise RawDataError(f"{name}: missing column(s) {missing_for_calendar}; the file cannot be placed on the calendar")
             try:
-                placed.append(frame.select(pl.col(c).cast(spec.columns[c], strict=True) for c in spec.calendar_columns))
+                placed.append(frame.select(read_as(c, frame.schema[c], spec.columns[c]) for c in spec.calendar_columns))
             except pl.exceptions.PolarsError as exc:
                 raise RawDataError(f"{name}: calendar columns {list(spec.calendar_columns)} do not parse: {exc}") from exc
             missing = [c for c in spec.columns if c not in frame.columns]
@@ -127,11 +127,11 @@ class RawSource:
             if problem is None:
                 try:
                     frame = frame.select(
-                        pl.col(c).cast(t, strict=True) if c in frame.columns else pl.lit(None, t).alias(c)
+                        read_as(c, frame.schema[c], t) if c in frame.columns else pl.lit(None, t).alias(c)
                         for c, t in spec.all_columns.items()
                     )
                 except pl.exceptions.PolarsError as exc:
-                    problem = f"a column does not have the expected type ({exc})".replace("\n", " ")
+                    problem = first_uncastable(frame, spec.all_columns) or f"a column does not have the expected type ({exc})".replace("\n", " ")
             if problem is None:
                 null_dates = frame.with_row_index(SOURCE_ROW, offset=1).filter(pl.col("game_date").is_null())
                 if null_dates.height:
@@ -175,3 +175,27 @@ class RawSource:
                     fps[day] = f"broken:{bad.fingerprint}"
             self._fingerprints[name] = fps
         return self._fingerprints[name]
+
+
+def read_as(column: str, source: pl.DataType, dtype: pl.DataType, *, strict: bool = True) -> pl.Expr:
+    """``column`` as ``dtype``; text dates in ISO form (YYYY-MM-DD) are parsed."""
+    if source == pl.String and dtype == pl.Date:
+        return pl.col(column).str.to_date("%Y-%m-%d", strict=strict)
+    return pl.col(column).cast(dtype, strict=strict)
+
+
+def first_uncastable(frame: pl.DataFrame, types: dict[str, pl.DataType]) -> str | None:
+    """The first column and row whose value cannot be read as its declared type, as text."""
+    for column, dtype in types.items():
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        try:
+            read = frame.select(read_as(column, values.dtype, dtype, strict=False)).to_series()
+            bad = (read.is_null() & values.is_not_null()).arg_true()
+        except pl.exceptions.PolarsError:
+            return f"a column does not have the expected type: column {column!r} is {values.dtype}, not {dtype}"
+        if bad.len():
+            row = int(bad[0])
+            return f"a column does not have the expected type: column {column!r} row {row + 1} holds {values[row]!r}, which does not read as {dtype}"
+    return None
