@@ -1,9 +1,9 @@
 """``nba_raw.team_boxscores``: one row per team and game.
 
 The source's team game logs cover the regular season only. Playoff, play-in and NBA Cup final
-games (and a team-game whose log row was quarantined) are summed from the player rows; their team minutes are the summed player minutes rounded
-to the nearest 5 (240 in regulation, 265 after one overtime), which matches the team logs
-wherever both exist.
+games (and a team-game whose log row was quarantined) are summed from the player rows; their
+team minutes are the summed player minutes rounded to the nearest 5 (240 in regulation, 265
+after one overtime), which matches the team logs wherever both exist.
 """
 
 from __future__ import annotations

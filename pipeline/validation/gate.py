@@ -51,8 +51,7 @@ def make_gate(
     still rebuild on those dates), prints the outcome, rewrites the run's JSON report
     (``<reports_dir>/<run_id>-gate.json``), appends to ``nba_orchestration.validation_results``
     and returns the tables whose critical checks failed, each with those checks as text. Reads
-    ``cfg.validation`` now, so a
-    config mistake stops the run before anything is built."""
+    ``cfg.validation`` now, so a config mistake stops the run before anything is built."""
     if console is None:
         from pipeline.progress import console
     tables = dict(tables or registry())
@@ -100,11 +99,16 @@ def make_gate(
                     f"[bold yellow]VALIDATION GATE OVERRIDDEN (validation.gate=false): critical checks failed for {listed}; "
                     f"their dependents run anyway. Report: {path}"
                 )
-        return {name: f"{', '.join(checks)} (report: {path})" for name, checks in sorted(failing.items())}
+        return {name: f"{checks_text(checks)} (report: {path})" for name, checks in sorted(failing.items())}
 
     gate.report_path = path  # type: ignore[attr-defined]
     gate.results = collected  # type: ignore[attr-defined]
     return gate
+
+
+def checks_text(checks: list[str], shown: int = 8) -> str:
+    more = len(checks) - shown
+    return ", ".join(checks[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"

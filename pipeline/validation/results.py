@@ -78,5 +78,3 @@ def exit_code(results: Sequence[Result]) -> int:
     if any(r.severity == "critical" for r in failed):
         return 1
     return 2 if failed else 0
-
-
