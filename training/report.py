@@ -62,8 +62,9 @@ def plot_mae_by_tier(path: Path, by_tier: list[dict], predictors: list[str]) -> 
     ax.set_xticks(x, [f"{t}\n(n={row['rows']:,})" for t, row in zip(tiers, by_tier)])
     ax.axhline(HISTORICAL_RULES_MAE, color="black", lw=1, ls="--", label=f"historical rules MAE {HISTORICAL_RULES_MAE} (other rows, 2024-02-04..04-14)")
     ax.set_ylabel("MAE (points)")
+    ax.set_ylim(0, 1.3 * max(max(row[name] for name in predictors) for row in by_tier))  # room for the legend
     ax.set_title("Test MAE by player tier (recent minutes), same rows for every predictor")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
     _save(fig, path)
 
 
