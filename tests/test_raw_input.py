@@ -79,8 +79,9 @@ def test_duplicate_player_row_names_both_rows(raw_copy, tmp_path):
 def test_missing_column_fails_that_files_dates_only(raw_copy, tmp_path):
     path = raw_copy / SEASON_FILE
     pl.read_parquet(path).drop("fga").write_parquet(path)
+    # Three game dates per shard: the 2022-23 finals (06-07, 06-09, 06-12) make a shard of their own.
     run = run_pipeline(
-        tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "dates.start=2023-06-05", "dates.end=2023-11-01"
+        tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "shard.days=3", "dates.start=2023-06-05", "dates.end=2023-11-01"
     )
     assert run.returncode == 1
     assert f"{path}: missing column(s) ['fga']" in run.output.replace("\n", "")
