@@ -4,7 +4,7 @@ date (how the old per-date jobs worked). Prints player rows per second for both,
 Phase 3 builds the nba_analytics tables from nba_raw; the raw load (Phase 2) runs first,
 untimed, into a warehouse each run then starts from. Ray starts once, before either mode. A
 sharded run takes about a second, so one busy moment of a noisy machine moves it by a tenth:
-it runs three times and the median counts (each run is printed).
+it runs five times and the median counts (each run is printed).
 
     python benchmarks/phase3.py [extra Hydra overrides, e.g. ray.num_cpus=2]
 """
@@ -37,7 +37,7 @@ def main(extra: list[str]) -> None:
             print(f"{label:>11} (shard.days={cfg.shard.days or 'auto'}): {rows:,} player rows in {timed.seconds:6.2f}s = {rows / timed.seconds:10,.0f} player rows/s")
             return rows / timed.seconds
 
-        sharded = statistics.median(run(f"sharded #{i}") for i in (1, 2, 3))
+        sharded = statistics.median(run(f"sharded #{i}") for i in range(1, 6))
         print(f"    sharded: median {sharded:,.0f} player rows/s")
         per_date = run("per-date", "shard.days=1")
         print("target: at least 100,000 player rows/s sharded on 2 cores, and at least 10x per-date")
