@@ -206,9 +206,9 @@ def test_transient_errors_are_retried_with_backoff(tmp_path):
 
 
 def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path):
-    def start(*extra: str) -> subprocess.Popen:
+    def start(*extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         args = [sys.executable, "-m", "pipeline", f"warehouse.path={tmp_path / 'warehouse.duckdb'}", f"logs.dir={tmp_path / 'logs'}", "ray.num_cpus=2", f"tables={PHASE3_TABLES}", *NOVEMBER, *extra]
-        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
     procs = [start(), start()]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -221,7 +221,9 @@ def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path):
     no_duplicates(warehouse)
 
     # Asked to wait, whichever comes second waits for the first instead of refusing.
-    procs = [start("backfill.resume=false", "lock.wait_seconds=300"), start("backfill.resume=false", "lock.wait_seconds=300")]
+    # Each run holds the lock at least 5 s longer (a slow shard), so the two surely overlap.
+    slow = {FAULTS: "nba_analytics.player_game_summary@2023-11-03:sleep=5"}
+    procs = [start("backfill.resume=false", "lock.wait_seconds=300", env=slow) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     waited = [o for o in outputs if "waiting up to 300s for the warehouse: held by run" in o]

@@ -25,7 +25,7 @@ from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, feature_matrix
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
 from training.data import build_dataset, load_rows, make_split
-from training.train import VOLATILE_KEYS, existing_model_for, train_and_report
+from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
 from conftest import PROJECT_ROOT, query, run_pipeline
 
@@ -124,17 +124,21 @@ def test_rerun_shows_the_model_of_the_same_rows_and_settings(trained, workdir, t
     out, first = trained
     warehouse_path = workdir / "warehouse.duckdb"
     same = ("training.models_root=" + str(workdir / "models"), f"training.output_dir={out}")
-    with DuckDBWarehouse(warehouse_path, read_only=True) as warehouse:
-        found = existing_model_for(compose_cfg(warehouse_path, tmp_path, *same), warehouse)
-        assert found is not None and found.model_id == first["model_id"] and found.output_dir == out
-        assert existing_model_for(compose_cfg(warehouse_path, tmp_path, *same, "training.params.num_leaves=7"), warehouse) is None
-        assert existing_model_for(compose_cfg(warehouse_path, tmp_path, *same, "training.split.test_end=2025-05-31"), warehouse) is None
+
+    def existing(path: Path, *overrides: str):
+        settings = TrainSettings.from_config(compose_cfg(path, tmp_path, *same, *overrides))
+        with DuckDBWarehouse(path, read_only=True) as warehouse:
+            return existing_model_for(settings, dataset_for(settings, warehouse))
+
+    found = existing(warehouse_path)
+    assert found is not None and found.model_id == first["model_id"] and found.output_dir == out
+    assert existing(warehouse_path, "training.params.num_leaves=7") is None
+    assert existing(warehouse_path, "training.split.test_end=2025-05-31") is None
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse_path, copy)
     with duckdb.connect(str(copy)) as con:
         con.execute("UPDATE nba_predictions.ml_feature_store SET points_avg_last_10 = points_avg_last_10 + 1 WHERE game_date = '2023-01-10'")
-    with DuckDBWarehouse(copy, read_only=True) as warehouse:
-        assert existing_model_for(compose_cfg(copy, tmp_path, *same), warehouse) is None
+    assert existing(copy) is None
 
     rerun = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={out}")
     assert rerun.returncode == 0, rerun.output

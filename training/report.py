@@ -1,7 +1,8 @@
 """``report.md`` and its PNG plots (matplotlib, Agg backend: no display needed).
 
 Plots: predicted versus actual points (test rows), MAE by minutes tier against the baselines
-(with the historical 4.27 as a dashed reference line: it was measured on other rows), feature importance (gain), and residuals by month (validation and test rows).
+(with the historical 4.27 as a dashed reference line: it was measured on other rows), feature
+importance (gain), and residuals by month (validation and test rows).
 """
 
 from __future__ import annotations

@@ -25,7 +25,16 @@ from training.artifacts import ModelNotFound, load_model
 from training.data import DataError
 from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
 from training.sweep import POINTER_FILE
-from training.train import ConfigError, TrainResult, _multirun_job, existing_model_for, train_and_report, training_config
+from training.train import (
+    ConfigError,
+    TrainResult,
+    TrainSettings,
+    _multirun_job,
+    dataset_for,
+    existing_model_for,
+    train_and_report,
+    training_config,
+)
 
 log = logging.getLogger("pipeline.training")
 
@@ -63,12 +72,14 @@ def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str
     if t is None or not t.get("after_run", True):
         return EXIT_OK
     try:
-        existing = existing_model_for(cfg, warehouse)
+        settings = TrainSettings.from_config(cfg)
+        dataset = dataset_for(settings, warehouse)
+        existing = existing_model_for(settings, dataset)
         if existing is not None:
             console.print(f"the feature store is unchanged since model {existing.model_id} was trained: {existing.output_dir}")
             existing.print_summary()
             return EXIT_OK
-        train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides)
+        train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides, dataset=dataset)
     except EXPECTED as exc:
         log.debug("training after the run refused", exc_info=True)
         return _fail(f"training: {exc}")

@@ -132,17 +132,21 @@ def load_result(directory: Path) -> TrainResult:
     return TrainResult(metrics, directory, directory / artifacts.REPORT_FILE, metrics["model_id"])
 
 
-def existing_model_for(cfg: DictConfig, warehouse: Warehouse) -> TrainResult | None:
-    """The newest model under ``training.models_root`` (or in ``training.output_dir``) fitted on
-    exactly the rows (data fingerprint) and split this configuration would train on, with the same
-    settings; ``None`` when training would make a new one."""
-    settings = TrainSettings.from_config(cfg)
+def dataset_for(settings: TrainSettings, warehouse: Warehouse) -> Dataset:
+    """The feature-store rows with their targets, split and selected as ``settings`` say."""
     rows = load_rows(warehouse)
     if rows.is_empty():
-        return None
+        raise DataError(f"nba_predictions.ml_feature_store in {warehouse.describe()} is empty: build it first (python -m pipeline)")
     split = make_split(rows["game_date"].unique().to_list(), settings.split)
-    fingerprint = build_dataset(rows, split, min_prior_games=settings.min_prior_games).fingerprint
-    wanted = json.loads(json.dumps({"params": settings.record(), "split": split.as_dict()}, default=str))
+    return build_dataset(rows, split, min_prior_games=settings.min_prior_games)
+
+
+def existing_model_for(settings: TrainSettings, dataset: Dataset) -> TrainResult | None:
+    """The newest model under ``training.models_root`` (or in ``training.output_dir``) fitted on
+    exactly these rows (data fingerprint) and split, with the same settings; ``None`` when
+    training would make a new one."""
+    fingerprint = dataset.fingerprint
+    wanted = json.loads(json.dumps({"params": settings.record(), "split": dataset.split.as_dict()}, default=str))
     candidates = list(Path(settings.models_root).glob(f"*/{artifacts.METRICS_FILE}"))
     if settings.output_dir:
         candidates.append(Path(settings.output_dir) / artifacts.METRICS_FILE)
@@ -302,11 +306,13 @@ def train_and_report(
     overrides: list[str] | None = None,
     backend: str = "ray",
     print_summary: bool = True,
+    dataset: Dataset | None = None,
 ) -> TrainResult:
     """Train from an open warehouse; write the model, metrics.json, report.md and plots.
 
     ``backend="plain"`` fits with a plain ``lightgbm.train`` call instead of Ray Train (the
-    benchmark's reference); everything else is the same.
+    benchmark's reference); everything else is the same. ``dataset``: the rows already read
+    (:func:`dataset_for` with the same settings), so they are not read again.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -315,19 +321,14 @@ def train_and_report(
     run_id = run_id or created.strftime("%Y%m%dT%H%M%S")
     out = resolve_output_dir(settings, run_id, output_dir)
 
-    rows = load_rows(warehouse)
-    if rows.is_empty():
-        raise DataError(f"nba_predictions.ml_feature_store in {warehouse.describe()} is empty: build it first (python -m pipeline)")
-    split = make_split(rows["game_date"].unique().to_list(), settings.split)
-    dataset = build_dataset(rows, split, min_prior_games=settings.min_prior_games)
+    dataset = dataset or dataset_for(settings, warehouse)
     timings["load"] = time.perf_counter() - started
     mark = time.perf_counter()
     used = sorted(set().union(*(part["game_date"] for part in (dataset.train, dataset.valid, dataset.test))))
     critical = check_before_training(cfg, warehouse, used)
     if critical:
-        checks = "; ".join(f"{r.check} {r.feature} {r.scope}".strip() for r in critical[:5])
         raise DataError(
-            f"the feature store fails {len(critical)} critical check(s) ({checks}): fix and rebuild it, "
+            f"the feature store fails {len(critical)} critical check(s) ({'; '.join(r.label for r in critical[:5])}): fix and rebuild it, "
             "or train on it anyway with validation.gate=false"
         )
     timings["validate"] = time.perf_counter() - mark

@@ -78,7 +78,7 @@ def make_gate(
         failing: dict[str, list[str]] = {}
         for r in failures(results, "critical"):
             for name in sorted(set(r.tables) & set(level_tables) or set(request)):
-                failing.setdefault(name, []).append(f"{r.check} {r.feature} {r.scope}".strip())
+                failing.setdefault(name, []).append(r.label)
         levels.append({"tables": list(request), "first_date": first, "last_date": last, "failing": sorted(failing)})
         render(results, console, title, compact=True)
         write_json(
@@ -107,6 +107,7 @@ def make_gate(
 
 
 def checks_text(checks: list[str], shown: int = 8) -> str:
+    """The first ``shown`` failed checks' labels, and how many more there are."""
     more = len(checks) - shown
     return ", ".join(checks[:shown]) + (f" and {more} more" if more > 0 else "")
 

@@ -45,6 +45,11 @@ class Result:
         return self.status != FAIL
 
     @property
+    def label(self) -> str:
+        """"coverage usage_rate month 2024-01": which check, on what, over which dates."""
+        return f"{self.check} {self.feature} {self.scope}".strip()
+
+    @property
     def tables(self) -> tuple[str, ...]:
         return (self.table, *self.related)
 

@@ -122,13 +122,18 @@ class DuckDBWarehouse(Warehouse):
                 if "Could not set lock" in str(exc):
                     raise WarehouseLocked(
                         f"cannot open {self.path}: another process has it open for writing "
-                        f"({_holder_text(self.path.with_name(self.path.name + '.lock'))}). "
+                        f"({_holder_text(self.lock_path)}). "
                         f"DuckDB lets no other process read it meanwhile: wait for that run to finish. ({exc})"
                     ) from exc
                 raise WarehouseError(f"cannot open {self.path} as a DuckDB database (warehouse.path): {exc}") from exc
         con.execute(f"USE {CATALOG}")
         self._con = con
         return con
+
+    @property
+    def lock_path(self) -> Path:
+        """The run lock beside the database file (DuckDB's own lock is per process, not per run)."""
+        return self.path.with_name(self.path.name + ".lock")
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -239,7 +244,7 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float) -> Iterator[None]:
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path = self.lock_path
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
