@@ -336,7 +336,7 @@ def holder_info(run_id: str, command: str) -> dict[str, object]:
 def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     warehouse = open_warehouse(cfg.warehouse)
     command = "python -m pipeline " + " ".join(overrides)
-    with warehouse, warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds):
+    with warehouse, warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
         ctx = Context.open(cfg, warehouse)
         plan = ctx.plan()
         if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:

@@ -256,7 +256,7 @@ def test_status_while_a_run_writes_names_the_run(phase3_copy, tmp_path):
     from pipeline.tasks import holder_info
     from pipeline.warehouse.duckdb import DuckDBWarehouse
 
-    with DuckDBWarehouse(phase3_copy) as warehouse, warehouse.lock(holder=holder_info("run-in-test", "python -m pipeline"), wait_seconds=0):
+    with DuckDBWarehouse(phase3_copy) as warehouse, warehouse.lock(holder=holder_info("run-in-test", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
         warehouse.read("nba_orchestration.run_state", columns=["table_name"])  # opens it for writing
         status = run_pipeline(tmp_path, "task=status")
     assert status.returncode == 1

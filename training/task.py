@@ -110,7 +110,7 @@ def _lock(warehouse, cfg: DictConfig, run_id: str, overrides: list[str]):
     from pipeline.tasks import holder_info
 
     command = "python -m pipeline " + " ".join(overrides)
-    return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds)
+    return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds)
 
 
 def _span(start: dt.date | None, end: dt.date | None) -> str:

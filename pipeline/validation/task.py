@@ -38,7 +38,7 @@ def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     dates = resolve_dates(cfg, calendar)
     warehouse = open_warehouse(cfg.warehouse)
     holder = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "command": "python -m pipeline " + " ".join(overrides)}
-    with warehouse, warehouse.lock(holder=holder, wait_seconds=cfg.lock.wait_seconds):
+    with warehouse, warehouse.lock(holder=holder, wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
         state = RunState.load(warehouse)
         validator = Validator(settings, warehouse, calendar, state, tables)
         results = validator.run({name: dates for name in requested})

@@ -86,13 +86,13 @@ class Warehouse(ABC):
     def dates_present(self, table: str) -> list[dt.date]: ...
 
     @abstractmethod
-    def query(self, sql: str) -> pl.DataFrame:
-        """Run a read-only SQL query written against ``dataset.table`` names."""
-
-    @abstractmethod
-    def lock(self, *, holder: Mapping[str, object], wait_seconds: float) -> AbstractContextManager[None]:
+    def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> AbstractContextManager[None]:
         """Exclusive hold of the warehouse for one run; raise :class:`WarehouseLocked` naming
-        the current holder if it is not free within ``wait_seconds``."""
+        the current holder if it is not free within ``wait_seconds``.
+
+        A holder that died without releasing the lock must not hold it forever: where the
+        backend cannot see a dead holder at once (a file lock is released by the kernel; a row
+        in a remote table is not), a holder silent for ``stale_seconds`` is taken over, loudly."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without a connection
         pass

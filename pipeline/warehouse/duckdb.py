@@ -208,9 +208,6 @@ class DuckDBWarehouse(Warehouse):
         rows = self.con.execute(f"SELECT DISTINCT game_date FROM {quoted(table)} ORDER BY 1").fetchall()
         return [r[0] for r in rows]
 
-    def query(self, sql: str) -> pl.DataFrame:
-        return pl.from_arrow(self.con.execute(sql).to_arrow_table())
-
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, writes: Sequence[PartitionWrite]) -> None:
@@ -243,7 +240,8 @@ class DuckDBWarehouse(Warehouse):
     # -- lock -------------------------------------------------------------------------------
 
     @contextmanager
-    def lock(self, *, holder: Mapping[str, object], wait_seconds: float) -> Iterator[None]:
+    def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> Iterator[None]:
+        # stale_seconds does not apply: the kernel releases a dead holder's flock at once.
         lock_path = self.lock_path
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
