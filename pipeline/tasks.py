@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import secrets
-import socket
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,10 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from pipeline.calendar import Calendar, date_runs, runs_text
+from pipeline.command import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS, UsageError, fail, hold_lock, resolve_dates, resolve_tables
 from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import console
-from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState, utcnow
+from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table, registry
 from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
@@ -33,12 +32,6 @@ if TYPE_CHECKING:  # the runner imports Ray, which plan and status never need
     from pipeline.runner import RunSettings
 
 log = logging.getLogger("pipeline")
-
-EXIT_OK, EXIT_FAILED, EXIT_WARNINGS = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """The command line asks for something that cannot be done; nothing was run."""
 
 
 def new_run_id() -> str:
@@ -67,48 +60,6 @@ def setup_logging(cfg: DictConfig, run_id: str) -> Path:
     for noisy in ("ray", "filelock", "urllib3", "matplotlib", "google"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path
-
-
-# -- what a command asks for -------------------------------------------------------------------
-
-
-def resolve_tables(names: list[str], tables: dict[str, Table]) -> list[str]:
-    if not names:
-        return list(tables)
-    by_short = {t.short_name: t.name for t in tables.values()}
-    resolved = []
-    for name in names:
-        full = name if name in tables else by_short.get(name)
-        if full is None:
-            raise UsageError(f"unknown table {name!r}; known: {', '.join(sorted(by_short))}")
-        resolved.append(full)
-    return [n for n in tables if n in resolved]
-
-
-def parse_date(value: object, what: str) -> dt.date:
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise UsageError(f"{what}={value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def resolve_dates(cfg: DictConfig, calendar: Calendar) -> list[dt.date]:
-    if cfg.dates.list:
-        days = sorted({parse_date(v, "dates.list") for v in cfg.dates.list})
-        unknown = [d for d in days if d not in calendar.season_of]
-        if unknown:
-            raise UsageError(f"no games in the raw data on {', '.join(map(str, unknown))} (dates.list)")
-        return days
-    start = parse_date(cfg.dates.start, "dates.start") if cfg.dates.start else None
-    end = parse_date(cfg.dates.end, "dates.end") if cfg.dates.end else None
-    if start and end and start > end:
-        raise UsageError(f"dates.start {start} is after dates.end {end}")
-    days = calendar.between(start, end)
-    if not days:
-        raise UsageError(f"no game dates in {start or calendar.first}..{end or calendar.last}; the raw data covers {calendar.first}..{calendar.last}")
-    return days
 
 
 def table_params(cfg: DictConfig, tables: dict[str, Table]) -> dict[str, dict[str, object]]:
@@ -270,11 +221,6 @@ def retry_command(unfinished: dict[str, list[dt.date]], overrides: list[str]) ->
     return " ".join(["python -m pipeline", *kept, f"'tables=[{tables}]'", f"dates.start={days[0]}", f"dates.end={days[-1]}"])
 
 
-def fail(message: str) -> int:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    return EXIT_FAILED
-
-
 # -- dispatch ----------------------------------------------------------------------------------
 
 
@@ -328,15 +274,9 @@ def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         return print_status(Context.open(cfg, warehouse), cfg.status.by_month)
 
 
-def holder_info(run_id: str, command: str) -> dict[str, object]:
-    """Who holds the warehouse lock, written into the lock file for a refused run to name."""
-    return {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": utcnow().isoformat(timespec="seconds"), "command": command}
-
-
 def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     warehouse = open_warehouse(cfg.warehouse)
-    command = "python -m pipeline " + " ".join(overrides)
-    with warehouse, warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
+    with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
         ctx = Context.open(cfg, warehouse)
         plan = ctx.plan()
         if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:

@@ -253,7 +253,7 @@ def test_plan_writes_nothing_and_explains_itself(phase3_copy, tmp_path):
 
 def test_status_while_a_run_writes_names_the_run(phase3_copy, tmp_path):
     """DuckDB lets no other process open a file another one writes: status says who holds it."""
-    from pipeline.tasks import holder_info
+    from pipeline.command import holder_info
     from pipeline.warehouse.duckdb import DuckDBWarehouse
 
     with DuckDBWarehouse(phase3_copy) as warehouse, warehouse.lock(holder=holder_info("run-in-test", "python -m pipeline"), wait_seconds=0, stale_seconds=0):

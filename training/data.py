@@ -30,9 +30,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from pipeline.command import UsageError, parse_date
 from pipeline.fingerprint import digest, partition_fingerprints
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, ID_COLUMNS, feature_matrix
-from pipeline.tasks import UsageError, parse_date
 from pipeline.warehouse import Warehouse
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"

@@ -18,8 +18,8 @@ import polars as pl
 from omegaconf import DictConfig
 from rich.table import Table as RichTable
 
+from pipeline.command import EXIT_OK, UsageError, fail, hold_lock, parse_date
 from pipeline.progress import console
-from pipeline.tasks import UsageError, parse_date
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import DataError
@@ -38,15 +38,7 @@ from training.train import (
 
 log = logging.getLogger("pipeline.training")
 
-EXIT_OK, EXIT_FAILED = 0, 1
 EXPECTED = (DataError, ConfigError, ModelNotFound, FileNotFoundError, WarehouseError, UsageError)
-
-
-def _fail(message: str) -> int:
-    from rich.markup import escape
-
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    return EXIT_FAILED
 
 
 def train_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
@@ -57,7 +49,7 @@ def train_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             result = train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides)
     except EXPECTED as exc:
         log.debug("train refused", exc_info=True)
-        return _fail(str(exc))
+        return fail(str(exc))
     _point_job_dir_at(result)
     return EXIT_OK
 
@@ -82,7 +74,7 @@ def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str
         train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides, dataset=dataset)
     except EXPECTED as exc:
         log.debug("training after the run refused", exc_info=True)
-        return _fail(f"training: {exc}")
+        return fail(f"training: {exc}")
     return EXIT_OK
 
 
@@ -106,13 +98,6 @@ def requested_dates(cfg: DictConfig) -> tuple[dt.date | None, dt.date | None, li
     return start, end, None
 
 
-def _lock(warehouse, cfg: DictConfig, run_id: str, overrides: list[str]):
-    from pipeline.tasks import holder_info
-
-    command = "python -m pipeline " + " ".join(overrides)
-    return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds)
-
-
 def _span(start: dt.date | None, end: dt.date | None) -> str:
     return f"{start or 'first'}..{end or 'last'}"
 
@@ -124,11 +109,11 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         start, end, days = requested_dates(cfg)
         saved = load_model(model_dir_for(t.model_dir, t.models_root))
         warehouse = open_warehouse(cfg.warehouse)
-        with warehouse, _lock(warehouse, cfg, run_id, overrides):
+        with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
             rows = predict_dates(warehouse, saved, start, end, days)
     except EXPECTED as exc:
         log.debug("predict refused", exc_info=True)
-        return _fail(str(exc))
+        return fail(str(exc))
     predicted_dates = rows["game_date"].n_unique() if rows.height else 0
     console.print(
         f"predicted {rows.height:,} player-games on {predicted_dates} date(s) in {_span(start, end)} "
@@ -149,11 +134,11 @@ def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     try:
         start, end, days = requested_dates(cfg)
         warehouse = open_warehouse(cfg.warehouse)
-        with warehouse, _lock(warehouse, cfg, run_id, overrides):
+        with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
             graded = grade_dates(warehouse, start, end, days)
     except EXPECTED as exc:
         log.debug("grade refused", exc_info=True)
-        return _fail(str(exc))
+        return fail(str(exc))
     if graded.is_empty():
         console.print(f"[yellow]no predictions with a box score to grade in {_span(start, end)}")
         return EXIT_OK

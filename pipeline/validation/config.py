@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.command import UsageError
 from pipeline.tables import Table
 from pipeline.validation.expressions import ExpressionError, Identity, Population, parse_identity, parse_population
 
@@ -24,8 +25,6 @@ CROSS_KINDS = ("sums_match", "keys_match")
 
 def config_error(message: str) -> ValueError:
     """A config mistake, raised as the command-line usage error the task dispatcher reports."""
-    from pipeline.tasks import UsageError  # lazy: pipeline.tasks may import this package
-
     return UsageError(f"validation config:\n  {message}")
 
 

@@ -9,12 +9,11 @@ passed, 1 when a critical check failed, 2 when only warnings failed.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 
 from omegaconf import DictConfig
 
 from pipeline.calendar import Calendar
+from pipeline.command import EXIT_FAILED, fail, hold_lock, resolve_dates, resolve_tables
 from pipeline.state import RunState
 from pipeline.tables import registry
 from pipeline.tables.schedule import schedule as schedule_table
@@ -28,7 +27,6 @@ from pipeline.warehouse.source import RawSource
 
 def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     from pipeline.progress import console
-    from pipeline.tasks import EXIT_FAILED, fail, resolve_dates, resolve_tables
 
     tables = registry()
     settings = load_settings(cfg.get("validation"), tables)
@@ -37,8 +35,7 @@ def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
     dates = resolve_dates(cfg, calendar)
     warehouse = open_warehouse(cfg.warehouse)
-    holder = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "command": "python -m pipeline " + " ".join(overrides)}
-    with warehouse, warehouse.lock(holder=holder, wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
+    with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
         state = RunState.load(warehouse)
         validator = Validator(settings, warehouse, calendar, state, tables)
         results = validator.run({name: dates for name in requested})
