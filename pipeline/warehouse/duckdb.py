@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ _SQL_TYPES: dict[type[pl.DataType], str] = {
 }
 
 LOCK_POLL_SECONDS = 0.2
+# A run writes its holder file right after it takes the lock; a run refused in between reads the
+# file again for up to this long before it names the holder (see _holder_text).
+HOLDER_SETTLE_SECONDS = 2.0
+HOLDER_POLL_SECONDS = 0.05
 
 # The name the database file is attached under (every query runs against it).
 CATALOG = "warehouse"
@@ -122,7 +127,7 @@ class DuckDBWarehouse(Warehouse):
                 if "Could not set lock" in str(exc):
                     raise WarehouseLocked(
                         f"cannot open {self.path}: another process has it open for writing "
-                        f"({_holder_text(self.lock_path)}). "
+                        f"({_holder_text(self.holder_path)}). "
                         f"DuckDB lets no other process read it meanwhile: wait for that run to finish. ({exc})"
                     ) from exc
                 raise WarehouseError(f"cannot open {self.path} as a DuckDB database (warehouse.path): {exc}") from exc
@@ -132,8 +137,16 @@ class DuckDBWarehouse(Warehouse):
 
     @property
     def lock_path(self) -> Path:
-        """The run lock beside the database file (DuckDB's own lock is per process, not per run)."""
+        """The run lock beside the database file (DuckDB's own lock is per process, not per run):
+        flocked by the run that holds the warehouse, never written to or replaced (a flock
+        belongs to the inode)."""
         return self.path.with_name(self.path.name + ".lock")
+
+    @property
+    def holder_path(self) -> Path:
+        """Who holds the run lock, as JSON: written whole by the run once it has the lock (a
+        temporary file renamed over it, so a reader never sees half of it), removed when it lets go."""
+        return self.path.with_name(self.path.name + ".lock.holder")
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -242,7 +255,7 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> Iterator[None]:
         # stale_seconds does not apply: the kernel releases a dead holder's flock at once.
-        lock_path = self.lock_path
+        lock_path, holder_path = self.lock_path, self.holder_path
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -259,32 +272,81 @@ class DuckDBWarehouse(Warehouse):
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() >= deadline:
-                        raise WarehouseLocked(_locked_message(self.path, lock_path, wait_seconds)) from None
+                        raise WarehouseLocked(_locked_message(self.path, holder_path, wait_seconds)) from None
                     if not told:
                         told = True
-                        log.warning("waiting up to %.0fs for the warehouse: %s", wait_seconds, _holder_text(lock_path))
+                        log.warning("waiting up to %.0fs for the warehouse: %s", wait_seconds, _holder_text(holder_path))
                     time.sleep(LOCK_POLL_SECONDS)
             if told:
                 log.info("warehouse lock acquired after waiting %.1fs", time.monotonic() - started)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(dict(holder), default=str).encode(), 0)
-            yield
+            _write_holder(holder_path, holder)
+            try:
+                yield
+            finally:
+                # While the flock is still ours: once it goes, the file may be the next holder's.
+                holder_path.unlink(missing_ok=True)
         finally:
             os.close(fd)  # closing the descriptor releases the flock; the kernel does so on a kill too
 
 
-def _holder_text(lock_path: Path) -> str:
+def _write_holder(holder_path: Path, holder: Mapping[str, object]) -> None:
+    """Replace the holder file whole: a reader finds the previous file, none, or this one."""
+    temp = holder_path.with_name(f"{holder_path.name}.{os.getpid()}.tmp")
     try:
-        holder = json.loads(lock_path.read_text() or "{}")
+        temp.write_text(json.dumps(dict(holder), default=str))
+        os.replace(temp, holder_path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise WarehouseError(f"cannot write the lock holder file {holder_path} next to the warehouse (warehouse.path): {exc.strerror}") from exc
+
+
+def _read_holder(holder_path: Path) -> dict[str, object]:
+    try:
+        holder = json.loads(holder_path.read_text())
     except (OSError, ValueError):
-        holder = {}
-    return "held by " + (", ".join(f"{k} {v}" for k, v in holder.items()) or "an unknown holder")
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
-def _locked_message(path: Path, lock_path: Path, waited: float) -> str:
+def _gone(holder: Mapping[str, object]) -> bool:
+    """Whether the holder is known not to run any more: a pid on this host that no process has."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False  # another host's process, or no pid: cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it runs, as another user
+        return False
+    return False
+
+
+def _holder_text(holder_path: Path) -> str:
+    """The holder, as a run that found the lock (or the database) taken names it: "held by run
+    X, pid N, ...".
+
+    The holder writes its file right after it takes the lock, so a reader that came in between
+    finds no file, or the file of an earlier holder that was killed: it reads again for up to
+    HOLDER_SETTLE_SECONDS before it names the holder as unknown."""
+    deadline = time.monotonic() + HOLDER_SETTLE_SECONDS
+    while True:
+        holder = _read_holder(holder_path)
+        if (holder and not _gone(holder)) or time.monotonic() >= deadline:
+            break
+        time.sleep(HOLDER_POLL_SECONDS)
+    if not holder:
+        return "held by an unknown holder"
+    named = ", ".join(f"{k} {v}" for k, v in holder.items())
+    if _gone(holder):
+        return f"held by an unknown holder (the last one recorded, {named}, no longer runs)"
+    return "held by " + named
+
+
+def _locked_message(path: Path, holder_path: Path, waited: float) -> str:
     waited_text = f" after waiting {waited:.0f}s" if waited else ""
     return (
-        f"warehouse {path} is in use by another run ({_holder_text(lock_path)}){waited_text}. "
+        f"warehouse {path} is in use by another run ({_holder_text(holder_path)}){waited_text}. "
         "Let it finish, or pass lock.wait_seconds=N to wait for it."
     )
 

@@ -1,0 +1,74 @@
+"""The DuckDB run lock: a flock on ``<db>.lock``, the holder in ``<db>.lock.holder`` written whole."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipeline.command import holder_info
+from pipeline.warehouse import WarehouseLocked
+from pipeline.warehouse.duckdb import HOLDER_SETTLE_SECONDS, DuckDBWarehouse
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    return DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+
+
+def flock_held(warehouse: DuckDBWarehouse) -> int:
+    """Another holder's flock on the lock file (a second descriptor conflicts even in this process)."""
+    fd = os.open(warehouse.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_holder_file_is_there_while_held_and_gone_after(warehouse):
+    with warehouse.lock(holder=holder_info("run-a", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+        holder = json.loads(warehouse.holder_path.read_text())
+        assert holder["run"] == "run-a" and holder["pid"] == os.getpid()
+        assert warehouse.lock_path.read_bytes() == b""  # the flocked file is never written
+        with pytest.raises(WarehouseLocked, match=r"is in use by another run \(held by run run-a, pid \d+"):
+            with warehouse.lock(holder=holder_info("run-b", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+                pass
+        assert json.loads(warehouse.holder_path.read_text())["run"] == "run-a"  # the refused run left it alone
+    assert not warehouse.holder_path.exists()
+    assert [p.name for p in warehouse.path.parent.iterdir()] == ["warehouse.duckdb.lock"]  # no temporary file left
+
+
+def test_refused_between_the_winners_flock_and_its_holder_file_still_names_it(warehouse):
+    fd = flock_held(warehouse)
+    try:
+        late = threading.Timer(0.5, lambda: warehouse.holder_path.write_text(json.dumps(holder_info("run-late", "python -m pipeline"))))
+        late.start()
+        with pytest.raises(WarehouseLocked, match=r"held by run run-late, pid \d+"):
+            with warehouse.lock(holder=holder_info("run-b", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+                pass
+        late.join()
+    finally:
+        os.close(fd)
+
+
+def test_a_killed_holders_file_is_not_named_as_the_holder(warehouse):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    warehouse.holder_path.write_text(json.dumps({"run": "run-killed", "pid": dead.pid, "host": socket.gethostname()}))
+    fd = flock_held(warehouse)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseLocked, match=r"held by an unknown holder \(the last one recorded, run run-killed, .* no longer runs\)"):
+            with warehouse.lock(holder=holder_info("run-b", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+                pass
+        assert HOLDER_SETTLE_SECONDS <= time.monotonic() - started < HOLDER_SETTLE_SECONDS + 2
+    finally:
+        os.close(fd)
+    # Once free, the next run takes the lock and replaces the stale file with its own.
+    with warehouse.lock(holder=holder_info("run-c", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+        assert json.loads(warehouse.holder_path.read_text())["run"] == "run-c"
