@@ -54,6 +54,13 @@ def run_pipeline(workdir: Path, *overrides: str, env: dict[str, str] | None = No
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def unwrapped(text: str) -> str:
+    """Output with its whitespace normalised, to look for a message in it. The console wraps a
+    long line at a space (where depends on the temporary paths in it) and indents the rest of a
+    wrapped log message: both come out as one space here."""
+    return " ".join(text.split())
+
+
 def read_table(path: Path, table: str, order_by: str | None = None) -> pl.DataFrame:
     with duckdb.connect(str(path), read_only=True) as con:
         sql = f"SELECT * FROM {table}" + (f" ORDER BY {order_by}" if order_by else "")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import query, run_pipeline
+from conftest import query, run_pipeline, unwrapped
 
 pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
@@ -46,7 +46,7 @@ def test_bad_row_fails_its_shard_naming_file_and_row(raw_copy, tmp_path, change,
     # Three game dates per shard: 11-01..11-03 (the bad row's) and 11-04..11-06 (no games on 11-07).
     run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", "shard.days=3", *WEEK)
     assert run.returncode == 1
-    assert f"{raw_copy / SEASON_FILE} row {row}" in run.output.replace("\n", "")
+    assert f"{raw_copy / SEASON_FILE} row {row}" in unwrapped(run.output)
     assert problem in run.output
     warehouse = tmp_path / "warehouse.duckdb"
     status = state_by_status(warehouse)
@@ -71,7 +71,7 @@ def test_duplicate_player_row_names_both_rows(raw_copy, tmp_path):
     pl.concat([frame, frame.slice(first["row"] - 1, 1)]).write_parquet(path)
     run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", *WEEK)
     assert run.returncode == 1
-    text = run.output.replace("\n", "")
+    text = unwrapped(run.output)
     assert f"row {frame.height + 1}" in text
     assert f"duplicate (game_id, player_id) of {path} row {first['row']}" in text
 
@@ -84,7 +84,7 @@ def test_missing_column_fails_that_files_dates_only(raw_copy, tmp_path):
         tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "shard.days=3", "dates.start=2023-06-05", "dates.end=2023-11-01"
     )
     assert run.returncode == 1
-    assert f"{path}: missing column(s) ['fga']" in run.output.replace("\n", "")
+    assert f"{path}: missing column(s) ['fga']" in unwrapped(run.output)
     status = state_by_status(tmp_path / "warehouse.duckdb")
     # The 2022-23 finals load; every 2023-24 date in range fails and writes nothing.
     assert status["ok"] == ["2023-06-07", "2023-06-09", "2023-06-12"]
@@ -139,5 +139,5 @@ def test_optional_birth_dates_are_read_where_a_file_has_them(raw_copy, tmp_path)
     frame.with_columns(birth_date=pl.lit("seventeenth of May")).write_parquet(path)
     run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "backfill.resume=false", *WEEK)
     assert run.returncode == 1
-    text = run.output.replace("\n", "")
+    text = unwrapped(run.output)
     assert f"{path}: a column does not have the expected type: column 'birth_date' row 1 holds 'seventeenth of May', which does not read as Date" in text

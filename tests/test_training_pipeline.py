@@ -27,7 +27,7 @@ from training.artifacts import load_model
 from training.data import build_dataset, load_rows, make_split
 from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
-from conftest import PROJECT_ROOT, query, run_pipeline
+from conftest import PROJECT_ROOT, query, run_pipeline, unwrapped
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
@@ -315,7 +315,7 @@ def test_a_feature_store_failing_its_gate_is_not_trained_on(workdir, tmp_path):
     # Training on its own checks the whole feature store first, and refuses.
     refused = run_training(tmp_path, "task=train", FAILING_FEATURE_STORE, f"training.models_root={models}")
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    text = (refused.stdout + refused.stderr).replace("\n", "")
+    text = unwrapped(refused.stdout + refused.stderr)
     assert "the feature store fails 23 critical check(s) (coverage points_avg_last_5 all;" in text
     assert "validation.gate=false" in text
     assert not models.exists()
