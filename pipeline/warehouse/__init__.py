@@ -13,4 +13,8 @@ def open_warehouse(config, *, read_only: bool = False) -> Warehouse:
         from pipeline.warehouse.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(config.path, read_only=read_only, threads=config.get("threads"))
-    raise ValueError(f"unknown warehouse.backend {config.backend!r} (known: duckdb)")
+    if config.backend == "bigquery":
+        from pipeline.warehouse.bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse.from_config(config, read_only=read_only)
+    raise WarehouseError(f"unknown warehouse.backend {config.backend!r} (known: duckdb, bigquery)")

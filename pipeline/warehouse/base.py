@@ -24,6 +24,11 @@ class WarehouseLocked(WarehouseError):
     """Another run holds the warehouse."""
 
 
+def holder_text(holder: Mapping[str, object]) -> str:
+    """Who holds the warehouse lock, as a run refused by it says: "held by run X, pid N, ..."."""
+    return "held by " + (", ".join(f"{k} {v}" for k, v in holder.items()) or "an unknown holder")
+
+
 @dataclass(frozen=True)
 class TableSchema:
     """What the warehouse needs to create a table."""
