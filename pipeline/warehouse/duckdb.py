@@ -175,6 +175,13 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute(f"CREATE TABLE {quoted(schema.name)} ({columns})")
             return
         for column, type_ in current.items():
+            if column not in wanted:
+                log.warning("%s: column %s is no longer declared: dropped", schema.name, column)
+            elif wanted[column] != type_:
+                log.warning(
+                    "%s: column %s changes type (%s -> %s): its values are dropped, and every date of the table is rebuilt",
+                    schema.name, column, type_, wanted[column],
+                )  # fmt: skip
             if wanted.get(column) != type_:
                 self.con.execute(f'ALTER TABLE {quoted(schema.name)} DROP COLUMN "{column}"')
         for column, type_ in wanted.items():
