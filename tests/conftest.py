@@ -1,4 +1,5 @@
-"""Shared fixtures: real pipeline runs in subprocesses against temporary DuckDB files."""
+"""Shared fixtures: real pipeline runs in subprocesses against temporary DuckDB files (or the
+BigQuery emulator: tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ RAW_DIR = PROJECT_ROOT / "data" / "raw"
 # Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
 PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,quarantine]"
 
+pytest_plugins = ["backends"]  # the warehouse backends' fixtures: backend, bigquery_emulator
+
 
 @dataclass
 class Run:
@@ -30,13 +33,16 @@ class Run:
         return self.stdout + self.stderr
 
 
-def run_pipeline(workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
-    """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``.
+def run_pipeline(
+    workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600, warehouse: list[str] | None = None
+) -> Run:
+    """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``
+    (``warehouse``: the overrides of another warehouse, e.g. ``Backend.overrides``).
 
     A full run does not train the model unless a test asks (``training.after_run=true``)."""
     args = [
         sys.executable, "-m", "pipeline",
-        f"warehouse.path={workdir / 'warehouse.duckdb'}",
+        *(warehouse or [f"warehouse.path={workdir / 'warehouse.duckdb'}"]),
         f"logs.dir={workdir / 'logs'}",
         f"training.models_root={workdir / 'models'}",
         "training.after_run=false",
@@ -79,6 +85,17 @@ def phase3_warehouse(tmp_path_factory) -> Path:
     run = run_pipeline(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
     assert run.returncode == 0, run.output
     return workdir / "warehouse.duckdb"
+
+
+@pytest.fixture(scope="session")
+def main_command(tmp_path_factory) -> tuple[Path, str]:
+    """README's main command on DuckDB, once per session: every table over the whole bundled
+    history, the gates, then the model (written to ``model/``). Never written to afterwards:
+    copy the warehouse before changing it."""
+    workdir = tmp_path_factory.mktemp("main_command")
+    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
+    assert run.returncode == 0, run.output
+    return workdir, run.output
 
 
 @pytest.fixture

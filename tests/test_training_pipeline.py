@@ -1,7 +1,7 @@
 """v5 model end to end on the bundled data: the quality bar, honesty, determinism, predict and grade.
 
-README's main command runs once per module (every table over the whole history, then the model,
-about 45 s); its model is reused by every test, and a few more fits cover determinism, the
+README's main command runs once per session (conftest.main_command: every table over the whole
+history, then the model, about 45 s); its model is reused by every test, and a few more fits cover determinism, the
 feature-store-only rule, `task=predict` / `task=grade` and the multirun sweep.
 """
 
@@ -58,15 +58,6 @@ def run_training(workdir: Path, *args: str, timeout: float = 600) -> subprocess.
 
 def comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in VOLATILE_KEYS}
-
-
-@pytest.fixture(scope="module")
-def main_command(tmp_path_factory) -> tuple[Path, str]:
-    """README's main command: every table over the whole bundled history, then the model."""
-    workdir = tmp_path_factory.mktemp("training")
-    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
-    assert run.returncode == 0, run.output
-    return workdir, run.output
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,197 @@
+"""What only the BigQuery backend has to prove: names checked before any request, transient
+faults retried by the client's own retry objects (a fault BigQuery cannot be made to throw on
+demand is injected into the real client's HTTP session), a dead holder's lock taken over."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import polars as pl
+import pytest
+import requests
+
+from backends import Backend
+from conftest import PROJECT_ROOT
+from pipeline.warehouse.base import PartitionWrite, TableSchema, WarehouseError, WarehouseLocked
+from pipeline.warehouse.bigquery import BigQueryWarehouse, row_restriction
+
+D = dt.date
+SCORES = TableSchema("nba_analytics.fault_scores", {"game_date": pl.Date, "player_id": pl.Int32, "points": pl.Float64})
+STATE = TableSchema("nba_orchestration.fault_state", {"table_name": pl.String, "game_date": pl.Date, "status": pl.String})
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"project": "nba`raw"}, "warehouse.project 'nba`raw'"),
+        ({"project": "x; DROP TABLE y"}, "warehouse.project 'x; DROP TABLE y'"),
+        ({"project": "local", "dataset_prefix": "dev-"}, "warehouse.dataset_prefix 'dev-'"),
+        ({"project": "local", "staging_dataset": "nba_staging` WHERE 1=1"}, "warehouse.staging_dataset"),
+    ],
+)
+def test_a_bad_name_in_config_is_refused_before_any_request(settings, named):
+    # Endpoints where nothing listens: a request would fail with a connection error instead.
+    with pytest.raises(WarehouseError, match="is not a valid BigQuery name") as refused:
+        BigQueryWarehouse(**settings, rest_endpoint="http://127.0.0.1:9", grpc_endpoint="127.0.0.1:9")
+    assert named in str(refused.value)
+
+
+def test_a_bad_table_or_column_name_is_refused_before_any_request():
+    warehouse = BigQueryWarehouse("local", rest_endpoint="http://127.0.0.1:9", grpc_endpoint="127.0.0.1:9")
+    for table in ("nba`raw.x", "nba_raw.x; DROP TABLE y", "no_dataset"):
+        with pytest.raises(WarehouseError, match="not"):
+            warehouse.exists(table)
+    with pytest.raises(WarehouseError, match="is not a valid BigQuery name"):
+        row_restriction(None, None, {"status` = 'x' OR `1": "ok"})
+    # Values in a read's filter are typed literals, never raw text.
+    assert row_restriction(D(2024, 1, 5), None, {"name": "it's \\ me"}) == "game_date >= DATE '2024-01-05' AND `name` = 'it\\'s \\\\ me'"
+
+
+def test_the_command_line_refuses_a_bad_project_cleanly(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "warehouse=bigquery", "warehouse.project='x; DROP'", f"logs.dir={tmp_path}",
+         "warehouse.endpoints.rest=http://127.0.0.1:9", "warehouse.endpoints.grpc=127.0.0.1:9"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 1
+    assert "warehouse.project 'x; DROP' is not a valid BigQuery name" in output and "Traceback" not in output
+    missing = subprocess.run(
+        [sys.executable, "-m", "pipeline", "warehouse=bigquery", f"logs.dir={tmp_path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert missing.returncode == 1 and "warehouse.project is required with warehouse=bigquery" in " ".join((missing.stdout + missing.stderr).split())
+
+
+class FlakySession:
+    """The real client's HTTP session, answering the first request of each kind (dataset,
+    upload, query) with a 503, and the first commit of a transaction with BigQuery's
+    answer to a lost concurrent update (or a permanent error), as BigQuery does under load;
+    everything else goes through."""
+
+    def __init__(self, session, *, unavailable: bool = False, commit_error: str | None = None, commit_errors: int = 1):
+        self.session = session
+        self.unavailable = {"datasets", "upload", "queries"} if unavailable else set()
+        self.commit_error = commit_error
+        self.commit_errors = commit_errors
+        self.injected: list[str] = []
+        self.commits = 0
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def request(self, method, url, data=None, headers=None, **kwargs):
+        path = url.split("?")[0]
+        kind = "upload" if "/upload/" in path else "queries" if path.endswith("/queries") else "datasets" if "/datasets" in path else "other"
+        if kind in self.unavailable:
+            self.unavailable.discard(kind)
+            self.injected.append(f"503 {kind}")
+            return fake_response(method, url, 503, "backendError", "The service is currently unavailable (injected).")
+        body = data if isinstance(data, bytes) else (data or "").encode()
+        if method == "POST" and b"COMMIT TRANSACTION" in body:
+            self.commits += 1
+            if self.commit_error and self.commit_errors:
+                self.commit_errors -= 1
+                self.injected.append("commit")
+                return fake_response(method, url, 400, "invalidQuery", self.commit_error)
+        return self.session.request(method, url, data=data, headers=headers, **kwargs)
+
+
+def fake_response(method: str, url: str, status: int, reason: str, message: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers["content-type"] = "application/json"
+    response._content = json.dumps({"error": {"code": status, "message": message, "errors": [{"reason": reason, "message": message}]}}).encode()
+    response.request = requests.Request(method, url).prepare()
+    response.url = url
+    return response
+
+
+def flaky(warehouse: BigQueryWarehouse, **faults) -> FlakySession:
+    session = FlakySession(warehouse.client._http, **faults)
+    warehouse.client._http_internal = session
+    return session
+
+
+def scores_write(day: dt.date, players: int) -> list[PartitionWrite]:
+    rows = pl.DataFrame({"game_date": [day] * players, "player_id": range(players), "points": [10.0] * players}, schema=SCORES.columns)
+    state = pl.DataFrame({"table_name": [SCORES.name], "game_date": [day], "status": ["ok"]}, schema=STATE.columns)
+    return [PartitionWrite(SCORES.name, [day], rows), PartitionWrite(STATE.name, [day], state, where={"table_name": SCORES.name})]
+
+
+@pytest.fixture
+def bigquery(bigquery_emulator):
+    with Backend.bigquery(bigquery_emulator).open() as warehouse:
+        warehouse.ensure_table(SCORES)
+        warehouse.ensure_table(STATE)
+        yield warehouse
+
+
+def test_transient_faults_are_retried_and_the_write_lands_exactly_once(bigquery):
+    session = flaky(bigquery, unavailable=True, commit_error="Could not serialize access to table local.nba_analytics.fault_scores due to concurrent update")
+    bigquery.write(scores_write(D(2024, 1, 5), 40))
+    assert sorted(session.injected) == ["503 datasets", "503 queries", "503 upload", "commit"]
+    assert session.commits == 2  # the aborted transaction ran again, once
+    session.unavailable = {"upload", "queries"}
+    bigquery.write(scores_write(D(2024, 1, 5), 40))  # the same write again: still one copy
+    scores = bigquery.read(SCORES.name)
+    assert scores.height == 40 and scores["player_id"].n_unique() == 40
+    assert bigquery.read(STATE.name).rows() == [(SCORES.name, D(2024, 1, 5), "ok")]
+
+
+def test_a_permanent_error_fails_at_once_naming_the_tables_and_dates(bigquery):
+    session = flaky(bigquery, commit_error="Syntax error: Unexpected keyword (injected)", commit_errors=5)
+    started = time.monotonic()
+    with pytest.raises(WarehouseError) as failed:
+        bigquery.write(scores_write(D(2024, 1, 5), 3))
+    assert time.monotonic() - started < 30
+    assert session.commits == 1  # not retried
+    text = str(failed.value)
+    assert "nba_analytics.fault_scores on 2024-01-05" in text and "Syntax error" in text
+    assert bigquery.read(SCORES.name).height == 0
+
+
+HOLD_THE_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pipeline.warehouse.bigquery import BigQueryWarehouse
+    rest, grpc, prefix = sys.argv[1:4]
+    warehouse = BigQueryWarehouse("local", dataset_prefix=prefix, rest_endpoint=rest, grpc_endpoint=grpc)
+    with warehouse.lock(holder={"run": "doomed-run", "pid": __import__("os").getpid()}, wait_seconds=0, stale_seconds=3):
+        print("holding", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_holder_killed_with_sigkill_is_taken_over_once_its_heartbeat_is_stale(bigquery_emulator, caplog):
+    backend = Backend.bigquery(bigquery_emulator)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, bigquery_emulator.rest, bigquery_emulator.grpc, backend.prefix],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        time.sleep(4)  # longer than stale_seconds: only the heartbeat keeps the lock
+        with backend.open() as warehouse:
+            with pytest.raises(WarehouseLocked, match=f"held by run doomed-run, pid {holder.pid}"):
+                with warehouse.lock(holder={"run": "next-run"}, wait_seconds=0, stale_seconds=3):
+                    pass
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=30)
+            # Refused while the dead run's last heartbeat is fresh, taken over once it is stale.
+            with caplog.at_level(logging.WARNING), warehouse.lock(holder={"run": "next-run"}, wait_seconds=60, stale_seconds=3):
+                pass
+        assert "TOOK OVER the warehouse lock from a run presumed dead (held by run doomed-run" in caplog.text
+        assert "waiting up to 60s for the warehouse: held by run doomed-run" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait()
