@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from backends import Backend
+from pipeline.emulator import EmulatorProcess
 from conftest import PROJECT_ROOT
 from pipeline.warehouse.base import PartitionWrite, TableSchema, WarehouseError, WarehouseLocked
 from pipeline.warehouse.bigquery import BigQueryWarehouse, row_restriction
@@ -195,3 +196,28 @@ def test_a_holder_killed_with_sigkill_is_taken_over_once_its_heartbeat_is_stale(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_staging_tables_expire_in_a_day_and_are_dropped_after_the_commit(bigquery):
+    bigquery.write(scores_write(D(2024, 1, 5), 10))
+    staging = bigquery.client.get_dataset(f"{bigquery.project}.{bigquery.staging_dataset}")
+    assert staging.default_table_expiration_ms == 24 * 3600 * 1000
+    assert list(bigquery.client.list_tables(staging)) == []
+
+
+def test_the_emulator_keeps_its_tables_across_a_restart(tmp_path):
+    day = D(2024, 1, 5)
+    with EmulatorProcess.start(data_dir=tmp_path / "bqemulator") as emulator:
+        with Backend.bigquery(emulator, prefix="kept_").open() as warehouse:
+            warehouse.ensure_table(SCORES)
+            warehouse.ensure_table(STATE)
+            warehouse.write(scores_write(day, 7))
+    with EmulatorProcess.start(data_dir=tmp_path / "bqemulator") as emulator:
+        with Backend.bigquery(emulator, prefix="kept_").open() as warehouse:
+            assert warehouse.read(SCORES.name).height == 7
+            assert warehouse.dates_present(STATE.name) == [day]
+            # Its catalog follows a new column and a changed type, as the in-memory one does.
+            changed = TableSchema(SCORES.name, {**SCORES.columns, "points": pl.Int16, "assists": pl.Int8})
+            warehouse.ensure_table(changed)
+            after = warehouse.read(SCORES.name)
+            assert after.schema == pl.Schema(changed.columns) and after["points"].null_count() == after["assists"].null_count() == 7
