@@ -35,6 +35,13 @@ LOG = TableSchema(
     columns={"table_name": pl.String, "game_date": pl.Date, "status": pl.String},
     cluster_by=("table_name",),
 )
+# Partitioned by another date column than game_date, as nba_orchestration.validation_results is.
+RESULTS = TableSchema(
+    name="nba_orchestration.contract_results",
+    columns={"run_id": pl.String, "run_date": pl.Date, "check_name": pl.String, "observed": pl.Float64},
+    partition_by="run_date",
+    cluster_by=("check_name",),
+)
 
 
 def events(day: dt.date, players: range, points: float = 10.0) -> pl.DataFrame:
@@ -112,6 +119,32 @@ def test_where_narrows_the_replaced_rows_to_one_writer(warehouse):
     warehouse.write([log("a", days, "ok"), log("b", days, "ok")])
     warehouse.write([log("b", days[:1], "failed")])
     assert sorted(warehouse.read(LOG.name).rows()) == [("a", days[0], "ok"), ("a", days[1], "ok"), ("b", days[0], "failed"), ("b", days[1], "ok")]
+
+
+def test_a_table_partitioned_by_another_date_column_is_read_listed_and_replaced_by_it(warehouse):
+    warehouse.ensure_table(RESULTS)
+
+    def results(run_id: str, day: dt.date, checks: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"run_id": [run_id] * checks, "run_date": [day] * checks, "check_name": [f"c{i}" for i in range(checks)], "observed": [0.5] * checks},
+            schema=RESULTS.columns,
+        )
+
+    days = [D(2024, 1, 5), D(2024, 1, 6), D(2024, 1, 7)]
+    first = pl.concat([results("first", day, 3) for day in days])
+    warehouse.write([PartitionWrite(RESULTS.name, days, first, partition_by="run_date")])
+    assert warehouse.dates_present(RESULTS.name, partition_by="run_date") == days
+    middle = warehouse.read(RESULTS.name, start=days[1], end=days[1], partition_by="run_date")
+    assert ordered(middle).equals(ordered(results("first", days[1], 3)))
+    # The 6th replaced with fewer rows and the 7th emptied; the 5th is untouched.
+    again = results("second", days[1], 1)
+    warehouse.write([PartitionWrite(RESULTS.name, days[1:], again, partition_by="run_date")])
+    assert ordered(warehouse.read(RESULTS.name)).equals(ordered(pl.concat([results("first", days[0], 3), again])))
+    assert warehouse.dates_present(RESULTS.name, partition_by="run_date") == days[:2]
+    # A table has no game_date to replace by unless it declares one.
+    with pytest.raises(Exception, match="game_date"):
+        warehouse.write([PartitionWrite(RESULTS.name, days[:1], results("third", days[0], 1))])
+    assert warehouse.read(RESULTS.name).height == 4
 
 
 def test_a_write_of_several_tables_lands_together_or_not_at_all(warehouse):

@@ -1,8 +1,10 @@
 """The one interface every warehouse backend implements.
 
 Tables are named ``dataset.table`` (the production BigQuery dataset names) and partitioned by
-``game_date``. Every write replaces whole date partitions, and one call's writes land together
-or not at all, so a table never holds a half-written day and re-running gives the same rows.
+``game_date``, or by the other date column their :class:`TableSchema` names (``partition_by``);
+reads, date lists and writes name that column the same way, ``game_date`` unless told otherwise.
+Every write replaces whole date partitions, and one call's writes land together or not at all,
+so a table never holds a half-written day and re-running gives the same rows.
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ class PartitionWrite:
     """Replace the rows of ``table`` on ``dates`` with ``rows``.
 
     ``where`` narrows the replaced rows further by column equality, for tables shared by
-    several writers (``run_state`` rows belong to one table_name each).
+    several writers (``run_state`` rows belong to one table_name each). ``partition_by`` is the
+    date column ``dates`` are values of: the table's own (``TableSchema.partition_by``).
     """
 
     table: str
     dates: Sequence[dt.date]
     rows: pl.DataFrame
     where: Mapping[str, object] = field(default_factory=dict)
+    partition_by: str = "game_date"
 
 
 class Warehouse(ABC):
@@ -76,8 +80,9 @@ class Warehouse(ABC):
         end: dt.date | None = None,
         columns: Sequence[str] | None = None,
         where: Mapping[str, object] | None = None,
+        partition_by: str = "game_date",
     ) -> pl.DataFrame:
-        """Rows with ``start <= game_date <= end`` (either bound may be open)."""
+        """Rows with ``start <= partition_by <= end`` (either bound may be open)."""
 
     @abstractmethod
     def write(self, writes: Sequence[PartitionWrite]) -> None:
@@ -88,7 +93,8 @@ class Warehouse(ABC):
         """Add rows to an append-only log table (validation results), in one transaction."""
 
     @abstractmethod
-    def dates_present(self, table: str) -> list[dt.date]: ...
+    def dates_present(self, table: str, partition_by: str = "game_date") -> list[dt.date]:
+        """The distinct values of the table's partition column, ascending (none if no table)."""
 
     @abstractmethod
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> AbstractContextManager[None]:

@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("nba_raw", "nba_analytics", "nba_precompute", "nba_predictions", "nba_orchestration")
 LOCK_TABLE = "nba_orchestration.run_lock"
 STAGING_EXPIRATION = dt.timedelta(days=1)
 
@@ -65,6 +64,11 @@ PROJECT_NAME = re.compile(r"(?:[a-z][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{0,
 DATASET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 PREFIX_NAME = re.compile(r"[A-Za-z0-9_]{0,64}")
 COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+
+NO_CREDENTIALS = (
+    "no Google credentials: BigQuery takes Application Default Credentials (run `gcloud auth application-default login`, "
+    "or set GOOGLE_APPLICATION_CREDENTIALS), or point warehouse.endpoints at an emulator (python -m pipeline.emulator)"
+)
 
 # Parallel Storage Read streams per read, and parallel load jobs per write.
 READ_STREAMS = 4
@@ -100,8 +104,9 @@ _BIGQUERY_TYPES = {
     "Datetime(us)": "TIMESTAMP",  # the pipeline's timestamps are naive UTC
 }
 # What a column without our description reads as (a table made by other tooling).
-_DEFAULT_POLARS = {"STRING": "String", "BOOL": "Boolean", "BOOLEAN": "Boolean", "INT64": "Int64", "INTEGER": "Int64",
-                   "FLOAT64": "Float64", "FLOAT": "Float64", "DATE": "Date", "TIMESTAMP": "Datetime(us)"}  # fmt: skip
+_DEFAULT_POLARS = {"STRING": "String", "BOOL": "Boolean", "INT64": "Int64", "FLOAT64": "Float64", "DATE": "Date", "TIMESTAMP": "Datetime(us)"}
+# BigQuery's REST API answers with the legacy names of some types.
+_LEGACY_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 DESCRIPTION_PREFIX = "polars:"
 
 
@@ -145,12 +150,13 @@ class Column:
     def of(cls, field: "bigquery.SchemaField") -> "Column":
         description = field.description or ""
         repeated = field.mode == "REPEATED"
+        bigquery_type = _LEGACY_TYPES.get(field.field_type, field.field_type)
         if description.startswith(DESCRIPTION_PREFIX):
             type_name = description[len(DESCRIPTION_PREFIX) :]
         else:
-            inner = _DEFAULT_POLARS.get(field.field_type, "String")
+            inner = _DEFAULT_POLARS.get(bigquery_type, "String")
             type_name = f"List({inner})" if repeated else inner
-        return cls(field.name, field.field_type, repeated, type_name)
+        return cls(field.name, bigquery_type, repeated, type_name)
 
     def field(self) -> "bigquery.SchemaField":
         from google.cloud import bigquery
@@ -168,11 +174,7 @@ class Column:
         return polars_type(self.polars)
 
     def same_storage(self, other: "Column") -> bool:
-        return (self.bigquery_type, self.repeated) == (_canonical(other.bigquery_type), other.repeated)
-
-
-def _canonical(bigquery_type: str) -> str:
-    return {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(bigquery_type, bigquery_type)
+        return (self.bigquery_type, self.repeated) == (other.bigquery_type, other.repeated)
 
 
 def checked(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -198,13 +200,13 @@ def _is_transient(exc: BaseException) -> bool:
                            "jobInternalError", "jobRateLimitExceeded"})  # fmt: skip
 
 
-def _retries(deadline: float = RETRY_DEADLINE_SECONDS):
+def _retries():
     """(retry of one API call, retry of a whole query job): the client's own retry objects."""
     from google.api_core.retry import Retry
     from google.cloud.bigquery.retry import DEFAULT_RETRY
 
-    call = DEFAULT_RETRY.with_delay(initial=RETRY_INITIAL_SECONDS, maximum=RETRY_MAXIMUM_SECONDS).with_deadline(deadline)
-    job = Retry(predicate=_is_transient, initial=RETRY_INITIAL_SECONDS, maximum=RETRY_MAXIMUM_SECONDS, timeout=deadline)
+    call = DEFAULT_RETRY.with_delay(initial=RETRY_INITIAL_SECONDS, maximum=RETRY_MAXIMUM_SECONDS).with_deadline(RETRY_DEADLINE_SECONDS)
+    job = Retry(predicate=_is_transient, initial=RETRY_INITIAL_SECONDS, maximum=RETRY_MAXIMUM_SECONDS, timeout=RETRY_DEADLINE_SECONDS)
     return call, job
 
 
@@ -219,7 +221,6 @@ class BigQueryWarehouse(Warehouse):
         rest_endpoint: str | None = None,
         grpc_endpoint: str | None = None,
         read_only: bool = False,
-        retry_deadline_seconds: float = RETRY_DEADLINE_SECONDS,
     ):
         self.project = checked(PROJECT_NAME, project, "warehouse.project")
         self.prefix = checked(PREFIX_NAME, dataset_prefix or "", "warehouse.dataset_prefix")
@@ -230,7 +231,7 @@ class BigQueryWarehouse(Warehouse):
         self.rest_endpoint = rest_endpoint
         self.grpc_endpoint = grpc_endpoint
         self.read_only = read_only
-        self.retry, self.job_retry = _retries(retry_deadline_seconds)
+        self.retry, self.job_retry = _retries()
         self._client: bigquery.Client | None = None
         self._read_client = None
         self._opening = threading.Lock()
@@ -283,11 +284,7 @@ class BigQueryWarehouse(Warehouse):
         try:
             return bigquery.Client(project=self.project, location=self.location)
         except DefaultCredentialsError:
-            raise WarehouseError(
-                "no Google credentials: BigQuery takes Application Default Credentials (run "
-                "`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS), or point "
-                "warehouse.endpoints at an emulator (python -m pipeline.emulator)"
-            ) from None
+            raise WarehouseError(NO_CREDENTIALS) from None
 
     @property
     def read_client(self):
@@ -305,7 +302,12 @@ class BigQueryWarehouse(Warehouse):
                     channel = grpc.insecure_channel(self.grpc_endpoint, options=unlimited)
                     self._read_client = bigquery_storage_v1.BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
                 else:
-                    self._read_client = bigquery_storage_v1.BigQueryReadClient()
+                    from google.auth.exceptions import DefaultCredentialsError
+
+                    try:
+                        self._read_client = bigquery_storage_v1.BigQueryReadClient()
+                    except DefaultCredentialsError:
+                        raise WarehouseError(NO_CREDENTIALS) from None
             return self._read_client
 
     def describe(self) -> str:
@@ -433,6 +435,7 @@ class BigQueryWarehouse(Warehouse):
         end: dt.date | None = None,
         columns: Sequence[str] | None = None,
         where: Mapping[str, object] | None = None,
+        partition_by: str = "game_date",
     ) -> pl.DataFrame:
         from google.cloud.bigquery_storage_v1 import types
 
@@ -441,7 +444,7 @@ class BigQueryWarehouse(Warehouse):
         unknown = [c for c in selected if c not in declared]
         if unknown:
             raise WarehouseError(f"{table} has no column(s) {unknown} in {self.describe()}")
-        restriction = row_restriction(start, end, where or {})
+        restriction = row_restriction(start, end, where or {}, partition_by)
         dataset, name = self.table_id(table).split(".")[1:]
         session = types.ReadSession(
             table=f"projects/{self.project}/datasets/{dataset}/tables/{name}",
@@ -468,10 +471,11 @@ class BigQueryWarehouse(Warehouse):
         frame = pl.from_arrow(pa.Table.from_batches(batches, schema=arrow_schema))
         return frame.select(_as(pl.col(c), frame.schema[c], t) for c, t in schema.items())
 
-    def dates_present(self, table: str) -> list[dt.date]:
+    def dates_present(self, table: str, partition_by: str = "game_date") -> list[dt.date]:
         if not self.exists(table):
             return []
-        rows = self._query(f"SELECT DISTINCT game_date FROM {self.sql_name(table)} ORDER BY game_date", what=f"listing the dates of {table}")
+        column = checked(COLUMN_NAME, partition_by, f"{table} column")
+        rows = self._query(f"SELECT DISTINCT `{column}` FROM {self.sql_name(table)} ORDER BY 1", what=f"listing the dates of {table}")
         return [row[0] for row in rows.rows]
 
     # -- writes ------------------------------------------------------------------------------
@@ -496,7 +500,7 @@ class BigQueryWarehouse(Warehouse):
             script = ["BEGIN TRANSACTION;"]
             for i, w in enumerate(writes):
                 keys = f"`{keys_table}`"
-                clauses = [f"game_date IN (SELECT game_date FROM {keys} WHERE write_index = {i})"]
+                clauses = [f"`{w.partition_by}` IN (SELECT partition_date FROM {keys} WHERE write_index = {i})"]
                 clauses += [f"`{c}` IN (SELECT `{c}` FROM {keys} WHERE write_index = {i})" for c in w.where]
                 script.append(f"DELETE FROM {self.sql_name(w.table)} WHERE {' AND '.join(clauses)};")
                 if i in staged:
@@ -514,10 +518,13 @@ class BigQueryWarehouse(Warehouse):
             self._drop([keys_table, *staged.values()])
 
     def _keys(self, writes: Sequence[PartitionWrite]) -> pl.DataFrame:
-        """The partitions each write replaces: (write_index, game_date, the ``where`` values)."""
+        """The partitions each write replaces: (write_index, partition_date, the ``where`` values)."""
         where_types: dict[str, pl.DataType] = {}
         for w in writes:
             declared = self.columns(w.table)
+            checked(COLUMN_NAME, w.partition_by, f"{w.table} column")
+            if w.partition_by not in declared:
+                raise WarehouseError(f"{w.table} has no column {w.partition_by} to replace partitions by")
             for column in w.where:
                 checked(COLUMN_NAME, column, f"{w.table} column")
                 if column not in declared:
@@ -525,8 +532,8 @@ class BigQueryWarehouse(Warehouse):
                 where_types.setdefault(column, declared[column].dtype)
         frames = [
             pl.DataFrame(
-                {"write_index": [i] * len(w.dates), "game_date": list(w.dates), **{c: [w.where.get(c)] * len(w.dates) for c in where_types}},
-                schema={"write_index": pl.Int64, "game_date": pl.Date, **where_types},
+                {"write_index": [i] * len(w.dates), "partition_date": list(w.dates), **{c: [w.where.get(c)] * len(w.dates) for c in where_types}},
+                schema={"write_index": pl.Int64, "partition_date": pl.Date, **where_types},
             )
             for i, w in enumerate(writes)
         ]
@@ -796,14 +803,15 @@ def _dates_text(dates: Sequence[dt.date]) -> str:
     return str(ordered[0]) if len(ordered) == 1 else f"{ordered[0]}..{ordered[-1]} ({len(ordered)} dates)"
 
 
-def row_restriction(start: dt.date | None, end: dt.date | None, where: Mapping[str, object]) -> str:
+def row_restriction(start: dt.date | None, end: dt.date | None, where: Mapping[str, object], partition_by: str = "game_date") -> str:
     """The Storage Read API's filter: its only form is text, so values are written as typed
     literals (``DATE '2024-01-05'``, escaped strings, integers), never as raw input."""
     clauses = []
+    column = checked(COLUMN_NAME, partition_by, "column")  # a checked name needs no quoting
     if start is not None:
-        clauses.append(f"game_date >= {literal(start)}")
+        clauses.append(f"{column} >= {literal(start)}")
     if end is not None:
-        clauses.append(f"game_date <= {literal(end)}")
+        clauses.append(f"{column} <= {literal(end)}")
     for column, value in where.items():
         checked(COLUMN_NAME, column, "column")
         clauses.append(f"`{column}` IS NULL" if value is None else f"`{column}` = {literal(value)}")

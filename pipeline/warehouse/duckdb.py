@@ -214,18 +214,19 @@ class DuckDBWarehouse(Warehouse):
         end: dt.date | None = None,
         columns: Sequence[str] | None = None,
         where: Mapping[str, object] | None = None,
+        partition_by: str = "game_date",
     ) -> pl.DataFrame:
         if not self.exists(table):
             raise WarehouseError(f"table {table} does not exist in {self.describe()}")
         selected = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        clauses, params = _filters(start, end, where or {})
+        clauses, params = _filters(partition_by, start, end, where or {})
         result = self.con.execute(f"SELECT {selected} FROM {quoted(table)}{clauses}", params)
         return pl.from_arrow(result.to_arrow_table())
 
-    def dates_present(self, table: str) -> list[dt.date]:
+    def dates_present(self, table: str, partition_by: str = "game_date") -> list[dt.date]:
         if not self.exists(table):
             return []
-        rows = self.con.execute(f"SELECT DISTINCT game_date FROM {quoted(table)} ORDER BY 1").fetchall()
+        rows = self.con.execute(f'SELECT DISTINCT "{partition_by}" FROM {quoted(table)} ORDER BY 1').fetchall()
         return [r[0] for r in rows]
 
     # -- writes -----------------------------------------------------------------------------
@@ -236,7 +237,7 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute("BEGIN TRANSACTION")
         try:
             for w in writes:
-                clauses, params = _filters(None, None, w.where, dates=list(w.dates))
+                clauses, params = _filters(w.partition_by, None, None, w.where, dates=list(w.dates))
                 self.con.execute(f"DELETE FROM {quoted(w.table)}{clauses}", params)
                 if w.rows.height:
                     self._insert(w.table, w.rows)
@@ -359,17 +360,19 @@ def _locked_message(path: Path, holder_path: Path, waited: float) -> str:
 
 
 def _filters(
-    start: dt.date | None, end: dt.date | None, where: Mapping[str, object], dates: list[dt.date] | None = None
+    partition_by: str, start: dt.date | None, end: dt.date | None, where: Mapping[str, object], dates: list[dt.date] | None = None
 ) -> tuple[str, dict[str, object]]:
+    """The WHERE clause of a read or a replacement: the partition column's range or values, and
+    ``where``'s equalities; every value is a parameter."""
     clauses, params = [], {}
     if start is not None:
-        clauses.append("game_date >= $start")
+        clauses.append(f'"{partition_by}" >= $start')
         params["start"] = start
     if end is not None:
-        clauses.append("game_date <= $end")
+        clauses.append(f'"{partition_by}" <= $end')
         params["end"] = end
     if dates is not None:
-        clauses.append("game_date IN (SELECT unnest($dates))")
+        clauses.append(f'"{partition_by}" IN (SELECT unnest($dates))')
         params["dates"] = dates
     for i, (column, value) in enumerate(where.items()):
         clauses.append(f'"{column}" = $w{i}')
