@@ -140,6 +140,7 @@ class Column:
 
     @classmethod
     def declared(cls, name: str, dtype: pl.DataType) -> "Column":
+        checked(COLUMN_NAME, name, "column")
         type_name = polars_type_name(dtype)
         inner = type_name[5:-1] if type_name.startswith("List(") else type_name
         if inner.startswith("List("):
@@ -417,9 +418,9 @@ class BigQueryWarehouse(Warehouse):
             self._query(statement, what=f"changing the columns of {schema.name}")
         # The columns as DDL left them, each described with its Polars type.
         kept = [n for n in have if n in wanted and n not in changed]
-        table = self.client.get_table(self.table_id(schema.name), retry=self.retry)
-        table.schema = [wanted[n].field() for n in (*kept, *added)]
         try:
+            table = self.client.get_table(self.table_id(schema.name), retry=self.retry)
+            table.schema = [wanted[n].field() for n in (*kept, *added)]
             self.client.update_table(table, ["schema"], retry=self.retry)
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"describing the columns of {schema.name}", exc) from exc
