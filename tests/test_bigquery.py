@@ -221,3 +221,17 @@ def test_the_emulator_keeps_its_tables_across_a_restart(tmp_path):
             warehouse.ensure_table(changed)
             after = warehouse.read(SCORES.name)
             assert after.schema == pl.Schema(changed.columns) and after["points"].null_count() == after["assists"].null_count() == 7
+
+
+def test_legacy_type_names_are_the_same_columns():
+    """Google's REST API describes INT64 columns as INTEGER (and FLOAT64, BOOL as FLOAT, BOOLEAN):
+    the same column, which ensure_table must not take for a changed one and drop."""
+    from google.cloud.bigquery import SchemaField
+
+    from pipeline.warehouse.bigquery import Column
+
+    for legacy, dtype in (("INTEGER", pl.Int16), ("FLOAT", pl.Float64), ("BOOLEAN", pl.Boolean)):
+        declared = Column.declared("x", dtype)
+        assert Column.of(SchemaField("x", legacy, description=declared.field().description)) == declared
+    repeated = Column.declared("shares", pl.List(pl.Float64))
+    assert Column.of(SchemaField("shares", "FLOAT", mode="REPEATED", description=repeated.field().description)) == repeated

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 import duckdb
 import polars as pl
 
-from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked
+from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked, holder_text
 
 log = logging.getLogger(__name__)
 
@@ -344,11 +344,10 @@ def _holder_text(holder_path: Path) -> str:
             break
         time.sleep(HOLDER_POLL_SECONDS)
     if not holder:
-        return "held by an unknown holder"
-    named = ", ".join(f"{k} {v}" for k, v in holder.items())
+        return holder_text({})
     if _gone(holder):
-        return f"held by an unknown holder (the last one recorded, {named}, no longer runs)"
-    return "held by " + named
+        return f"held by an unknown holder (the last one recorded, {holder_text(holder).removeprefix('held by ')}, no longer runs)"
+    return holder_text(holder)
 
 
 def _locked_message(path: Path, holder_path: Path, waited: float) -> str:
