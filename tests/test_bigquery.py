@@ -235,3 +235,27 @@ def test_legacy_type_names_are_the_same_columns():
         assert Column.of(SchemaField("x", legacy, description=declared.field().description)) == declared
     repeated = Column.declared("shares", pl.List(pl.Float64))
     assert Column.of(SchemaField("shares", "FLOAT", mode="REPEATED", description=repeated.field().description)) == repeated
+
+
+def test_rows_staged_by_another_process_are_written_by_this_one(bigquery_emulator, bigquery):
+    """What a Ray worker does with worker-side I/O: it opens the warehouse itself, stages its
+    shard's rows, and hands the driver only the handle."""
+    day = D(2024, 1, 5)
+    worker = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            import datetime as dt, sys, polars as pl
+            from pipeline.warehouse.bigquery import BigQueryWarehouse
+            rest, grpc, prefix = sys.argv[1:4]
+            warehouse = BigQueryWarehouse("local", dataset_prefix=prefix, rest_endpoint=rest, grpc_endpoint=grpc)
+            rows = pl.DataFrame({"game_date": [dt.date(2024, 1, 5)] * 3, "player_id": [1, 2, 3], "points": [4.0, 5.0, 6.0]})
+            print(warehouse.stage("nba_analytics.fault_scores", rows.cast({"player_id": pl.Int32})))
+            """
+        ), bigquery_emulator.rest, bigquery_emulator.grpc, bigquery.prefix],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    handle = worker.stdout.strip()
+    assert bigquery.read(SCORES.name).height == 0
+    bigquery.write([PartitionWrite(SCORES.name, [day], staged=(handle,)), *scores_write(day, 0)[1:]])
+    assert sorted(bigquery.read(SCORES.name)["player_id"]) == [1, 2, 3]
+    assert list(bigquery.client.list_tables(f"{bigquery.project}.{bigquery.staging_dataset}")) == []

@@ -234,3 +234,39 @@ def test_a_read_only_warehouse_refuses_to_write(backend: Backend):
     with backend.open(read_only=True) as read_only:
         with pytest.raises(WarehouseError, match="read-only"):
             read_only.write([PartitionWrite(LOG.name, [D(2024, 1, 5)], pl.DataFrame(schema=LOG.columns))])
+
+
+def test_where_takes_a_list_of_values(warehouse):
+    day = D(2024, 1, 5)
+    warehouse.write([PartitionWrite(EVENTS.name, [day], events(day, range(6)))])
+    assert warehouse.read(EVENTS.name, where={"player_id": [1, 4, 99]}, columns=["player_id"])["player_id"].sort().to_list() == [1, 4]
+    assert warehouse.read(EVENTS.name, where={"name": ("O'Neal \\ 2",)}).height == 1
+    assert warehouse.read(EVENTS.name, where={"player_id": []}).height == 0
+
+
+def test_staged_rows_are_invisible_until_a_write_consumes_them(warehouse):
+    days = [D(2024, 1, 5), D(2024, 1, 6)]
+    warehouse.write([PartitionWrite(EVENTS.name, days, pl.concat([events(d, range(3)) for d in days]))])
+    before = ordered(warehouse.read(EVENTS.name))
+    # Rows built in pieces: staged, then written with the write's own rows in one transaction.
+    handles = tuple(warehouse.stage(EVENTS.name, piece) for piece in (events(days[0], range(10, 12)), events(days[1], range(20, 21))))
+    assert ordered(warehouse.read(EVENTS.name)).equals(before)
+    warehouse.write([PartitionWrite(EVENTS.name, days, events(days[0], range(30, 31)), staged=handles)])
+    assert sorted(warehouse.read(EVENTS.name)["player_id"]) == [10, 11, 20, 30]
+
+
+def test_staged_rows_survive_a_failed_write_and_are_discarded(warehouse):
+    day = D(2024, 1, 5)
+    handle = warehouse.stage(EVENTS.name, events(day, range(2)))
+    broken = pl.DataFrame({"table_name": ["x"], "game_date": [day], "status": ["ok"], "no_such_column": [1]})
+    with pytest.raises(Exception, match="no_such_column"):
+        warehouse.write([PartitionWrite(EVENTS.name, [day], staged=(handle,)), PartitionWrite(LOG.name, [day], broken)])
+    assert warehouse.read(EVENTS.name).height == 0
+    warehouse.write([PartitionWrite(EVENTS.name, [day], staged=(handle,))])  # still there after the failure
+    assert warehouse.read(EVENTS.name).height == 2
+    discarded = warehouse.stage(EVENTS.name, events(day, range(5)))
+    warehouse.discard([discarded])
+    assert warehouse.read(EVENTS.name).height == 2
+    with pytest.raises(WarehouseError, match="not a handle"):
+        warehouse.write([PartitionWrite(EVENTS.name, [day], staged=("nba_analytics.contract_events",))])
+    assert warehouse.read(EVENTS.name).height == 2

@@ -43,18 +43,21 @@ class TableSchema:
 
 @dataclass(frozen=True)
 class PartitionWrite:
-    """Replace the rows of ``table`` on ``dates`` with ``rows``.
+    """Replace the rows of ``table`` on ``dates`` with ``rows`` and the ``staged`` rows.
 
     ``where`` narrows the replaced rows further by column equality, for tables shared by
     several writers (``run_state`` rows belong to one table_name each). ``partition_by`` is the
     date column ``dates`` are values of: the table's own (``TableSchema.partition_by``).
+    ``staged`` names rows put aside earlier with :meth:`Warehouse.stage`, by this process or by
+    another (a Ray worker): the write moves them into the table and drops them.
     """
 
     table: str
     dates: Sequence[dt.date]
-    rows: pl.DataFrame
+    rows: pl.DataFrame | None = None
     where: Mapping[str, object] = field(default_factory=dict)
     partition_by: str = "game_date"
+    staged: tuple[str, ...] = ()
 
 
 class Warehouse(ABC):
@@ -82,11 +85,34 @@ class Warehouse(ABC):
         where: Mapping[str, object] | None = None,
         partition_by: str = "game_date",
     ) -> pl.DataFrame:
-        """Rows with ``start <= partition_by <= end`` (either bound may be open)."""
+        """Rows with ``start <= partition_by <= end`` (either bound may be open) and, for each
+        ``where`` item, the column equal to the value (or in it, for a list of values)."""
 
     @abstractmethod
     def write(self, writes: Sequence[PartitionWrite]) -> None:
         """Apply every replacement in one transaction."""
+
+    @abstractmethod
+    def stage(self, table: str, rows: pl.DataFrame) -> str:
+        """Put ``rows`` of ``table`` aside for a later :meth:`write`; return the handle that
+        names them there (``PartitionWrite.staged``).
+
+        Staged rows are in no table a read sees. They let a write of one transaction gather
+        rows built in pieces (a table's teams built by several Ray tasks) without the writer
+        holding them all in memory, and let a Ray worker hand over its rows without sending
+        them through the driver (:attr:`reachable_from_workers`). A write that names them and
+        commits consumes them; after a failed write they are still there, and :meth:`discard`
+        drops them. What a killed run left staged is cleaned up by the warehouse itself."""
+
+    @abstractmethod
+    def discard(self, staged: Sequence[str]) -> None:
+        """Drop staged rows that no write will use (their shard's date range failed)."""
+
+    @property
+    def reachable_from_workers(self) -> bool:
+        """Whether a Ray worker on another machine can open this warehouse itself (from its
+        config) to read a shard's inputs and stage its rows; if not, the driver does both."""
+        return False
 
     @abstractmethod
     def append(self, table: str, rows: pl.DataFrame) -> None:

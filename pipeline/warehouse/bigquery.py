@@ -489,11 +489,15 @@ class BigQueryWarehouse(Warehouse):
         self._ensure_dataset(self.staging_dataset, expiration=STAGING_EXPIRATION)
         token = uuid.uuid4().hex[:16]
         keys_table = f"{self.project}.{self.staging_dataset}.keys_{token}"
-        staged: dict[int, str] = {}
+        # Each write's rows: those staged before (by a worker, say) and its own, staged now.
+        staged: dict[int, list[str]] = {i: [self._checked_handle(h) for h in w.staged] for i, w in enumerate(writes)}
+        loads = {keys_table: (None, self._keys(writes))}
+        for i, w in enumerate(writes):
+            if w.rows is not None and w.rows.height:
+                staged[i].append(f"{self.project}.{self.staging_dataset}.rows_{token}_{i}")
+                loads[staged[i][-1]] = (w.table, w.rows)
+        committed = False
         try:
-            loads = {f"{self.project}.{self.staging_dataset}.rows_{token}_{i}": (w.table, w.rows) for i, w in enumerate(writes) if w.rows.height}
-            staged = {i: f"{self.project}.{self.staging_dataset}.rows_{token}_{i}" for i, w in enumerate(writes) if w.rows.height}
-            loads[keys_table] = (None, self._keys(writes))
             started = time.perf_counter()
             with futures.ThreadPoolExecutor(min(PARALLEL_LOADS, len(loads)), thread_name_prefix="bigquery-load") as pool:
                 list(pool.map(lambda item: self._stage(item[0], *item[1]), loads.items()))
@@ -504,19 +508,43 @@ class BigQueryWarehouse(Warehouse):
                 clauses = [f"`{w.partition_by}` IN (SELECT partition_date FROM {keys} WHERE write_index = {i})"]
                 clauses += [f"`{c}` IN (SELECT `{c}` FROM {keys} WHERE write_index = {i})" for c in w.where]
                 script.append(f"DELETE FROM {self.sql_name(w.table)} WHERE {' AND '.join(clauses)};")
-                if i in staged:
-                    names = ", ".join(f"`{c}`" for c in w.rows.columns)
-                    script.append(f"INSERT INTO {self.sql_name(w.table)} ({names}) SELECT {names} FROM `{staged[i]}`;")
+                names = ", ".join(f"`{c}`" for c in self.columns(w.table))  # a staged table has them all
+                script += [f"INSERT INTO {self.sql_name(w.table)} ({names}) SELECT {names} FROM `{table_id}`;" for table_id in staged[i]]
             script.append("COMMIT TRANSACTION;")
             self._check_lock()
             self._query("\n".join(script), what=f"replacing {what}")
+            committed = True
             log.debug("replaced %s: staged in %.2fs, committed in %.2fs", what, staged_at - started, time.perf_counter() - staged_at)
         except WarehouseError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"replacing {what}", exc) from exc
         finally:
-            self._drop([keys_table, *staged.values()])
+            # Rows staged before the call are consumed by a commit; after a failure they stay,
+            # for the caller to discard (as on DuckDB, whose rollback keeps them).
+            self._drop([*loads, *(h for w in writes for h in w.staged if committed)])
+
+    def stage(self, table: str, rows: pl.DataFrame) -> str:
+        """A table of ``staging_dataset`` (they expire in a day, so what a killed run left goes)."""
+        self._writable()
+        self._ensure_dataset(self.staging_dataset, expiration=STAGING_EXPIRATION)
+        handle = f"{self.project}.{self.staging_dataset}.rows_{uuid.uuid4().hex}"
+        self._stage(handle, table, rows)
+        return handle
+
+    def discard(self, staged: Sequence[str]) -> None:
+        self._drop([self._checked_handle(h) for h in staged])
+
+    @property
+    def reachable_from_workers(self) -> bool:
+        return True
+
+    def _checked_handle(self, handle: str) -> str:
+        """A staged table of this warehouse's staging dataset, and nothing else, may be consumed."""
+        prefix = f"{self.project}.{self.staging_dataset}.rows_"
+        if not (handle.startswith(prefix) and re.fullmatch(r"[0-9a-f_]+", handle[len(prefix) :])):
+            raise WarehouseError(f"{handle!r} is not a handle of rows staged in {self.describe()}")
+        return handle
 
     def _keys(self, writes: Sequence[PartitionWrite]) -> pl.DataFrame:
         """The partitions each write replaces: (write_index, partition_date, the ``where`` values)."""
@@ -547,11 +575,8 @@ class BigQueryWarehouse(Warehouse):
         if target is None:
             columns = [Column.declared(c, t) for c, t in rows.schema.items()]
         else:
-            declared = self.columns(target)
-            unknown = [c for c in rows.columns if c not in declared]
-            if unknown:
-                raise WarehouseError(f"rows for {target} carry column(s) {unknown} the table does not have")
-            columns = [declared[c] for c in rows.columns]
+            rows = self._conformed(target, rows)
+            columns = list(self.columns(target).values())
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             schema=[c.field() for c in columns],
@@ -566,10 +591,7 @@ class BigQueryWarehouse(Warehouse):
         self._writable()
         self._check_lock()
         declared = self.columns(table)
-        unknown = [c for c in rows.columns if c not in declared]
-        if unknown:
-            raise WarehouseError(f"rows for {table} carry column(s) {unknown} the table does not have")
-        rows = rows.select(pl.col(c) if c in rows.columns else pl.lit(None, dtype=col.dtype).alias(c) for c, col in declared.items())
+        rows = self._conformed(table, rows)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             schema=[col.field() for col in declared.values()],
@@ -577,6 +599,14 @@ class BigQueryWarehouse(Warehouse):
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         )
         self._load(self.table_id(table), rows, config, what=f"appending {rows.height:,} rows to {table}")
+
+    def _conformed(self, table: str, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` with every column of ``table``, in its order (NULL where ``rows`` has none)."""
+        declared = self.columns(table)
+        unknown = [c for c in rows.columns if c not in declared]
+        if unknown:
+            raise WarehouseError(f"rows for {table} carry column(s) {unknown} the table does not have")
+        return rows.select(pl.col(c) if c in rows.columns else pl.lit(None, dtype=col.dtype).alias(c) for c, col in declared.items())
 
     def _load(self, table_id: str, rows: pl.DataFrame, config: "bigquery.LoadJobConfig", *, what: str) -> None:
         """One load job. Its id is chosen here, so that an upload retried after a lost answer
@@ -598,11 +628,16 @@ class BigQueryWarehouse(Warehouse):
 
     def _drop(self, table_ids: Sequence[str]) -> None:
         """Staging tables go once the transaction is done (they would expire in a day anyway)."""
-        try:
-            script = "\n".join(f"DROP TABLE IF EXISTS `{t}`;" for t in table_ids)
-            self.client.query_and_wait(script, retry=self.retry, job_retry=self.job_retry)
-        except Exception:  # noqa: BLE001 - nothing depends on it; logged for the curious
-            log.debug("could not drop staging tables %s", table_ids, exc_info=True)
+
+        def drop(table_id: str) -> None:
+            try:
+                self.client.delete_table(table_id, not_found_ok=True, retry=self.retry)
+            except Exception:  # noqa: BLE001 - nothing depends on it; logged for the curious
+                log.debug("could not drop staging table %s", table_id, exc_info=True)
+
+        if table_ids:
+            with futures.ThreadPoolExecutor(min(PARALLEL_LOADS, len(table_ids)), thread_name_prefix="bigquery-drop") as pool:
+                list(pool.map(drop, table_ids))
 
     def _query(self, sql: str, *, what: str, params: Sequence[object] = ()) -> "QueryResult":
         """One query job (a script, too) with the client's retries."""
@@ -815,7 +850,11 @@ def row_restriction(start: dt.date | None, end: dt.date | None, where: Mapping[s
         clauses.append(f"{column} <= {literal(end)}")
     for column, value in where.items():
         checked(COLUMN_NAME, column, "column")
-        clauses.append(f"`{column}` IS NULL" if value is None else f"`{column}` = {literal(value)}")
+        if isinstance(value, (list, tuple, set, frozenset)):
+            values = sorted(value)
+            clauses.append(f"`{column}` IN ({', '.join(literal(v) for v in values)})" if values else "FALSE")
+        else:
+            clauses.append(f"`{column}` IS NULL" if value is None else f"`{column}` = {literal(value)}")
     return " AND ".join(clauses)
 
 

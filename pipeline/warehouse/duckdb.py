@@ -13,9 +13,11 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -49,6 +51,8 @@ HOLDER_POLL_SECONDS = 0.05
 
 # The name the database file is attached under (every query runs against it).
 CATALOG = "warehouse"
+# Where rows wait for the write that consumes them (Warehouse.stage).
+STAGING = "nba_staging"
 
 # Rows per DuckDB row group. DuckDB's default, 122,880, is larger than most shard writes, so each
 # write went to the write-ahead log first and was compressed into the file again at the next
@@ -234,17 +238,42 @@ class DuckDBWarehouse(Warehouse):
     def write(self, writes: Sequence[PartitionWrite]) -> None:
         if self.read_only:
             raise WarehouseError(f"{self.describe()} is open read-only")
+        for handle in (h for w in writes for h in w.staged):
+            _checked_handle(handle)
         self.con.execute("BEGIN TRANSACTION")
         try:
             for w in writes:
                 clauses, params = _filters(w.partition_by, None, None, w.where, dates=list(w.dates))
                 self.con.execute(f"DELETE FROM {quoted(w.table)}{clauses}", params)
-                if w.rows.height:
+                if w.rows is not None and w.rows.height:
                     self._insert(w.table, w.rows)
+                for handle in w.staged:
+                    self.con.execute(f'INSERT INTO {quoted(w.table)} BY NAME SELECT * FROM "{STAGING}"."{handle}"')
+                    self.con.execute(f'DROP TABLE "{STAGING}"."{handle}"')
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+
+    def stage(self, table: str, rows: pl.DataFrame) -> str:
+        """A table of the ``nba_staging`` schema in the same file (what a killed run left there is
+        dropped when the next run takes the lock)."""
+        if self.read_only:
+            raise WarehouseError(f"{self.describe()} is open read-only")
+        if not self.exists(table):
+            raise WarehouseError(f"table {table} does not exist in {self.describe()}")
+        handle = f"s_{uuid.uuid4().hex}"
+        self.con.execute(f'CREATE SCHEMA IF NOT EXISTS "{STAGING}"')
+        self.con.register("rows_to_stage", rows.to_arrow())
+        try:
+            self.con.execute(f'CREATE TABLE "{STAGING}"."{handle}" AS SELECT * FROM rows_to_stage')
+        finally:
+            self.con.unregister("rows_to_stage")
+        return handle
+
+    def discard(self, staged: Sequence[str]) -> None:
+        for handle in staged:
+            self.con.execute(f'DROP TABLE IF EXISTS "{STAGING}"."{_checked_handle(handle)}"')
 
     def append(self, table: str, rows: pl.DataFrame) -> None:
         if self.read_only:
@@ -257,6 +286,12 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM staged_rows")
         finally:
             self.con.unregister("staged_rows")
+
+    def _drop_leftover_staging(self) -> None:
+        """Rows a killed run staged and never wrote: nobody else can use them once we hold the lock."""
+        if self.path.exists() and not self.read_only and STAGING in {t.split(".", 1)[0] for t in self.catalog()}:
+            self.con.execute(f'DROP SCHEMA IF EXISTS "{STAGING}" CASCADE')
+            self._catalog = None
 
     # -- lock -------------------------------------------------------------------------------
 
@@ -289,6 +324,7 @@ class DuckDBWarehouse(Warehouse):
                 log.info("warehouse lock acquired after waiting %.1fs", time.monotonic() - started)
             _write_holder(holder_path, holder)
             try:
+                self._drop_leftover_staging()
                 yield
             finally:
                 # While the flock is still ours: once it goes, the file may be the next holder's.
@@ -374,6 +410,19 @@ def _filters(
         clauses.append(f'"{partition_by}" IN (SELECT unnest($dates))')
         params["dates"] = dates
     for i, (column, value) in enumerate(where.items()):
-        clauses.append(f'"{column}" = $w{i}')
+        if isinstance(value, (list, tuple, set, frozenset)):
+            clauses.append(f'"{column}" IN (SELECT unnest($w{i}))')
+            value = list(value)
+        else:
+            clauses.append(f'"{column}" = $w{i}')
         params[f"w{i}"] = value
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+STAGED_HANDLE = re.compile(r"s_[0-9a-f]{32}")
+
+
+def _checked_handle(handle: str) -> str:
+    if not STAGED_HANDLE.fullmatch(handle):
+        raise WarehouseError(f"{handle!r} is not a handle of rows staged in a DuckDB warehouse")
+    return handle
