@@ -1,11 +1,11 @@
-"""The game-date calendar: which dates exist, their season, each season's opener, and the
-lookback window an input covers for a date."""
+"""The game-date calendar: which dates exist, their season, each season's opener and teams, and
+the lookback window an input covers for a date."""
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import polars as pl
@@ -19,15 +19,19 @@ class Calendar:
     dates: tuple[dt.date, ...]  # every game date, ascending
     season_of: dict[dt.date, str]
     opener_of: dict[str, dt.date]  # season -> first regular-season game date
+    teams_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # season -> its teams, sorted
 
     @classmethod
     def from_schedule(cls, schedule: pl.DataFrame) -> "Calendar":
         per_date = schedule.group_by("game_date").agg(pl.col("season").min()).sort("game_date")
         openers = season_openers(schedule)
+        sides = pl.concat([schedule.select("season", team="home_team_abbr"), schedule.select("season", team="away_team_abbr")])
+        teams = sides.group_by("season").agg(pl.col("team").unique().sort())
         return cls(
             dates=tuple(per_date["game_date"]),
             season_of=dict(per_date.iter_rows()),
             opener_of=dict(openers.iter_rows()),
+            teams_of={season: tuple(names) for season, names in teams.iter_rows()},
         )
 
     @property

@@ -32,12 +32,26 @@ def digest(parts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+ROW_HASH = "row_hash"
+
+
 def partition_fingerprints(frame: pl.DataFrame, date_column: str = "game_date") -> dict[dt.date, str]:
     """{date: fingerprint} for every date present in ``frame``."""
-    if frame.is_empty():
+    return fingerprints_of(row_hashes(frame, date_column), date_column)
+
+
+def row_hashes(frame: pl.DataFrame, date_column: str = "game_date") -> pl.DataFrame:
+    """(date, hash of the row's other values) per row: what a fingerprint is made of. Pieces of
+    a partition built apart (one file, one group of teams) give their hashes, and
+    :func:`fingerprints_of` of them all together is the fingerprint of the whole partition."""
+    return frame.select(date_column, frame.drop(date_column).hash_rows(seed=_SEED).alias(ROW_HASH))
+
+
+def fingerprints_of(hashes: pl.DataFrame, date_column: str = "game_date") -> dict[dt.date, str]:
+    """{date: fingerprint} from the row hashes of every row of each date, in any order."""
+    if hashes.is_empty():
         return {}
-    hashed = frame.select(date_column, _row=frame.drop(date_column).hash_rows(seed=_SEED))
-    per_date = hashed.group_by(date_column).agg(pl.col("_row").sort()).select(date_column, pl.col("_row").hash(seed=_SEED))
+    per_date = hashes.group_by(date_column).agg(pl.col(ROW_HASH).sort()).select(date_column, pl.col(ROW_HASH).hash(seed=_SEED))
     return {day: f"{fp:016x}" for day, fp in per_date.iter_rows()}
 
 

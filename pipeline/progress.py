@@ -72,6 +72,11 @@ class RunSummary:
     quarantined: int = 0
     gate_failures: list[str] = field(default_factory=list)
     gate_overridden: list[str] = field(default_factory=list)
+    # Table data that passed through the driver (inputs it read, rows and row hashes it got
+    # back) against the size of the rows built: with worker-side I/O only the hashes pass.
+    driver_bytes: int = 0
+    rows_bytes: int = 0
+    worker_io: bool = False
 
     def outcome(self, table: str) -> TableOutcome:
         return self.tables.setdefault(table, TableOutcome())
@@ -106,6 +111,13 @@ class RunSummary:
                 f"{o.seconds:.1f}",
             )
         console.print(grid)
+        if self.rows_bytes:
+            where = "the workers read their inputs and staged their rows" if self.worker_io else "the driver read every shard's inputs and wrote its rows"
+            console.print(
+                f"driver moved {_size(self.driver_bytes)} of table data for {_size(self.rows_bytes)} of rows built "
+                f"({self.driver_bytes / self.rows_bytes:.1%}): {where}",
+                highlight=False,
+            )
         if self.quarantined:
             console.print(f"[yellow]{self.quarantined:,} raw row(s) quarantined in nba_raw.quarantine (data.on_bad_rows=quarantine)")
         for name in self.gate_overridden:
@@ -123,3 +135,7 @@ class RunSummary:
         if retry_command:
             console.print("retry the failed dates, and the dates they held back, with:")
             console.print(Text("  " + retry_command, style="bold"), soft_wrap=True)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.1f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KB"

@@ -1,26 +1,43 @@
 """Runs a plan: level by level, each table's dates cut into shards, one Ray task per shard.
 
-The driver reads each shard's inputs (the shard's dates plus the lookback its table declares),
-a Ray task runs the table's Polars function once for the whole shard, and the driver writes the
-rows and the shard's run-state rows in one transaction. A failing shard marks its dates failed
-with the full error and does not stop the others; transient errors are retried with backoff,
-permanent ones are not; bad raw input fails its whole shard. After each level its validation
-gate runs; a failed gate marks the dates it checked ``failed`` and blocks the dependents of the
-failing table.
+**Shards.** A table's dates are cut so that every Ray CPU has work and no shard reads much more
+than ``shard.max_rows`` input rows (its dates plus the lookback its table declares), so a task's
+memory does not grow with the data. A table whose inputs reach back to the season's opener
+cannot be cut by dates without every later shard re-reading the season before it; a table
+declared ``split_by_team`` is cut by teams instead: a shard builds some teams' rows on all of
+the season's dates, from the history of the players listed for those teams. The shards of one
+date range (its teams) form a *unit*, committed together.
+
+**Reading and writing.** With DuckDB the driver reads each shard's inputs and writes its rows
+(the file lives with the driver). With a warehouse the workers can reach themselves (BigQuery),
+a shard task reads its own inputs, stages its own rows and returns only a handle and the rows'
+hashes: the driver sends table names, dates and teams, and commits. Either way a unit's rows
+and its run-state rows are written in one transaction, so a killed run leaves every date
+either old or new. Rows of a unit built in several pieces are staged as they arrive and written
+together (the driver never holds a whole season).
+
+**Failures.** A failing shard marks its unit's dates failed with the full error and does not
+stop the others; transient errors are retried with backoff (a warehouse retries its own transient
+errors inside, once); a failed unit of several dates is split to isolate the failing date, unless
+the error is bad raw input, which fails the whole unit. After each level its validation gate
+runs; a failed gate marks the dates it checked ``failed`` and blocks the failing table's
+dependents.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
-from concurrent import futures
-import math
+import itertools
+import json
 import logging
+import math
 import os
 import re
 import socket
 import time
 import traceback
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -29,14 +46,15 @@ import pyarrow as pa
 import ray
 
 from pipeline.calendar import Calendar, date_runs, runs_text
-from pipeline.fingerprint import partition_fingerprints
+from pipeline.fingerprint import fingerprints_of, row_hashes
 from pipeline.planner import Fingerprinter, Plan
 from pipeline.progress import RunSummary, run_progress
 from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write, utcnow
 from pipeline.tables import Table, registry
 from pipeline.tables._raw import RawDataError
-from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
-from pipeline.warehouse.source import RawSource
+from pipeline.warehouse import Warehouse, open_warehouse
+from pipeline.warehouse.base import PartitionWrite, TableSchema
+from pipeline.warehouse.source import RawFiles, RawSource
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +100,45 @@ def is_bad_input(exc: BaseException) -> bool:
     return isinstance(cause, RawDataError)
 
 
-def driver_node() -> str:
-    return ray.util.get_node_ip_address() if ray.is_initialized() else socket.gethostname()
-
-
-def failed_on(exc: BaseException) -> str:
-    """The node a failure happened on: the Ray task's, or this driver's (reading inputs, writing)."""
-    if isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "ip", None):
-        return str(exc.ip)
-    return driver_node()
-
-
 def error_message(exc: BaseException) -> str:
     """The exception's type and full message, without the traceback."""
     if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
         exc = exc.cause
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """Where work ran: the Ray node's ID (unique on any cluster) and its IP address beside it."""
+
+    id: str | None
+    ip: str
+
+    @classmethod
+    def here(cls) -> "Node":
+        if ray.is_initialized():
+            return cls(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+        return cls(None, socket.gethostname())
+
+    @classmethod
+    def of_failure(cls, exc: BaseException) -> "Node":
+        """The node a failure happened on: the Ray task's (named in the error by the task
+        itself), or this driver's (reading inputs, writing)."""
+        cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
+        for note in getattr(cause, "__notes__", ()):
+            if note.startswith(NODE_NOTE):
+                found = json.loads(note[len(NODE_NOTE) :])
+                return cls(found["id"], found["ip"])
+        return cls.here()
+
+    @staticmethod
+    def joined(nodes: Sequence["Node"]) -> "Node":
+        """The nodes a date range was built on (several, for a unit built in pieces)."""
+        ids = sorted({n.id for n in nodes if n.id})
+        return Node(",".join(ids) or None, ",".join(sorted({n.ip for n in nodes})))
+
+
+NODE_NOTE = "ran on Ray node "
 
 
 @dataclass(frozen=True)
@@ -126,108 +167,293 @@ def faults_from_env() -> list[Fault]:
     return faults
 
 
+# -- one shard ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One Ray task: a table's rows on ``dates`` (of the teams in ``teams``; None: all teams)."""
+
+    table: str
+    dates: tuple[dt.date, ...]
+    teams: tuple[str, ...] | None = None
+
+
 @dataclass
 class ShardResult:
-    rows: pa.Table  # Arrow: back through the object store without a copy
-    fingerprints: dict[dt.date, str]
-    counts: dict[dt.date, int]
-    node: str
+    rows: pa.Table | None  # the rows, when the driver writes them (Arrow: no copy through the object store)
+    staged: str | None  # or the handle of the rows the task staged itself
+    counts: dict[dt.date, int]  # rows per date
+    # The dates' fingerprints; for a shard of some teams, the hashes of its rows instead, which
+    # make the fingerprints together with the other teams' (pipeline.fingerprint).
+    fingerprints: dict[dt.date, str] | None
+    hashes: pa.Table | None
+    nbytes: int  # the rows' size
+    node: Node
     seconds: float
+
+    @property
+    def rows_built(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class WorkerIO:
+    """What a task needs to read its inputs and stage its rows itself: the warehouse's config
+    (names and endpoints, never credentials: a worker has its own) and the raw files."""
+
+    warehouse: Mapping[str, object]
+    raw: RawFiles
+
+
+_worker_warehouses: dict[str, Warehouse] = {}
+
+
+def worker_warehouse(config: Mapping[str, object]) -> Warehouse:
+    """This worker process's connection to the warehouse, opened once and kept for its tasks."""
+    from omegaconf import OmegaConf
+
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _worker_warehouses:
+        _worker_warehouses[key] = open_warehouse(OmegaConf.create(dict(config)))
+    return _worker_warehouses[key]
 
 
 @ray.remote(max_retries=0)
 def build_shard(
-    table_name: str,
-    dates: list[dt.date],
-    frames: dict[str, pa.Table],
+    shard: Shard,
+    inputs: dict[str, pa.Table] | None,
+    io: WorkerIO | None,
+    calendar: Calendar,
     params: dict[str, object],
     faults: list[Fault],
     attempt: int,
 ) -> ShardResult:
-    """One Ray task: the table's function over a whole shard, checked and fingerprinted."""
+    """The table's function over a whole shard, checked, hashed, and staged or returned."""
     started = time.perf_counter()
-    for fault in faults:
-        fault.apply(attempt)
-    spec = registry()[table_name]
-    rows = spec.run(dates, {name: pl.from_arrow(frame) for name, frame in frames.items()}, params)
-    return finish_shard(spec, dates, rows, started)
+    node = Node.here()
+    try:
+        for fault in faults:
+            fault.apply(attempt)
+        spec = registry()[shard.table]
+        if inputs is None:
+            warehouse = worker_warehouse(io.warehouse)
+            frames = read_inputs(warehouse, io.raw, calendar, spec, shard.dates, shard.teams)
+        else:
+            frames = {name: pl.from_arrow(frame) for name, frame in inputs.items()}
+        rows = spec.run(list(shard.dates), frames, params)
+        if shard.teams is not None:
+            rows = rows.filter(pl.col("team_abbr").is_in(shard.teams))
+        check_rows(spec, shard, rows)
+        staged = worker_warehouse(io.warehouse).stage(spec.name, rows) if inputs is None else None
+    except Exception as exc:
+        exc.add_note(NODE_NOTE + json.dumps({"id": node.id, "ip": node.ip}))
+        raise
+    hashes = row_hashes(rows)
+    return ShardResult(
+        rows=None if staged else rows.to_arrow(),
+        staged=staged,
+        counts=dict(rows.group_by("game_date").len().iter_rows()),
+        fingerprints=fingerprints_of(hashes) if shard.teams is None else None,
+        hashes=hashes.to_arrow() if shard.teams is not None else None,
+        nbytes=int(rows.estimated_size()),
+        node=node,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def finish_shard(spec: Table, dates: list[dt.date], rows: pl.DataFrame, started: float) -> ShardResult:
-    outside = set(rows["game_date"].unique()) - set(dates)
+def check_rows(spec: Table, shard: Shard, rows: pl.DataFrame) -> None:
+    outside = set(rows["game_date"].unique()) - set(shard.dates)
     if outside:
         raise ValueError(f"{spec.name}: build returned rows for dates outside its shard: {sorted(outside)[:5]}")
     duplicated = rows.filter(rows.select(spec.key).is_duplicated())
     if duplicated.height:
         raise ValueError(
-            f"{spec.name}: duplicate natural key {spec.key} in the built rows, e.g. "
-            f"{duplicated.select(spec.key).head(3).to_dicts()}"
+            f"{spec.name}: duplicate natural key {spec.key} in the built rows, e.g. {duplicated.select(spec.key).head(3).to_dicts()}"
         )
-    counts = dict(rows.group_by("game_date").len().iter_rows()) if rows.height else {}
-    return ShardResult(
-        rows=rows.to_arrow(),
-        fingerprints=partition_fingerprints(rows),
-        counts=counts,
-        node=ray.util.get_node_ip_address(),
-        seconds=time.perf_counter() - started,
-    )
 
 
-def cut_shards(dates: Sequence[dt.date], shard_days: int) -> list[list[dt.date]]:
-    """Contiguous runs of at most ``shard_days`` game dates."""
-    ordered = sorted(dates)
-    return [ordered[i : i + shard_days] for i in range(0, len(ordered), max(1, shard_days))]
+def read_inputs(
+    warehouse: Warehouse, raw: RawFiles, calendar: Calendar, spec: Table, dates: Sequence[dt.date], teams: Sequence[str] | None = None
+) -> dict[str, pl.DataFrame]:
+    """Each input over the union of the dates' lookback windows (and nothing else: a shard may
+    skip dates whose upstream failed). For a shard of some teams (``Table.split_by_team``), only
+    the rows of the players listed for one of them in the window, wherever those players played."""
+    frames = {}
+    for inp in spec.inputs:
+        window = sorted({d for day in dates for d in calendar.window(inp.lookback, day)})
+        if inp.is_source:
+            frame = raw.read(inp.table, window[0], window[-1])
+            frame = frame.select(inp.columns) if inp.columns else frame
+        else:
+            where = {}
+            if teams is not None:
+                listed = warehouse.read(inp.table, start=window[0], end=window[-1], columns=["player_id"], where={"team_abbr": list(teams)})
+                where = {"player_id": sorted(set(listed["player_id"].to_list()))}
+            frame = warehouse.read(inp.table, start=window[0], end=window[-1], columns=inp.columns, where=where)
+        if len(window) < (window[-1] - window[0]).days + 1 and "game_date" in frame.columns:
+            frame = frame.filter(pl.col("game_date").is_in(window))
+        frames[inp.table] = frame
+    return frames
 
 
-# With shard.days unset, a table's dates are cut into this many shards per CPU of the Ray
-# cluster: one keeps every CPU busy, and per-shard costs (a Ray task, a transaction, re-reading
-# a lookback window) are paid least often. Measured on the bundled data with 2 CPUs: Phase 3 at
-# 1 shard per CPU ran 1.35x as fast as at 2, the full backfill 1.1x.
-SHARDS_PER_CPU = 1
+# -- cutting a table's dates ---------------------------------------------------------------------
+
+
+# shard.max_rows unset: see conf/config.yaml for how this was chosen.
+DEFAULT_MAX_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A table's dates committed together, and the shards that build them (one per team group)."""
+
+    table: str
+    dates: tuple[dt.date, ...]
+    shards: tuple[Shard, ...]
+
+
+class ShardCutter:
+    """Cuts a table's dates into units: at least one shard per CPU where there are dates enough,
+    and at most about ``max_rows`` input rows per shard (counted from the rows each input date
+    holds: the run state's row counts, the raw files' for raw inputs)."""
+
+    def __init__(self, calendar: Calendar, state: RunState, source: RawSource, *, cpus: int, max_rows: int, shard_days: int | None):
+        self.calendar = calendar
+        self.state = state
+        self.source = source
+        self.cpus = max(1, cpus)
+        self.max_rows = max(1, max_rows)
+        self.shard_days = shard_days
+
+    def rows(self, spec: Table, dates: Sequence[dt.date]) -> int:
+        """Input rows a shard of ``dates`` reads: every input over its lookback windows."""
+        return sum(self._input_rows(spec, inp.table, self.calendar.covering(inp.lookback, list(dates))) for inp in spec.inputs)
+
+    def cut(self, spec: Table, dates: Sequence[dt.date]) -> list[Unit]:
+        ordered = sorted(dates)
+        if not ordered:
+            return []
+        if self.shard_days:  # asked for: exactly this many dates per shard
+            return [self._unit(spec, chunk) for chunk in _chunks(ordered, self.shard_days)]
+        if not any(inp.lookback.season_to_date for inp in spec.inputs):
+            return [self._unit(spec, chunk) for chunk in self._by_rows(spec, ordered, max(1, math.ceil(len(ordered) / self.cpus)))]
+        seasons = [list(group) for _, group in itertools.groupby(ordered, key=self.calendar.season_of.__getitem__)]
+        units = []
+        for season_dates in seasons:
+            if spec.split_by_team:
+                units.append(self._by_team(spec, season_dates, wanted=math.ceil(self.cpus / len(seasons))))
+            else:
+                # Each later shard of a season re-reads the season before it: cut by dates only
+                # as far as CPUs or its own dates' rows ask for.
+                per_chunk = max(1, math.ceil(len(season_dates) / math.ceil(self.cpus / len(seasons))))
+                units += [self._unit(spec, chunk) for chunk in self._by_rows(spec, season_dates, per_chunk, own_dates_only=True)]
+        return units
+
+    def _by_rows(self, spec: Table, dates: list[dt.date], most_dates: int, own_dates_only: bool = False) -> list[list[dt.date]]:
+        """Contiguous chunks of at most ``most_dates`` dates and about ``max_rows`` input rows
+        (with ``own_dates_only``, rows of the chunk's own dates: a season-to-date window's
+        earlier part is read by every chunk of the season whatever the cut)."""
+        chunks: list[list[dt.date]] = []
+        covered: dict[str, set[dt.date]] = {}
+        rows = 0
+        for day in dates:
+            windows = {inp.table: {day} if own_dates_only else set(self.calendar.window(inp.lookback, day)) for inp in spec.inputs}
+            added = sum(self._input_rows(spec, table, days - covered.get(table, set())) for table, days in windows.items())
+            if not chunks or len(chunks[-1]) >= most_dates or (rows + added > self.max_rows and chunks[-1]):
+                chunks.append([])
+                covered, rows = {}, 0
+                added = sum(self._input_rows(spec, table, days) for table, days in windows.items())
+            chunks[-1].append(day)
+            for table, days in windows.items():
+                covered.setdefault(table, set()).update(days)
+            rows += added
+        return chunks
+
+    def _input_rows(self, spec: Table, table: str, days: set[dt.date]) -> int:
+        if table in self.source.rows_per_date:
+            per_date = self.source.rows_per_date[table]
+            return sum(per_date.get(d, 0) for d in days)
+        return sum(self.state.rows_written(table, d) for d in days)
+
+    def _by_team(self, spec: Table, dates: list[dt.date], wanted: int) -> Unit:
+        """One unit for the season's dates, its teams in as many groups as the rows or the CPUs want."""
+        teams = self.calendar.teams_of[self.calendar.season_of[dates[0]]]
+        groups = min(len(teams), max(wanted, math.ceil(self.rows(spec, dates) / self.max_rows)))
+        if groups <= 1:
+            return self._unit(spec, dates)
+        size = math.ceil(len(teams) / groups)
+        shards = tuple(Shard(spec.name, tuple(dates), tuple(teams[i : i + size])) for i in range(0, len(teams), size))
+        return Unit(spec.name, tuple(dates), shards)
+
+    @staticmethod
+    def _unit(spec: Table, dates: Sequence[dt.date]) -> Unit:
+        return Unit(spec.name, tuple(dates), (Shard(spec.name, tuple(dates)),))
+
+
+def _chunks(dates: list[dt.date], size: int) -> list[list[dt.date]]:
+    return [dates[i : i + size] for i in range(0, len(dates), max(1, size))]
+
+
+# -- the run -----------------------------------------------------------------------------------
 
 
 # How often the driver looks at the writer thread while Ray tasks are still running.
 COMMIT_POLL_SECONDS = 0.005
 
 
-def auto_shard_days(n_dates: int, cpus: int) -> int:
-    return max(1, math.ceil(n_dates / (SHARDS_PER_CPU * max(1, cpus))))
-
-
-@dataclass(order=True)
-class _Pending:
-    ready_at: float
-    table: str = field(compare=False)
-    dates: list[dt.date] = field(compare=False)
-    attempt: int = field(compare=False)
-
-
-@dataclass
-class _Shard:
-    """A submitted shard: the job, when it started, the input fingerprints it was read with,
-    and once it is back, its result and the run-state rows it will be committed with."""
-
-    job: _Pending
-    started: dt.datetime
-    fingerprints: dict[dt.date, str]
-    result: ShardResult | None = None
-    state: pl.DataFrame | None = None
-
-
 @dataclass
 class RunSettings:
     run_id: str
-    shard_days: int | None  # None: auto_shard_days for the cluster's CPUs
+    shard_days: int | None  # None: cut by rows and CPUs (ShardCutter)
     max_attempts: int
     retry_backoff_seconds: float
     force: bool  # run even where upstream is incomplete (reproducing failures only)
     params: Mapping[str, Mapping[str, object]]
     gate_enforced: bool = True  # false: a failed gate is reported loudly but blocks nothing
+    max_rows: int = DEFAULT_MAX_ROWS
+    # The warehouse config a worker opens itself, when the warehouse is reachable from workers.
+    warehouse_config: Mapping[str, object] | None = None
 
 
 # A gate gets (table names of a finished level, {table: dates built}) and returns the tables
 # whose critical checks failed, each with the failed checks as text: their dependents must not run.
 Gate = Callable[[list[str], dict[str, list[dt.date]]], dict[str, str]]
+
+
+@dataclass(order=True)
+class _Pending:
+    ready_at: float
+    unit: int = field(compare=False)
+    index: int = field(compare=False)  # the shard's place in its unit
+
+
+@dataclass
+class _Unit:
+    """A unit being built: its attempt, when it started, the input fingerprints it was planned
+    with, and what its shards returned (rows or handles of staged rows)."""
+
+    unit: Unit
+    attempt: int
+    started: dt.datetime
+    fingerprints: dict[dt.date, str]
+    attempts: dict[int, int] = field(default_factory=dict)  # shard index -> attempt
+    results: dict[int, ShardResult] = field(default_factory=dict)
+    staged: dict[int, str] = field(default_factory=dict)  # shard index -> handle
+    failed: bool = False
+    state: pl.DataFrame | None = None
+
+    @property
+    def table(self) -> str:
+        return self.unit.table
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return list(self.unit.dates)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) == len(self.unit.shards)
 
 
 class Runner:
@@ -250,6 +476,14 @@ class Runner:
         self.tables = dict(tables or registry())
         self.faults = faults_from_env()
         self.summary = RunSummary(settings.run_id)
+        self.io = (
+            WorkerIO(dict(settings.warehouse_config), source.files)
+            if settings.warehouse_config is not None and warehouse.reachable_from_workers
+            else None
+        )
+        self._units: dict[int, _Unit] = {}
+        self._next_unit = itertools.count()
+        self._calendar_ref = None
         # Every warehouse write goes through this one thread, in order: the driver reads and
         # submits the next shards while finished ones are committed.
         self._writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-writer")
@@ -272,11 +506,12 @@ class Runner:
         for name in self.tables:
             ensure_table(self.warehouse, self.tables[name])
         self.warehouse.ensure_table(RUN_STATE)
+        self.summary.worker_io = self.io is not None
+        self._calendar_ref = ray.put(self.calendar)
         for name in work:
             self.summary.outcome(name)  # the summary lists tables in DAG order
         all_dates = sorted({d for dates in work.values() for d in dates})
-        if all_dates:
-            self.summary.first_date, self.summary.last_date = all_dates[0], all_dates[-1]
+        self.summary.first_date, self.summary.last_date = all_dates[0], all_dates[-1]
         gated_off: set[str] = set()
         with run_progress() as progress:
             overall = progress.add_task("run", total=plan.total_dates, rows=0)
@@ -293,10 +528,8 @@ class Runner:
                     continue
                 label = f"level {number}: " + (self.tables[runnable[0]].short_name if len(runnable) == 1 else f"{len(runnable)} tables")
                 task = progress.add_task(label, total=sum(len(work[n]) for n in runnable), rows=0)
-                log.info(
-                    "level %d: %s", number, ", ".join(f"{self.tables[n].short_name} ({len(work[n])} dates)" for n in runnable)
-                )
-                built = self._run_level(runnable, work, progress, task, overall)
+                log.info("level %d: %s", number, ", ".join(f"{self.tables[n].short_name} ({len(work[n])} dates)" for n in runnable))
+                built = self._run_level(runnable, work, _Progress(progress, task, overall))
                 if gate is not None:
                     failing = gate(runnable, built)
                     if self.settings.gate_enforced:
@@ -318,61 +551,63 @@ class Runner:
                 stack.extend(self.tables[up].upstream_tables)
         return seen
 
-    def _run_level(self, names: list[str], work: dict[str, dict[dt.date, str]], progress, task, overall) -> dict[str, list[dt.date]]:
+    def cutter(self) -> ShardCutter:
+        cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+        return ShardCutter(self.calendar, self.state, self.source, cpus=cpus, max_rows=self.settings.max_rows, shard_days=self.settings.shard_days)
+
+    def _run_level(self, names: list[str], work: dict[str, dict[dt.date, str]], progress: "_Progress") -> dict[str, list[dt.date]]:
         built: dict[str, list[dt.date]] = {n: [] for n in names}
         pending: list[_Pending] = []
-        now = time.monotonic()
+        cutter = self.cutter()
         for name in names:
             spec = self.tables[name]
             dates = list(work[name])
             bootstrap = [d for d in dates if self.calendar.in_bootstrap(d, spec.bootstrap_days)]
             if bootstrap:
                 self._mark_bootstrap(spec, bootstrap)
-                progress.advance(task, len(bootstrap))
-                progress.advance(overall, len(bootstrap))
+                progress.advance(len(bootstrap))
             ready, blocked = self._split_ready(spec, [d for d in dates if d not in set(bootstrap)])
             if blocked:
                 self.summary.outcome(name).blocked.update(blocked)
-                progress.advance(task, len(blocked))
-                progress.advance(overall, len(blocked))
+                progress.advance(len(blocked))
                 log.warning("%s: %d date(s) not run, upstream incomplete: %s", name, len(blocked), runs_text(date_runs(blocked, self.calendar.dates)))
-            shard_days = self.settings.shard_days or auto_shard_days(len(ready), int(ray.cluster_resources().get("CPU", 1)))
-            for shard in cut_shards(ready, shard_days):
-                heapq.heappush(pending, _Pending(now, name, shard, 1 + max(self.state.attempts_before(name, d) for d in shard)))
-        in_flight: dict[ray.ObjectRef, _Shard] = {}
-        committing: dict[futures.Future, list[_Shard]] = {}
+            for unit in cutter.cut(spec, ready):
+                pending += self._start(unit, 1 + max(self.state.attempts_before(name, d) for d in unit.dates))
+        heapq.heapify(pending)
+        in_flight: dict[ray.ObjectRef, tuple[int, int]] = {}
+        committing: dict[futures.Future, list[int]] = {}
 
-        def failed(shard: _Shard, exc: BaseException) -> None:
-            followups = self._fail(shard.job, exc, shard.started, shard.fingerprints)
+        def failed(unit_id: int, exc: BaseException) -> None:
+            """A unit failed for good (its shards still out are dropped as they come back)."""
+            self._units[unit_id].failed = True
+            followups = self._fail(unit_id, exc)
             for followup in followups:
                 heapq.heappush(pending, followup)
             if not followups:
-                progress.advance(task, len(shard.job.dates))
-                progress.advance(overall, len(shard.job.dates))
+                progress.advance(len(self._units[unit_id].dates))
 
         def settle_commits(timeout: float | None) -> None:
             done, _ = futures.wait(committing, timeout=timeout, return_when=futures.FIRST_COMPLETED)
             for future in done:
                 committing.pop(future)
-                for shard, exc in future.result():
+                for unit_id, exc in future.result():
                     if exc is not None:
-                        failed(shard, exc)
+                        failed(unit_id, exc)
                         continue
-                    self._record(shard)
-                    built[shard.job.table].extend(shard.job.dates)
-                    for bar in (task, overall):
-                        progress.update(bar, rows=progress.tasks[bar].fields["rows"] + shard.result.rows.num_rows)
-                        progress.advance(bar, len(shard.job.dates))
+                    unit = self._units.pop(unit_id)
+                    self._record(unit)
+                    built[unit.table].extend(unit.dates)
+                    progress.advance(len(unit.dates), rows=sum(r.rows_built for r in unit.results.values()))
 
         while pending or in_flight or committing:
             # One shard at a time, so that shards finishing meanwhile go to the writer early.
             if pending and pending[0].ready_at <= time.monotonic():
                 job = heapq.heappop(pending)
-                shard = _Shard(job, utcnow(), {d: self.fingerprinter.expected(job.table, d) for d in job.dates})
-                try:
-                    in_flight[self._submit(job)] = shard
-                except Exception as exc:  # noqa: BLE001 - a bad input fails this shard, not the run
-                    failed(shard, exc)
+                if not self._units[job.unit].failed:
+                    try:
+                        in_flight[self._submit(job)] = (job.unit, job.index)
+                    except Exception as exc:  # noqa: BLE001 - a bad input fails this unit, not the run
+                        failed(job.unit, exc)
             due = bool(pending) and pending[0].ready_at <= time.monotonic()
             next_retry = 0.0 if due else (max(0.0, pending[0].ready_at - time.monotonic()) if pending else None)
             if committing:
@@ -386,18 +621,34 @@ class Runner:
             done, waiting = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
             if done and waiting:  # everything else already finished goes into the same transaction
                 done += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
-            finished: list[_Shard] = []
+            finished: list[int] = []
             for ref in done:
-                shard = in_flight.pop(ref)
+                unit_id, index = in_flight.pop(ref)
+                unit = self._units[unit_id]
                 try:
-                    shard.result = ray.get(ref)
+                    result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded per date
-                    failed(shard, exc)
-                else:
-                    finished.append(shard)
+                    retry = self._retry(unit_id, index, exc)
+                    if retry is not None:
+                        heapq.heappush(pending, retry)
+                    elif not unit.failed:
+                        failed(unit_id, exc)
+                    continue
+                self._received(unit, index, result)
+                if unit.failed:
+                    self._discard(unit)
+                elif unit.complete:
+                    finished.append(unit_id)
             if finished:
                 committing[self._writer.submit(self._commit, finished)] = finished
         return built
+
+    def _start(self, unit: Unit, attempt: int) -> list[_Pending]:
+        unit_id = next(self._next_unit)
+        fingerprints = {d: self.fingerprinter.expected(unit.table, d) for d in unit.dates}
+        self._units[unit_id] = _Unit(unit, attempt, utcnow(), fingerprints, {i: attempt for i in range(len(unit.shards))})
+        now = time.monotonic()
+        return [_Pending(now, unit_id, i) for i in range(len(unit.shards))]
 
     def _split_ready(self, spec: Table, dates: list[dt.date]) -> tuple[list[dt.date], list[dt.date]]:
         upstream = [inp for inp in spec.inputs if not inp.is_source]
@@ -407,120 +658,161 @@ class Runner:
             return dates, []  # the usual case: every window complete, checked once over their union
         ready, blocked = [], []
         for day in dates:
-            complete = all(
-                self.state.is_done(inp.table, d)
-                for inp in upstream
-                for d in self.calendar.window(inp.lookback, day)
-            )
+            complete = all(self.state.is_done(inp.table, d) for inp in upstream for d in self.calendar.window(inp.lookback, day))
             (ready if complete else blocked).append(day)
         return ready, blocked
 
     # -- one shard -----------------------------------------------------------------------------
 
     def _submit(self, job: _Pending) -> ray.ObjectRef:
-        spec = self.tables[job.table]
-        frames = self.read_inputs(spec, job.dates)
-        faults = [f for f in self.faults if f.table == job.table and f.day in job.dates]
-        params = dict(self.settings.params.get(job.table, {}))
-        # As Arrow, the frames travel through Ray's object store without a copy.
-        arrow = {name: frame.to_arrow() for name, frame in frames.items()}
-        return build_shard.remote(job.table, job.dates, arrow, params, faults, job.attempt)
+        unit = self._units[job.unit]
+        shard = unit.unit.shards[job.index]
+        spec = self.tables[shard.table]
+        faults = [f for f in self.faults if f.table == shard.table and f.day in shard.dates]
+        params = dict(self.settings.params.get(shard.table, {}))
+        inputs = None
+        if self.io is None:  # the driver reads; as Arrow the frames travel through Ray's object store without a copy
+            frames = read_inputs(self.warehouse, self.source.files, self.calendar, spec, shard.dates, shard.teams)
+            inputs = {name: frame.to_arrow() for name, frame in frames.items()}
+            self.summary.driver_bytes += sum(t.nbytes for t in inputs.values())
+        attempt = unit.attempts[job.index]
+        return build_shard.remote(shard, inputs, self.io, self._calendar_ref, params, faults, attempt)
 
-    def read_inputs(self, spec: Table, dates: list[dt.date]) -> dict[str, pl.DataFrame]:
-        """Each input over the union of the dates' lookback windows (and nothing else: a shard
-        may skip dates whose upstream failed)."""
-        frames = {}
-        for inp in spec.inputs:
-            window = sorted({d for day in dates for d in self.calendar.window(inp.lookback, day)})
-            if inp.is_source:
-                frame = self.source.read(inp.table, window[0], window[-1])
-                frame = frame.select(inp.columns) if inp.columns else frame
-            else:
-                frame = self.warehouse.read(inp.table, start=window[0], end=window[-1], columns=inp.columns)
-            if len(window) < (window[-1] - window[0]).days + 1 and "game_date" in frame.columns:
-                frame = frame.filter(pl.col("game_date").is_in(window))
-            frames[inp.table] = frame
-        return frames
+    def _received(self, unit: _Unit, index: int, result: ShardResult) -> None:
+        """A shard's result is in: its rows go to the staging area at once if its unit is built
+        in pieces, so that the driver holds no more than one piece."""
+        unit.results[index] = result
+        self.summary.driver_bytes += sum(t.nbytes for t in (result.hashes, result.rows) if t is not None)
+        self.summary.rows_bytes += result.nbytes
+        if result.staged is not None:
+            unit.staged[index] = result.staged
+        elif len(unit.unit.shards) > 1 and not unit.failed:
+            rows = pl.from_arrow(result.rows)
+            result.rows = None
+            unit.staged[index] = self._writer.submit(self.warehouse.stage, unit.table, rows).result()
 
-    def _commit(self, shards: list[_Shard]) -> list[tuple[_Shard, BaseException | None]]:
-        """On the writer thread: write finished shards, each with its run-state rows, in one
-        transaction; if that fails, shard by shard, so that one bad shard does not hold back the
+    def _discard(self, unit: _Unit) -> None:
+        if unit.staged:
+            handles = list(unit.staged.values())
+            unit.staged.clear()
+            self._writer.submit(self.warehouse.discard, handles).result()
+
+    def _commit(self, unit_ids: list[int]) -> list[tuple[int, BaseException | None]]:
+        """On the writer thread: write finished units, each with its run-state rows, in one
+        transaction; if that fails, unit by unit, so that one bad unit does not hold back the
         others. The driver records the outcome (:meth:`_record`) on its own thread."""
         try:
-            self.warehouse.write([w for shard in shards for w in self._writes(shard)])
+            self.warehouse.write([w for unit_id in unit_ids for w in self._writes(self._units[unit_id])])
         except Exception as exc:  # noqa: BLE001 - the transaction rolled back; nothing was written
-            if len(shards) == 1:
-                return [(shards[0], exc)]
-            return [outcome for shard in shards for outcome in self._commit([shard])]
-        return [(shard, None) for shard in shards]
+            if len(unit_ids) == 1:
+                self._discard_now(self._units[unit_ids[0]])
+                return [(unit_ids[0], exc)]
+            return [outcome for unit_id in unit_ids for outcome in self._commit([unit_id])]
+        return [(unit_id, None) for unit_id in unit_ids]
 
-    def _writes(self, shard: _Shard) -> list[PartitionWrite]:
-        job, result = shard.job, shard.result
-        shard.state = state_rows(
-            job.table,
-            job.dates,
+    def _discard_now(self, unit: _Unit) -> None:
+        """(On the writer thread.) A unit whose commit failed gives up its staged rows."""
+        if unit.staged:
+            self.warehouse.discard(list(unit.staged.values()))
+            unit.staged.clear()
+
+    def _writes(self, unit: _Unit) -> list[PartitionWrite]:
+        results = list(unit.results.values())
+        if len(results) == 1:
+            fingerprints = results[0].fingerprints
+        else:
+            fingerprints = fingerprints_of(pl.concat([pl.from_arrow(r.hashes) for r in results]))
+        counts = {d: sum(r.counts.get(d, 0) for r in results) for d in unit.dates}
+        node = Node.joined([r.node for r in results])
+        unit.state = state_rows(
+            unit.table,
+            unit.dates,
             status=OK,
-            attempts={d: job.attempt for d in job.dates},
-            input_fingerprints=shard.fingerprints,
-            output_fingerprints={d: result.fingerprints.get(d, "empty") for d in job.dates},
-            rows_written=result.counts,
-            started_at=shard.started,
+            attempts={d: unit.attempt for d in unit.dates},
+            input_fingerprints=unit.fingerprints,
+            output_fingerprints={d: fingerprints.get(d, "empty") for d in unit.dates},
+            rows_written=counts,
+            started_at=unit.started,
             finished_at=utcnow(),
-            node=result.node,
+            node=node.id,
+            node_ip=node.ip,
             run_id=self.settings.run_id,
         )
-        return [PartitionWrite(job.table, job.dates, pl.from_arrow(result.rows)), state_write(job.table, shard.state)]
+        rows = next((pl.from_arrow(r.rows) for r in results if r.rows is not None), None)
+        write = PartitionWrite(unit.table, unit.dates, rows, staged=tuple(unit.staged.values()))
+        return [write, state_write(unit.table, unit.state)]
 
-    def _record(self, shard: _Shard) -> None:
+    def _record(self, unit: _Unit) -> None:
         """After a commit: the in-memory state, the fingerprints and the summary catch up."""
-        job, result = shard.job, shard.result
-        self.state.update(job.table, shard.state)
-        self.fingerprinter.invalidate(job.table)
-        outcome = self.summary.outcome(job.table)
-        outcome.built += len(job.dates)
-        outcome.rows += result.rows.num_rows
-        outcome.seconds += result.seconds
-        if job.table == "nba_raw.quarantine":
-            self.summary.quarantined += result.rows.num_rows
-        log.debug("%s %s..%s: %d rows on %s in %.2fs", job.table, job.dates[0], job.dates[-1], result.rows.num_rows, result.node, result.seconds)
+        self.state.update(unit.table, unit.state)
+        self.fingerprinter.invalidate(unit.table)
+        outcome = self.summary.outcome(unit.table)
+        rows = sum(r.rows_built for r in unit.results.values())
+        outcome.built += len(unit.dates)
+        outcome.rows += rows
+        outcome.seconds += sum(r.seconds for r in unit.results.values())
+        if unit.table == "nba_raw.quarantine":
+            self.summary.quarantined += rows
+        nodes = Node.joined([r.node for r in unit.results.values()])
+        log.debug(
+            "%s %s..%s: %d rows in %d shard(s) on %s",
+            unit.table, unit.dates[0], unit.dates[-1], rows, len(unit.results), nodes.ip,
+        )  # fmt: skip
 
-    def _fail(self, job: _Pending, exc: BaseException, started: dt.datetime, fingerprints: dict[dt.date, str]) -> list[_Pending]:
-        """Retry a transient error with backoff; split a failed multi-date shard so one bad date
-        does not fail its neighbours, unless the error is bad raw input, which fails its whole
-        shard (nothing of it is written until the file is fixed); otherwise record the dates
-        failed. Returns the follow-ups."""
-        text = error_text(exc)
-        message = error_message(exc)
-        where = f"{job.table} {job.dates[0]}..{job.dates[-1]}"
-        attempts_this_run = job.attempt - max(self.state.attempts_before(job.table, d) for d in job.dates)
-        if is_transient(exc) and attempts_this_run < self.settings.max_attempts:
-            delay = self.settings.retry_backoff_seconds * 2 ** (attempts_this_run - 1)
-            log.warning("%s: transient error, attempt %d in %.1fs: %s", where, job.attempt + 1, delay, message)
-            return [_Pending(time.monotonic() + delay, job.table, job.dates, job.attempt + 1)]
-        if len(job.dates) > 1 and not is_bad_input(exc):
-            half = len(job.dates) // 2
-            log.debug("%s: failed, splitting the shard to find the failing date(s): %s", where, message)
-            # Isolating the failing date is part of the same attempt, not a retry.
-            return [_Pending(time.monotonic(), job.table, part, job.attempt) for part in (job.dates[:half], job.dates[half:])]
+    def _retry(self, unit_id: int, index: int, exc: BaseException) -> _Pending | None:
+        """A transient error: the same shard again, after a backoff, while attempts remain."""
+        unit = self._units[unit_id]
+        attempt = unit.attempts[index]
+        attempts_this_run = attempt - max(self.state.attempts_before(unit.table, d) for d in unit.dates)
+        if unit.failed or not is_transient(exc) or attempts_this_run >= self.settings.max_attempts:
+            return None
+        delay = self.settings.retry_backoff_seconds * 2 ** (attempts_this_run - 1)
+        shard = unit.unit.shards[index]
+        log.warning("%s %s..%s: transient error, attempt %d in %.1fs: %s", unit.table, shard.dates[0], shard.dates[-1], attempt + 1, delay, error_message(exc))
+        unit.attempts[index] = attempt + 1
+        unit.attempt = max(unit.attempt, attempt + 1)
+        return _Pending(time.monotonic() + delay, unit_id, index)
+
+    def _fail(self, unit_id: int, exc: BaseException) -> list[_Pending]:
+        """A unit failed: split it so one bad date does not fail its neighbours, unless the error
+        is bad raw input, which fails the whole unit (nothing of it is written until the file is
+        fixed); otherwise record the dates failed. Returns the follow-ups."""
+        unit = self._units[unit_id]
+        self._discard(unit)
+        unit.results.clear()
+        text, message = error_text(exc), error_message(exc)
+        where = f"{unit.table} {unit.dates[0]}..{unit.dates[-1]}"
+        if len(unit.dates) > 1 and not is_bad_input(exc):
+            log.debug("%s: failed, splitting to find the failing date(s): %s", where, message)
+            half = len(unit.dates) // 2
+            followups = []
+            for part in (unit.dates[:half], unit.dates[half:]):
+                teams = [s.teams for s in unit.unit.shards]
+                shards = tuple(Shard(unit.table, tuple(part), t) for t in teams)
+                # Isolating the failing date is part of the same attempt, not a retry.
+                followups += self._start(Unit(unit.table, tuple(part), shards), unit.attempt)
+            return followups
         log.error("%s failed: %s", where, message)
-        log.debug("%s failed (attempt %d):\n%s", where, job.attempt, text)
+        log.debug("%s failed (attempt %d):\n%s", where, unit.attempt, text)
+        node = Node.of_failure(exc)
         rows = state_rows(
-            job.table,
-            job.dates,
+            unit.table,
+            unit.dates,
             status=FAILED,
-            attempts={d: job.attempt for d in job.dates},
-            input_fingerprints=fingerprints,
+            attempts={d: unit.attempt for d in unit.dates},
+            input_fingerprints=unit.fingerprints,
             error=text,
-            started_at=started,
+            started_at=unit.started,
             finished_at=utcnow(),
-            node=failed_on(exc),
+            node=node.id,
+            node_ip=node.ip,
             run_id=self.settings.run_id,
         )
-        self._write_now([state_write(job.table, rows)])
-        self.state.update(job.table, rows)
-        self.fingerprinter.invalidate(job.table)
-        outcome = self.summary.outcome(job.table)
-        for day in job.dates:
+        self._write_now([state_write(unit.table, rows)])
+        self.state.update(unit.table, rows)
+        self.fingerprinter.invalidate(unit.table)
+        outcome = self.summary.outcome(unit.table)
+        for day in unit.dates:
             outcome.failed[day] = message
         return []
 
@@ -531,6 +823,7 @@ class Runner:
             return
         now = utcnow()
         kept = {d: self.state.get(name, d) for d in dates}
+        node = Node.here()
         rows = state_rows(
             name,
             dates,
@@ -542,7 +835,8 @@ class Runner:
             error=f"validation gate failed: {why}",
             started_at=now,
             finished_at=now,
-            node=driver_node(),
+            node=node.id,
+            node_ip=node.ip,
             run_id=self.settings.run_id,
         )
         self._write_now([state_write(name, rows)])
@@ -562,6 +856,7 @@ class Runner:
             started_at=now,
             finished_at=now,
             node=None,
+            node_ip=None,
             run_id=self.settings.run_id,
         )
         empty = pl.DataFrame(schema=spec.schema)
@@ -573,3 +868,18 @@ class Runner:
 
 def ensure_table(warehouse: Warehouse, spec: Table) -> None:
     warehouse.ensure_table(TableSchema(spec.name, spec.schema, cluster_by=spec.cluster_by))
+
+
+@dataclass
+class _Progress:
+    """A level's bar and the run's, advanced together."""
+
+    progress: object
+    level: object
+    overall: object
+
+    def advance(self, dates: int, rows: int = 0) -> None:
+        for bar in (self.level, self.overall):
+            if rows:
+                self.progress.update(bar, rows=self.progress.tasks[bar].fields["rows"] + rows)
+            self.progress.advance(bar, dates)

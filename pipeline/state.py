@@ -2,7 +2,9 @@
 
 One row per table and date: status (``ok``, ``failed``, ``skipped_bootstrap``), attempts since
 the date was last ``ok``, the full text of the last error, the fingerprint of the exact inputs
-it was built from and of the rows it wrote, the row count, when and on which Ray node it ran.
+it was built from and of the rows it wrote, the row count, when it ran, and on which Ray node
+(its node ID, unique on any cluster, and its IP address beside it; several, comma-separated,
+for a date built in pieces on several nodes).
 The driver keeps the state in memory for the run and writes each shard's rows in the same
 transaction as the shard's data.
 """
@@ -36,6 +38,7 @@ RUN_STATE = TableSchema(
         "started_at": pl.Datetime("us"),
         "finished_at": pl.Datetime("us"),
         "node": pl.String,
+        "node_ip": pl.String,
         "run_id": pl.String,
     },
     cluster_by=("table_name",),
@@ -88,6 +91,11 @@ class RunState:
         row = self.rows.get((table, day))
         return row.output_fingerprint if row and row.status in DONE else None
 
+    def rows_written(self, table: str, day: dt.date) -> int:
+        """Rows the date holds in the table, as far as the state knows (0 if it is not done)."""
+        row = self.rows.get((table, day))
+        return row.rows_written if row and row.status in DONE else 0
+
     def attempts_before(self, table: str, day: dt.date) -> int:
         """Attempts already spent on a date since it was last ok (0 if it is ok or new)."""
         row = self.rows.get((table, day))
@@ -117,6 +125,7 @@ def state_rows(
     started_at: dt.datetime,
     finished_at: dt.datetime,
     node: str | None,
+    node_ip: str | None = None,
     run_id: str,
 ) -> pl.DataFrame:
     output_fingerprints = output_fingerprints or {}
@@ -134,6 +143,7 @@ def state_rows(
             "started_at": [started_at] * len(dates),
             "finished_at": [finished_at] * len(dates),
             "node": [node] * len(dates),
+            "node_ip": [node_ip] * len(dates),
             "run_id": [run_id] * len(dates),
         },
         schema=RUN_STATE.columns,

@@ -77,6 +77,9 @@ def run_settings(cfg: DictConfig, run_id: str, tables: dict[str, Table]) -> RunS
         force=cfg.backfill.force,
         params=table_params(cfg, tables),
         gate_enforced=gate_enforced(cfg),
+        max_rows=cfg.shard.max_rows,
+        # Names and endpoints only: a worker that opens the warehouse brings its own credentials.
+        warehouse_config=OmegaConf.to_container(cfg.warehouse, resolve=True) if cfg.shard.worker_io else None,
     )
 
 
@@ -98,7 +101,7 @@ class Context:
         source = RawSource(cfg.data.raw_dir)
         calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
         state = RunState.load(warehouse)
-        source_fps = {name: source.fingerprints(name) for name in source.frames}
+        source_fps = {name: source.fingerprints(name) for name in source.names}
         fingerprinter = Fingerprinter(tables, calendar, state, source_fps, table_params(cfg, tables))
         return cls(cfg, warehouse, source, calendar, state, fingerprinter, tables)
 

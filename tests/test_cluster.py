@@ -1,10 +1,21 @@
-"""Running on a Ray cluster: the launcher config Ray itself accepts."""
+"""Running on a Ray cluster: the launcher config Ray itself accepts, and a Phase 3 run submitted as a
+Ray job to a real two-node cluster on this machine, on DuckDB and on the BigQuery emulator."""
 
 from __future__ import annotations
 
+import re
+import socket
+import sys
+import time
+
+import polars as pl
+import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
+from backends import Backend
+from conftest import PHASE3_TABLES, PROJECT_ROOT
+from pipeline.state import RUN_STATE
+from pipeline.tables import registry
 
 
 def test_the_cluster_launcher_config_passes_rays_own_validation():
@@ -20,3 +31,102 @@ def test_the_cluster_launcher_config_passes_rays_own_validation():
         scopes = {s for account in node["node_config"]["serviceAccounts"] for s in account["scopes"]}
         assert "https://www.googleapis.com/auth/bigquery" in scopes
     assert any("pip install" in c and "-e ." in c for c in config["setup_commands"])
+
+
+# -- a real two-node Ray cluster on this machine ---------------------------------------------------
+
+PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
+JOB_TIMEOUT_SECONDS = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head node with the dashboard (where jobs are submitted) and a second node, one CPU each,
+    torn down after the module whatever happened."""
+    from ray.cluster_utils import Cluster
+
+    port = free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port},
+    )
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster, f"http://127.0.0.1:{port}"
+    finally:
+        cluster.shutdown()
+
+
+def submit(dashboard: str, overrides: list[str]) -> tuple[str, str]:
+    """`python -m pipeline ray=cluster ...` as a Ray job with this checkout as its working
+    directory (as `ray job submit --working-dir .` sends it); waits; (status, logs)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = _client(JobSubmissionClient, dashboard)
+    command = " ".join([sys.executable, "-m", "pipeline", "ray=cluster", "training.after_run=false", *(f"'{o}'" for o in overrides)])
+    job = client.submit_job(
+        entrypoint=command,
+        runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": [".venv", ".git", "var", "outputs", "multirun", "__pycache__"],
+                     "env_vars": {"COLUMNS": "200"}},
+    )  # fmt: skip
+    deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"job {job} did not finish:\n{client.get_job_logs(job)}"
+        time.sleep(1)
+    return client.get_job_status(job), client.get_job_logs(job)
+
+
+def _client(client_class, dashboard: str):
+    """The job client, once the dashboard answers (it starts after the head node)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return client_class(dashboard)
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def same_tables(expected: Backend, got: Backend) -> None:
+    with expected.open(read_only=True) as left, got.open(read_only=True) as right:
+        for name in PHASE_2_3:
+            key = list(registry()[name].key)
+            assert right.read(name).sort(key).equals(left.read(name).sort(key)), f"{name} differs from a local run's"
+
+
+def nodes_in_state(backend: Backend) -> set[str]:
+    with backend.open(read_only=True) as warehouse:
+        state = warehouse.read(RUN_STATE.name, columns=["table_name", "node", "node_ip"])
+    return {n for nodes in state.filter(pl.col("table_name").is_in(PHASE_2_3))["node"].to_list() for n in nodes.split(",")}
+
+
+@pytest.mark.slow
+def test_a_phase3_run_submitted_as_a_job_runs_on_both_nodes(two_nodes, phase3_warehouse, tmp_path):
+    cluster, dashboard = two_nodes
+    backend = Backend.duckdb(tmp_path / "warehouse.duckdb")
+    status, logs = submit(dashboard, [*backend.overrides, f"logs.dir={tmp_path / 'logs'}", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
+    assert status == "SUCCEEDED", logs
+    cluster_nodes = {node.node_id for node in cluster.list_all_nodes()}
+    assert nodes_in_state(backend) == cluster_nodes and len(cluster_nodes) == 2
+    same_tables(Backend.duckdb(phase3_warehouse), backend)
+
+
+@pytest.mark.slow
+def test_on_bigquery_the_workers_read_and_stage_and_the_driver_only_commits(two_nodes, bigquery_emulator, phase3_warehouse, tmp_path):
+    cluster, dashboard = two_nodes
+    backend = Backend.bigquery(bigquery_emulator)
+    status, logs = submit(dashboard, [*backend.overrides, f"logs.dir={tmp_path / 'logs'}", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
+    assert status == "SUCCEEDED", logs
+    assert nodes_in_state(backend) == {node.node_id for node in cluster.list_all_nodes()}
+    same_tables(Backend.duckdb(phase3_warehouse), backend)
+    moved = re.search(r"driver moved ([\d.,]+) (KB|MB) of table data for ([\d.,]+) MB of rows built \(([\d.]+)%\): the workers", " ".join(logs.split()))
+    assert moved, logs
+    assert float(moved[4]) < 1.0 and float(moved[3].replace(",", "")) > 20  # the driver moved under 1% of the rows' size

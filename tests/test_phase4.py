@@ -2,8 +2,9 @@
 
 The Phase 2/3 tables are built in memory from the bundled raw files (each table's function fed
 its inputs like the runner feeds it), then the Phase 4 tables are built from them with the
-inputs sliced by ``Runner.read_inputs`` itself, over shards cut by ``cut_shards``, skipping the
-bootstrap dates as the runner does. No Ray, no warehouse: the whole file runs in seconds.
+inputs sliced by the runner's own ``read_inputs``, over shards of dates (and of teams, for the
+tables declared ``split_by_team``), skipping the bootstrap dates as the runner does. No Ray, no
+warehouse: the whole file runs in seconds.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from polars.testing import assert_frame_equal
 
 from conftest import RAW_DIR
 from pipeline.calendar import Calendar
-from pipeline.runner import Runner, RunSettings, cut_shards
-from pipeline.state import RunState
+from pipeline.runner import read_inputs
 from pipeline.tables import registry
 from pipeline.tables._phase4 import BOOTSTRAP_DAYS, prior_windows
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, ID_COLUMNS, feature_matrix
@@ -50,13 +50,15 @@ PREGAME = {
 
 
 class MemoryWarehouse:
-    """Just enough of a warehouse for ``Runner.read_inputs``: reads from in-memory frames."""
+    """Just enough of a warehouse for ``read_inputs``: reads from in-memory frames."""
 
     def __init__(self, frames: Mapping[str, pl.DataFrame]):
         self.frames = frames
 
     def read(self, table, *, start=None, end=None, columns=None, where=None):
         frame = self.frames[table].filter(pl.col("game_date").is_between(start, end))
+        for column, value in (where or {}).items():
+            frame = frame.filter(pl.col(column).is_in(value) if isinstance(value, list) else pl.col(column) == value)
         # The warehouse promises no row order; make the tables prove they do not depend on it.
         frame = frame.sample(fraction=1.0, shuffle=True, seed=7)
         return frame.select(columns) if columns else frame
@@ -74,18 +76,25 @@ def phase3_frames(source: RawSource, calendar: Calendar) -> dict[str, pl.DataFra
 
 
 def build_phase4(
-    frames: Mapping[str, pl.DataFrame], calendar: Calendar, source: RawSource, dates: list[dt.date], shard_days: int
+    frames: Mapping[str, pl.DataFrame], calendar: Calendar, source: RawSource, dates: list[dt.date], shard_days: int, team_groups: int = 1
 ) -> dict[str, pl.DataFrame]:
-    """The Phase 4 tables for ``dates`` as the runner builds them: bootstrap dates skipped,
-    the rest cut into shards, each shard's inputs read by ``Runner.read_inputs``."""
+    """The Phase 4 tables for ``dates`` as the runner builds them: bootstrap dates skipped, the
+    rest cut into shards of ``shard_days`` dates, each shard's inputs read by ``read_inputs``;
+    a ``split_by_team`` table's shards cut again into ``team_groups`` groups of teams, whose rows
+    are kept as the runner keeps them (those of the shard's teams)."""
     frames = dict(frames)
-    settings = RunSettings(run_id="test", shard_days=shard_days, max_attempts=1, retry_backoff_seconds=0, force=False, params={})
-    runner = Runner(MemoryWarehouse(frames), source, calendar, RunState(), None, settings, TABLES)
+    warehouse = MemoryWarehouse(frames)
     built = {}
     for name in PHASE4:
         spec = TABLES[name]
         todo = [d for d in dates if not calendar.in_bootstrap(d, spec.bootstrap_days)]
-        parts = [spec.run(shard, runner.read_inputs(spec, shard), {}) for shard in cut_shards(todo, shard_days)]
+        parts = []
+        for shard in (todo[i : i + shard_days] for i in range(0, len(todo), shard_days)):
+            teams = sorted({t for d in shard for t in calendar.teams_of[calendar.season_of[d]]})
+            groups = [teams[i::team_groups] for i in range(team_groups)] if spec.split_by_team and team_groups > 1 else [None]
+            for group in groups:
+                rows = spec.run(shard, read_inputs(warehouse, source.files, calendar, spec, shard, group), {})
+                parts.append(rows if group is None else rows.filter(pl.col("team_abbr").is_in(group)))
         out = pl.concat(parts) if parts else pl.DataFrame(schema=spec.schema)
         assert out.filter(out.select(spec.key).is_duplicated()).is_empty(), f"{name}: duplicate keys"
         assert set(out["game_date"].unique()) <= set(todo), f"{name}: rows outside the dates asked for"
@@ -456,8 +465,15 @@ def test_sharded_output_equals_per_date_output(phase3, calendar, source):
     sharded = build_phase4(phase3, calendar, source, dates, 64)
     per_date = build_phase4(phase3, calendar, source, dates, 1)
     weekly = build_phase4(phase3, calendar, source, dates, 7)
+    # The player tables built in four groups of teams (every fourth team, so each group holds
+    # teams of both conferences and traded players' old and new teams often fall apart).
+    by_team = build_phase4(phase3, calendar, source, dates, 64, team_groups=4)
     for name in PHASE4:
         assert sharded[name].height > 0
         assert dt.date(2023, 6, 12) in set(sharded[name]["game_date"]), name
         assert_frame_equal(per_date[name], sharded[name])
         assert_frame_equal(weekly[name], sharded[name])
+        assert_frame_equal(by_team[name], sharded[name])
+    assert {n for n in PHASE4 if TABLES[n].split_by_team} == {
+        "nba_analytics.upcoming_player_game_context", "nba_precompute.player_daily_cache", "nba_precompute.player_shot_zone_analysis",
+    }  # fmt: skip

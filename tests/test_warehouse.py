@@ -270,3 +270,18 @@ def test_staged_rows_survive_a_failed_write_and_are_discarded(warehouse):
     with pytest.raises(WarehouseError, match="not a handle"):
         warehouse.write([PartitionWrite(EVENTS.name, [day], staged=("nba_analytics.contract_events",))])
     assert warehouse.read(EVENTS.name).height == 2
+
+
+def test_rows_a_killed_run_staged_on_duckdb_are_dropped_when_the_next_run_takes_the_lock(tmp_path):
+    from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    path = tmp_path / "warehouse.duckdb"
+    rows = pl.DataFrame({"table_name": ["x"], "game_date": [D(2024, 1, 5)], "status": ["ok"]}, schema=LOG.columns)
+    with DuckDBWarehouse(path) as dead_run:
+        dead_run.ensure_table(LOG)
+        dead_run.stage(LOG.name, rows)  # and never written: the run was killed
+    with DuckDBWarehouse(path) as next_run:
+        assert [t for t in next_run.catalog() if t.startswith("nba_staging.")]
+        with next_run.lock(holder={"run": "next"}, wait_seconds=0, stale_seconds=0):
+            assert not [t for t in next_run.catalog() if t.startswith("nba_staging.")]
+        assert next_run.read(LOG.name).height == 0

@@ -80,6 +80,11 @@ class Table:
     cluster_by: tuple[str, ...] = ()
     # Tables whose every build also builds this one on the same dates (what they leave out).
     built_with: tuple[str, ...] = ()
+    # A team's rows depend only on the history of the players listed for that team in the
+    # window (its players' own games, wherever they played, and their teammates'): a shard may
+    # build a subset of teams, reading only their players' rows. Lets the runner cut a
+    # season-to-date table by teams instead of by dates, so no shard re-reads the season.
+    split_by_team: bool = False
 
     @property
     def dataset(self) -> str:
@@ -121,6 +126,7 @@ def table(
     version: int = 1,
     cluster_by: tuple[str, ...] = (),
     built_with: tuple[str, ...] = (),
+    split_by_team: bool = False,
 ) -> Callable[[Callable[..., pl.DataFrame]], Table]:
     """Declare a table next to the function that builds it."""
 
@@ -131,6 +137,8 @@ def table(
             raise TypeError(f"{name}: build function takes {sorted(got)}, declaration implies {sorted(expected)}")
         if "game_date" not in schema:
             raise TypeError(f"{name}: every table is partitioned by game_date")
+        if split_by_team and ("team_abbr" not in schema or any(i.is_source or not {"player_id", "team_abbr"} <= set(i.columns or ()) for i in inputs)):
+            raise TypeError(f"{name}: split_by_team needs team_abbr in its rows and player_id, team_abbr read from every input")
         return Table(
             name=name,
             build=fn,
@@ -144,6 +152,7 @@ def table(
             version=version,
             cluster_by=cluster_by,
             built_with=tuple(built_with),
+            split_by_team=split_by_team,
         )
 
     return wrap

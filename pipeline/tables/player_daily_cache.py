@@ -151,6 +151,7 @@ def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.Da
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
+    split_by_team=True,
 )
 def player_daily_cache(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Rolling player form (points, minutes, usage, shooting) before each game date."""

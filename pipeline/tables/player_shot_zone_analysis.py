@@ -85,6 +85,7 @@ def zone_points(window: str) -> dict[str, pl.Expr]:
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
+    split_by_team=True,
 )
 def player_shot_zone_analysis(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """A player's two-point, three-point and free-throw shares of points and attempts."""

@@ -140,6 +140,7 @@ def inactive_teammates(player_game_summary: pl.DataFrame, dates: list[dt.date]) 
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
+    split_by_team=True,
 )
 def upcoming_player_game_context(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Pre-game player context: rest, back-to-backs, recent load, role, inactive teammates."""

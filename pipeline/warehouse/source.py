@@ -3,6 +3,10 @@
 Every row keeps the file it came from and its 1-based row number, so a bad row can be named.
 A file missing a column fails every shard that needs its dates (naming the file and the
 column), and leaves the other files' dates to load.
+
+Every file is checked once, when a run starts (:class:`RawSource`); after that a shard reads
+only its own dates from the files (:class:`RawFiles`, small enough to send to a Ray worker that
+reads them itself), so no process holds the whole input.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.fingerprint import partition_fingerprints
+from pipeline.fingerprint import fingerprints_of, row_hashes
 from pipeline.tables._raw import COUNT_COLUMNS, SOURCE_FILE, SOURCE_ROW, RawDataError
 from pipeline.tables.schedule import CALENDAR_COLUMNS
 
@@ -81,7 +85,7 @@ TEAM_GAME_LOGS = SourceSpec(
 SOURCES = {s.name: s for s in (PLAYER_BOXSCORES, TEAM_GAME_LOGS)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class BrokenFile:
     path: str
     problem: str
@@ -89,24 +93,79 @@ class BrokenFile:
     fingerprint: str
 
 
+@dataclass(frozen=True)
+class GoodFile:
+    path: str
+    types: tuple[tuple[str, pl.DataType], ...]  # the file's own type of each column of the spec it has
+
+
+@dataclass(frozen=True)
+class RawFiles:
+    """Which files of each source passed the checks, and which did not: enough to read any date
+    range again, in this process or in a Ray worker that sees the same folder."""
+
+    good: dict[str, tuple[GoodFile, ...]]
+    broken: dict[str, tuple[BrokenFile, ...]]
+
+    def read(self, name: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Rows of source ``name`` dated ``start..end``, each with its file and 1-based row number."""
+        for bad in self.broken[name]:
+            hit = sorted(d for d in bad.dates if start <= d <= end)
+            if hit:
+                raise RawDataError(f"{bad.path}: {bad.problem} (needed for {hit[0]}..{hit[-1]})")
+        spec = SOURCES[name]
+        parts = []
+        for f in self.good[name]:
+            types = dict(f.types)
+            columns = [read_as(c, types[c], t) if c in types else pl.lit(None, t).alias(c) for c, t in spec.all_columns.items()]
+            parts.append(
+                pl.scan_parquet(f.path)
+                .with_row_index(SOURCE_ROW, offset=1)
+                .select(*columns, pl.lit(f.path).alias(SOURCE_FILE), pl.col(SOURCE_ROW).cast(pl.Int64))
+                .filter(pl.col("game_date").is_between(start, end))
+                .collect()
+            )
+        return pl.concat([pl.DataFrame(schema=_schema(spec)), *parts], how="vertical")
+
+
+def _schema(spec: SourceSpec) -> dict[str, pl.DataType]:
+    return {**spec.all_columns, SOURCE_FILE: pl.String, SOURCE_ROW: pl.Int64}
+
+
 class RawSource:
-    """All raw files of one folder, loaded once per run."""
+    """The raw files of one folder, each checked once per run: which files are good, a
+    fingerprint and a row count of each date's raw rows, and the calendar the rows place games on.
+    Shards then read their own dates (:attr:`files`)."""
 
     def __init__(self, raw_dir: str | Path):
         self.raw_dir = Path(raw_dir)
         if not self.raw_dir.is_dir():
             raise RawDataError(f"raw data folder {self.raw_dir} does not exist (data.raw_dir)")
-        self.frames: dict[str, pl.DataFrame] = {}
-        self.broken: dict[str, list[BrokenFile]] = {}
+        good: dict[str, tuple[GoodFile, ...]] = {}
+        broken: dict[str, tuple[BrokenFile, ...]] = {}
         self.calendar_rows: dict[str, pl.DataFrame] = {}
-        for spec in SOURCES.values():
-            self.frames[spec.name], self.broken[spec.name], self.calendar_rows[spec.name] = self._load(spec)
-        if self.frames[PLAYER_BOXSCORES.name].is_empty() and not self.broken[PLAYER_BOXSCORES.name]:
-            raise RawDataError(f"no {PLAYER_BOXSCORES.pattern} files in {self.raw_dir}")
+        self.rows_per_date: dict[str, dict[dt.date, int]] = {}
         self._fingerprints: dict[str, dict[dt.date, str]] = {}
+        for spec in SOURCES.values():
+            good[spec.name], broken[spec.name], self.calendar_rows[spec.name], hashes = self._load(spec)
+            fingerprints = fingerprints_of(hashes)
+            for bad in broken[spec.name]:
+                for day in bad.dates:
+                    fingerprints[day] = f"broken:{bad.fingerprint}"
+            self._fingerprints[spec.name] = fingerprints
+            self.rows_per_date[spec.name] = dict(hashes.group_by("game_date").len().iter_rows())
+        self.files = RawFiles(good, broken)
+        if not good[PLAYER_BOXSCORES.name] and not broken[PLAYER_BOXSCORES.name]:
+            raise RawDataError(f"no {PLAYER_BOXSCORES.pattern} files in {self.raw_dir}")
 
-    def _load(self, spec: SourceSpec) -> tuple[pl.DataFrame, list[BrokenFile], pl.DataFrame]:
-        good: list[pl.DataFrame] = []
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(SOURCES)
+
+    def _load(self, spec: SourceSpec) -> tuple[tuple[GoodFile, ...], tuple[BrokenFile, ...], pl.DataFrame, pl.DataFrame]:
+        """Check every file of ``spec``: (good files, broken files, calendar rows, hashes of the good rows)."""
+        good: list[GoodFile] = []
+        hashes: list[pl.DataFrame] = []
         broken: list[BrokenFile] = []
         placed: list[pl.DataFrame] = []
         for path in sorted(self.raw_dir.glob(spec.pattern)):
@@ -122,6 +181,7 @@ class RawSource:
                 placed.append(frame.select(read_as(c, frame.schema[c], spec.columns[c]) for c in spec.calendar_columns))
             except pl.exceptions.PolarsError as exc:
                 raise RawDataError(f"{name}: calendar columns {list(spec.calendar_columns)} do not parse: {exc}") from exc
+            types = tuple((c, frame.schema[c]) for c in spec.all_columns if c in frame.columns)
             missing = [c for c in spec.columns if c not in frame.columns]
             problem = f"missing column(s) {missing}" if missing else None
             if problem is None:
@@ -146,10 +206,11 @@ class RawSource:
                     )
                 )
                 continue
-            good.append(frame.with_columns(pl.lit(name).alias(SOURCE_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(SOURCE_ROW)))
-        empty = pl.DataFrame(schema={**spec.all_columns, SOURCE_FILE: pl.String, SOURCE_ROW: pl.Int64})
-        empty_calendar = empty.select(spec.calendar_columns)
-        return pl.concat([empty, *good], how="vertical"), broken, pl.concat([empty_calendar, *placed]).drop_nulls("game_date")
+            good.append(GoodFile(name, types))
+            hashes.append(row_hashes(frame))
+        empty = pl.DataFrame(schema=spec.all_columns)
+        calendar = pl.concat([empty.select(spec.calendar_columns), *placed]).drop_nulls("game_date")
+        return tuple(good), tuple(broken), calendar, pl.concat([row_hashes(empty), *hashes])
 
     def describe(self) -> str:
         return str(self.raw_dir)
@@ -159,21 +220,10 @@ class RawSource:
         return self.calendar_rows[PLAYER_BOXSCORES.name]
 
     def read(self, name: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        for bad in self.broken[name]:
-            hit = sorted(d for d in bad.dates if start <= d <= end)
-            if hit:
-                raise RawDataError(f"{bad.path}: {bad.problem} (needed for {hit[0]}..{hit[-1]})")
-        return self.frames[name].filter(pl.col("game_date").is_between(start, end))
+        return self.files.read(name, start, end)
 
     def fingerprints(self, name: str) -> dict[dt.date, str]:
         """{date: fingerprint of that date's raw rows} for one source."""
-        if name not in self._fingerprints:
-            frame = self.frames[name].drop(SOURCE_FILE, SOURCE_ROW)
-            fps = partition_fingerprints(frame)
-            for bad in self.broken[name]:
-                for day in bad.dates:
-                    fps[day] = f"broken:{bad.fingerprint}"
-            self._fingerprints[name] = fps
         return self._fingerprints[name]
 
 
