@@ -71,11 +71,20 @@ def submit(dashboard: str, overrides: list[str]) -> tuple[str, str]:
 
     client = _client(JobSubmissionClient, dashboard)
     command = " ".join([sys.executable, "-m", "pipeline", "ray=cluster", "training.after_run=false", *(f"'{o}'" for o in overrides)])
-    job = client.submit_job(
-        entrypoint=command,
-        runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": [".venv", ".git", "var", "outputs", "multirun", "__pycache__"],
-                     "env_vars": {"COLUMNS": "200"}},
-    )  # fmt: skip
+    runtime_env = {
+        "working_dir": str(PROJECT_ROOT),
+        "excludes": [".venv", ".git", "var", "outputs", "multirun", "__pycache__"],
+        "env_vars": {"COLUMNS": "200"},
+    }
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent starts a little after its dashboard answers
+        try:
+            job = client.submit_job(entrypoint=command, runtime_env=runtime_env)
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
     while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         assert time.monotonic() < deadline, f"job {job} did not finish:\n{client.get_job_logs(job)}"
@@ -95,6 +104,12 @@ def _client(client_class, dashboard: str):
             time.sleep(1)
 
 
+def outside_the_job(folder) -> list[str]:
+    """Logs and reports where they outlive the job: its working directory is Ray's temporary copy
+    (which the second node of a one-machine cluster even replaces under it)."""
+    return [f"logs.dir={folder / 'logs'}", f"validation.reports_dir={folder / 'reports'}", f"training.models_root={folder / 'models'}"]
+
+
 def same_tables(expected: Backend, got: Backend) -> None:
     with expected.open(read_only=True) as left, got.open(read_only=True) as right:
         for name in PHASE_2_3:
@@ -112,7 +127,7 @@ def nodes_in_state(backend: Backend) -> set[str]:
 def test_a_phase3_run_submitted_as_a_job_runs_on_both_nodes(two_nodes, phase3_warehouse, tmp_path):
     cluster, dashboard = two_nodes
     backend = Backend.duckdb(tmp_path / "warehouse.duckdb")
-    status, logs = submit(dashboard, [*backend.overrides, f"logs.dir={tmp_path / 'logs'}", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
+    status, logs = submit(dashboard, [*backend.overrides, *outside_the_job(tmp_path), f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
     assert status == "SUCCEEDED", logs
     cluster_nodes = {node.node_id for node in cluster.list_all_nodes()}
     assert nodes_in_state(backend) == cluster_nodes and len(cluster_nodes) == 2
@@ -123,7 +138,7 @@ def test_a_phase3_run_submitted_as_a_job_runs_on_both_nodes(two_nodes, phase3_wa
 def test_on_bigquery_the_workers_read_and_stage_and_the_driver_only_commits(two_nodes, bigquery_emulator, phase3_warehouse, tmp_path):
     cluster, dashboard = two_nodes
     backend = Backend.bigquery(bigquery_emulator)
-    status, logs = submit(dashboard, [*backend.overrides, f"logs.dir={tmp_path / 'logs'}", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
+    status, logs = submit(dashboard, [*backend.overrides, *outside_the_job(tmp_path), f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
     assert status == "SUCCEEDED", logs
     assert nodes_in_state(backend) == {node.node_id for node in cluster.list_all_nodes()}
     same_tables(Backend.duckdb(phase3_warehouse), backend)
