@@ -35,7 +35,7 @@ from pipeline.progress import RunSummary, run_progress
 from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write, utcnow
 from pipeline.tables import Table, registry
 from pipeline.tables._raw import RawDataError
-from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
+from pipeline.warehouse.base import PartitionWrite, Warehouse
 from pipeline.warehouse.source import RawSource
 
 log = logging.getLogger(__name__)
@@ -572,4 +572,4 @@ class Runner:
 
 
 def ensure_table(warehouse: Warehouse, spec: Table) -> None:
-    warehouse.ensure_table(TableSchema(spec.name, spec.schema, cluster_by=spec.cluster_by))
+    warehouse.ensure_table(spec.warehouse_schema)
