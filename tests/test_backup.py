@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 import shutil
+from pathlib import Path
 from typing import Callable
 
 import polars as pl
@@ -36,6 +37,7 @@ from pipeline.backup.retention import INCOMPLETE_GRACE, Listed, expired, list_ba
 from pipeline.state import RUN_STATE
 from pipeline.warehouse import PartitionWrite, Warehouse
 from pipeline.warehouse.base import TableSchema
+from storage import OTHER_BUCKET, gs_folder
 
 D = dt.date
 # Three dates over two seasons: every table gets two files.
@@ -291,6 +293,26 @@ def test_a_tampered_backup_does_not_verify_and_the_refusal_names_the_problem(loc
         verify_backup(local_backup, owned_tables())
     for text in expected:
         assert text in str(refused.value)
+
+
+def test_a_manifest_cannot_send_a_restore_to_another_bucket_or_an_absolute_path(local_backup, storage_emulator):
+    """The file a manifest points at waits there, with the right checksum: only the path check
+    stops the restore from reading it."""
+    backup = gs_folder(storage_emulator)
+    root = Path(local_backup.root)
+    for file in (f for f in root.rglob("*") if f.is_file()):
+        backup.write_bytes(file.relative_to(root).as_posix(), file.read_bytes())
+    manifest = load_manifest(backup)
+    _, f = largest_file(manifest)
+    stolen = Folder.open(f"gs://{OTHER_BUCKET}/stolen", endpoint_url=storage_emulator.url)
+    stolen.write_bytes(f["path"], backup.read_bytes(f["path"]))
+    verify_backup(backup, owned_tables())
+    for outside in (stolen.url_of(f["path"]), local_backup.path(f["path"])):
+        f["path"] = outside
+        save_manifest(backup, manifest)
+        with pytest.raises(BackupError, match="outside the backup folder") as refused:
+            verify_backup(backup, owned_tables())
+        assert repr(outside) in str(refused.value)
 
 
 def test_a_manifest_is_checked_against_this_pipelines_declarations(local_backup):
