@@ -53,7 +53,7 @@ from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, s
 from pipeline.tables import Table, registry
 from pipeline.tables._raw import RawDataError
 from pipeline.warehouse import Warehouse, open_warehouse
-from pipeline.warehouse.base import PartitionWrite, TableSchema
+from pipeline.warehouse.base import PartitionWrite
 from pipeline.warehouse.source import RawFiles, RawSource
 
 log = logging.getLogger(__name__)
@@ -867,7 +867,7 @@ class Runner:
 
 
 def ensure_table(warehouse: Warehouse, spec: Table) -> None:
-    warehouse.ensure_table(TableSchema(spec.name, spec.schema, cluster_by=spec.cluster_by))
+    warehouse.ensure_table(spec.warehouse_schema)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from pipeline.backup.manifest import BackupError
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS, UsageError, fail, hold_lock, resolve_dates, resolve_tables
 from pipeline.planner import Fingerprinter, Plan, make_plan
@@ -57,7 +58,7 @@ def setup_logging(cfg: DictConfig, run_id: str) -> Path:
         handler._pipeline = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for noisy in ("ray", "filelock", "urllib3", "matplotlib", "google"):
+    for noisy in ("ray", "filelock", "urllib3", "matplotlib", "google", "gcsfs", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path
 
@@ -239,6 +240,17 @@ def _model_task(name: str):
     return run
 
 
+def _backup_task(name: str):
+    """A task of pipeline/backup/task.py, imported when it runs (fsspec, and gcsfs for gs://)."""
+
+    def run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+        from pipeline.backup import task
+
+        return getattr(task, name)(cfg, run_id, overrides)
+
+    return run
+
+
 def run_task(cfg: DictConfig, overrides: list[str]) -> int:
     """Run ``cfg.task``; return the process exit code."""
     run_id = new_run_id()
@@ -252,12 +264,15 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         "train": _model_task("train_task"),
         "predict": _model_task("predict_task"),
         "grade": _model_task("grade_task"),
+        "backup": _backup_task("backup_task"),
+        "restore": _backup_task("restore_task"),
+        "backups": _backup_task("backups_task"),
     }
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
     try:
         return tasks[cfg.task](cfg, run_id, overrides)
-    except (UsageError, WarehouseError, RawDataError) as exc:
+    except (UsageError, WarehouseError, RawDataError, BackupError) as exc:
         log.debug("refused", exc_info=True)
         return fail(str(exc))
     finally:

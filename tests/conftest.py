@@ -19,7 +19,7 @@ RAW_DIR = PROJECT_ROOT / "data" / "raw"
 # Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
 PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,quarantine]"
 
-pytest_plugins = ["backends"]  # the warehouse backends' fixtures: backend, bigquery_emulator
+pytest_plugins = ["backends", "storage"]  # fixtures: backend, bigquery_emulator (backends.py); storage_emulator, gs_target (storage.py)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import Callable, Mapping
 
 import polars as pl
 
+from pipeline.warehouse.base import TableSchema
+
 SOURCE_PREFIX = "source."
 
 
@@ -97,6 +99,11 @@ class Table:
     @property
     def upstream_tables(self) -> tuple[str, ...]:
         return tuple(i.table for i in self.inputs if not i.is_source)
+
+    @property
+    def warehouse_schema(self) -> TableSchema:
+        """The table as a warehouse creates it (a declaration, not a connection)."""
+        return TableSchema(self.name, self.schema, cluster_by=self.cluster_by)
 
     def run(self, dates: list[dt.date], frames: Mapping[str, pl.DataFrame], params: Mapping) -> pl.DataFrame:
         """Build the rows for ``dates`` and conform them to the declared schema."""

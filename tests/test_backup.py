@@ -1,0 +1,374 @@
+"""Backups (pipeline/backup/) in-process: the checks a restore makes, retention's choices, and a
+small warehouse backed up to the Cloud Storage emulator and restored, on each backend.
+
+The full warehouse, through the command line and across backends: tests/test_backup_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import pytest
+
+from backends import Backend
+from pipeline.backup.export import parquet_bytes, write_backup
+from pipeline.backup.folder import Folder
+from pipeline.backup.manifest import (
+    MANIFEST,
+    BackupError,
+    Manifest,
+    backup_name,
+    by_season,
+    manifest_problems,
+    owned_tables,
+    relative_path,
+    run_state_tables,
+    season_of,
+    sha256,
+)
+from pipeline.backup.restore import restore_backup, verify_backup
+from pipeline.backup.retention import INCOMPLETE_GRACE, Listed, expired, list_backups, prune
+from pipeline.state import RUN_STATE
+from pipeline.warehouse import PartitionWrite, Warehouse
+from pipeline.warehouse.base import TableSchema
+from storage import OTHER_BUCKET, gs_folder
+
+D = dt.date
+# Three dates over two seasons: every table gets two files.
+DAYS = [D(2023, 1, 5), D(2023, 1, 6), D(2023, 11, 2)]
+STARTED = dt.datetime(2024, 3, 1, 2, 0, 0)
+
+
+# -- a small warehouse with rows in every table the pipeline owns ------------------------------
+
+
+def sample_rows(schema: TableSchema, days: list[dt.date], per_day: int = 2) -> pl.DataFrame:
+    """``per_day`` rows per date, every column filled with a value of its declared type."""
+
+    def value(name: str, dtype: pl.DataType, day: dt.date, i: int):
+        if dtype == pl.Date:
+            return day
+        if dtype == pl.String:
+            return f"{name} {day} {i} O'Neal \\"
+        if dtype == pl.Boolean:
+            return i % 2 == 0
+        if dtype.is_integer():
+            return i + day.day
+        if dtype.is_float():
+            return i + 0.25
+        if isinstance(dtype, pl.Datetime):
+            return dt.datetime(day.year, day.month, day.day, 12, 30, 15, 250 + i)
+        if isinstance(dtype, pl.List):
+            return [0.5, float(i)]
+        raise AssertionError(f"no sample for {dtype}")
+
+    records = [{c: value(c, t, day, i) for c, t in schema.columns.items()} for day in days for i in range(per_day)]
+    return pl.DataFrame(records, schema=schema.columns)
+
+
+def fill(warehouse: Warehouse, days: list[dt.date] = DAYS, tables: set[str] | None = None) -> dict[str, pl.DataFrame]:
+    """Rows in every owned table (or ``tables``; run state: one row per table and date); returns them."""
+    written = {}
+    for name, schema in owned_tables().items():
+        if tables is not None and name not in tables:
+            continue
+        warehouse.ensure_table(schema)
+        if name == RUN_STATE.name:
+            rows = pl.concat(
+                sample_rows(schema, days, per_day=1).with_columns(table_name=pl.lit(table)) for table in sorted(run_state_tables())
+            )
+        else:
+            rows = sample_rows(schema, days)
+        warehouse.write([PartitionWrite(name, days, rows, partition_by=schema.partition_by)])
+        written[name] = rows
+    return written
+
+
+def every_table(warehouse: Warehouse) -> dict[str, pl.DataFrame]:
+    return {name: warehouse.read(name).sort(pl.all()) for name in owned_tables()}
+
+
+def same_tables(got: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]) -> None:
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name].equals(expected[name].sort(pl.all())), f"{name} differs"
+
+
+@pytest.fixture
+def local_backup(tmp_path) -> Folder:
+    """A backup of a small DuckDB warehouse in a local folder."""
+    with Backend.duckdb(tmp_path / "source.duckdb").open() as source:
+        fill(source)
+        made = write_backup(source, Folder.open(str(tmp_path / "backups")), owned_tables(), started_at=STARTED, git_commit="abc123")
+    return made.folder
+
+
+# -- names and paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["nba_raw.schedule/2023-24.parquet", "manifest.json", "a/b=1/c-d_e.parquet"])
+def test_plain_relative_paths_are_below_the_folder(path):
+    assert relative_path(path, "file") == path
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../x.parquet", "a/../../b.parquet", "/etc/passwd", "gs://elsewhere/x.parquet", "elsewhere:x", "a\\..\\b", ".hidden", "a//b", "", "..", 7],
+)
+def test_paths_that_would_leave_the_folder_are_refused(path):
+    with pytest.raises(BackupError, match="outside the backup folder|is not a path"):
+        relative_path(path, "file")
+
+
+def test_a_folder_refuses_to_reach_outside_itself(tmp_path):
+    folder = Folder.open(str(tmp_path / "backups"))
+    for name in ("..", "../other", "/tmp"):
+        with pytest.raises(BackupError):
+            folder.child(name)
+        with pytest.raises(BackupError):
+            folder.read_bytes(name)
+    with pytest.raises(BackupError, match="local path or gs://"):
+        Folder.open("s3://bucket/backups")
+
+
+def test_seasons_run_from_july_to_june():
+    assert season_of(D(2023, 7, 1)) == season_of(D(2024, 6, 30)) == "2023-24"
+    assert season_of(D(2023, 6, 30)) == "2022-23" and season_of(D(1999, 10, 1)) == "1999-00"
+    assert by_season([D(2024, 1, 5), D(2023, 1, 5), D(2023, 11, 2)]) == {"2022-23": [D(2023, 1, 5)], "2023-24": [D(2023, 11, 2), D(2024, 1, 5)]}
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+NOW = dt.datetime(2025, 3, 1, 2, 0, 0)
+
+
+def listed(age: dt.timedelta, complete: bool = True) -> Listed:
+    started = NOW - age
+    return Listed(backup_name(started), started, complete, 18 if complete else None, 10 if complete else None, 1000)
+
+
+def test_retention_deletes_complete_backups_older_than_the_limit_and_keeps_the_rest():
+    old, older = listed(dt.timedelta(days=31)), listed(dt.timedelta(days=90))
+    recent, newest = listed(dt.timedelta(days=29)), listed(dt.timedelta(hours=1))
+    young_incomplete = listed(INCOMPLETE_GRACE - dt.timedelta(minutes=1), complete=False)
+    stale_incomplete = listed(INCOMPLETE_GRACE + dt.timedelta(minutes=1), complete=False)
+    backups = [older, old, stale_incomplete, recent, young_incomplete, newest]
+    assert expired(backups, NOW, 30) == [older, old, stale_incomplete]
+    # With no limit to speak of, everything complete goes but the newest complete one.
+    assert expired(backups, NOW, 0) == [older, old, stale_incomplete, recent]
+
+
+def test_retention_never_deletes_the_newest_complete_backup_however_old():
+    only_old = [listed(dt.timedelta(days=400)), listed(dt.timedelta(days=300)), listed(dt.timedelta(hours=2), complete=False)]
+    assert expired(only_old, NOW, 30) == [only_old[0]]
+    assert expired([listed(dt.timedelta(hours=2), complete=False)], NOW, 0) == []
+
+
+def test_retention_deletes_nothing_but_expired_backup_folders(local_backup, tmp_path):
+    """The small backup (2024-03-01) is the newest complete one: kept, however old."""
+    target = tmp_path / "backups"
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    ancient, stale = backup_name(dt.datetime(2020, 1, 1)), backup_name(now - dt.timedelta(days=2))
+    shutil.copytree(local_backup.root, target / ancient)
+    (target / stale / "nba_raw.schedule").mkdir(parents=True)
+    (target / stale / "nba_raw.schedule" / "2022-23.parquet").write_bytes(b"what a killed backup left")
+    (target / "notes.txt").write_text("not a backup")
+    shutil.copytree(local_backup.root, target / "20200101T000000")  # not a backup's name: not a backup
+    shutil.copytree(local_backup.root, tmp_path / "elsewhere" / ancient)  # not under backup.target
+
+    gone = prune(Folder.open(str(target)), now, 30)
+    assert sorted(b.name for b in gone) == sorted([ancient, stale])
+    assert sorted(p.name for p in target.iterdir()) == sorted([backup_name(STARTED), "notes.txt", "20200101T000000"])
+    assert (tmp_path / "elsewhere" / ancient / MANIFEST).exists() and (target / "20200101T000000" / MANIFEST).exists()
+    assert [b.name for b in list_backups(Folder.open(str(target)))] == [backup_name(STARTED)]
+
+
+# -- what a restore checks before it writes ----------------------------------------------------
+
+
+def load_manifest(folder: Folder) -> dict:
+    return json.loads(folder.read_bytes(MANIFEST))
+
+
+def save_manifest(folder: Folder, manifest: dict) -> None:
+    folder.write_whole(MANIFEST, json.dumps(manifest).encode())
+
+
+def largest_file(manifest: dict) -> tuple[str, dict]:
+    return max(((name, f) for name, t in manifest["tables"].items() for f in t["files"]), key=lambda item: item[1]["bytes"])
+
+
+def change_one_byte(folder: Folder) -> list[str]:
+    _, f = largest_file(load_manifest(folder))
+    data = bytearray(folder.read_bytes(f["path"]))
+    data[len(data) // 2] ^= 0x01
+    folder.write_bytes(f["path"], bytes(data))
+    return [f["path"], "SHA-256"]
+
+
+def delete_one_file(folder: Folder) -> list[str]:
+    _, f = largest_file(load_manifest(folder))
+    folder.fs.rm(folder.path(f["path"]))
+    return [f["path"], "missing"]
+
+
+def miscount_rows(folder: Folder) -> list[str]:
+    """The manifest says one row more for a file, and for its table: only the file disagrees."""
+    manifest = load_manifest(folder)
+    name, f = largest_file(manifest)
+    f["rows"] += 1
+    manifest["tables"][name]["rows"] += 1
+    save_manifest(folder, manifest)
+    return [f["path"], f"the manifest says {f['rows']:,}"]
+
+
+def retype_a_column(folder: Folder) -> list[str]:
+    manifest = load_manifest(folder)
+    name, _ = largest_file(manifest)
+    columns = manifest["tables"][name]["columns"]
+    column = next(c for c, t in columns.items() if t == "String")
+    columns[column] = "Int64"
+    save_manifest(folder, manifest)
+    return [f"table {name}", f"{column} Int64 instead of String"]
+
+
+def rewrite_a_file_without_a_column(folder: Folder) -> list[str]:
+    """Another Parquet schema in the file, with a manifest whose checksum and size match it."""
+    manifest = load_manifest(folder)
+    _, f = largest_file(manifest)
+    rows = pl.read_parquet(io.BytesIO(folder.read_bytes(f["path"])))
+    dropped = rows.columns[-1]
+    data = parquet_bytes(rows.drop(dropped))
+    folder.write_bytes(f["path"], data)
+    f["bytes"], f["sha256"] = len(data), sha256(data)
+    save_manifest(folder, manifest)
+    return [f["path"], "Parquet schema differs", f"missing {dropped}"]
+
+
+def remove_the_manifest(folder: Folder) -> list[str]:
+    folder.fs.rm(folder.path(MANIFEST))
+    return [f"has no {MANIFEST}", "incomplete"]
+
+
+def point_a_file_outside(folder: Folder) -> list[str]:
+    """A file path that climbs out of the backup to a real Parquet file with the right checksum:
+    only the path check stops it."""
+    manifest = load_manifest(folder)
+    _, f = largest_file(manifest)
+    f["path"] = f"../{folder.root.rsplit('/', 1)[1]}/{f['path']}"
+    save_manifest(folder, manifest)
+    return [f["path"], "outside the backup folder"]
+
+
+def rename_a_table_outside(folder: Folder) -> list[str]:
+    manifest = load_manifest(folder)
+    manifest["tables"]["../../nba_raw.schedule"] = manifest["tables"].pop("nba_raw.schedule")
+    save_manifest(folder, manifest)
+    return ["'../../nba_raw.schedule'", "outside the backup folder", "table nba_raw.schedule: not in the backup"]
+
+
+TAMPERINGS: dict[str, Callable[[Folder], list[str]]] = {
+    "one byte changed": change_one_byte,
+    "a file deleted": delete_one_file,
+    "row count differs from the file": miscount_rows,
+    "schema differs from the declaration": retype_a_column,
+    "schema differs from the file": rewrite_a_file_without_a_column,
+    "no manifest": remove_the_manifest,
+    "a file outside the folder": point_a_file_outside,
+    "a table outside the folder": rename_a_table_outside,
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERINGS.values(), ids=TAMPERINGS.keys())
+def test_a_tampered_backup_does_not_verify_and_the_refusal_names_the_problem(local_backup, tamper):
+    verify_backup(local_backup, owned_tables())  # as made, it verifies
+    expected = tamper(local_backup)
+    with pytest.raises(BackupError) as refused:
+        verify_backup(local_backup, owned_tables())
+    for text in expected:
+        assert text in str(refused.value)
+
+
+def test_a_manifest_cannot_send_a_restore_to_another_bucket_or_an_absolute_path(local_backup, storage_emulator):
+    """The file a manifest points at waits there, with the right checksum: only the path check
+    stops the restore from reading it."""
+    backup = gs_folder(storage_emulator)
+    root = Path(local_backup.root)
+    for file in (f for f in root.rglob("*") if f.is_file()):
+        backup.write_bytes(file.relative_to(root).as_posix(), file.read_bytes())
+    manifest = load_manifest(backup)
+    _, f = largest_file(manifest)
+    stolen = Folder.open(f"gs://{OTHER_BUCKET}/stolen", endpoint_url=storage_emulator.url)
+    stolen.write_bytes(f["path"], backup.read_bytes(f["path"]))
+    verify_backup(backup, owned_tables())
+    for outside in (stolen.url_of(f["path"]), local_backup.path(f["path"])):
+        f["path"] = outside
+        save_manifest(backup, manifest)
+        with pytest.raises(BackupError, match="outside the backup folder") as refused:
+            verify_backup(backup, owned_tables())
+        assert repr(outside) in str(refused.value)
+
+
+def test_a_manifest_is_checked_against_this_pipelines_declarations(local_backup):
+    manifest = Manifest.from_json(local_backup.read_bytes(MANIFEST), "manifest")
+    assert manifest_problems(manifest, owned_tables()) == []
+    declared = dict(owned_tables())
+    extra = declared.pop("nba_raw.quarantine")
+    assert manifest_problems(manifest, declared) == ["table nba_raw.quarantine: this pipeline declares no such table"]
+    declared = {**owned_tables(), "nba_raw.pregame_roster": TableSchema("nba_raw.pregame_roster", extra.columns)}
+    assert manifest_problems(manifest, declared) == ["table nba_raw.pregame_roster: not in the backup, and this pipeline declares it"]
+    moved = {**owned_tables(), RUN_STATE.name: TableSchema(RUN_STATE.name, RUN_STATE.columns, partition_by="finished_at")}
+    assert manifest_problems(manifest, moved) == [f"table {RUN_STATE.name}: partitioned by game_date in the backup, by finished_at here"]
+    with pytest.raises(BackupError, match="not a readable manifest"):
+        Manifest.from_json(b'{"format": "nba-pipeline-backup", "format_version": 1, "tables": []}', "manifest.json")
+    with pytest.raises(BackupError, match="not a manifest this pipeline reads"):
+        Manifest.from_json(b'{"format": "other"}', "manifest.json")
+
+
+def test_a_backup_refuses_an_empty_warehouse_and_a_missing_bucket(storage_emulator, tmp_path):
+    with Backend.duckdb(tmp_path / "warehouse.duckdb").open() as warehouse:
+        with pytest.raises(BackupError, match="nothing to back up: duckdb:.* holds none of the pipeline's tables"):
+            write_backup(warehouse, Folder.open(str(tmp_path / "backups")), owned_tables(), started_at=STARTED, git_commit="abc123")
+        fill(warehouse, tables={"nba_raw.schedule"})
+        nowhere = Folder.open("gs://no-such-bucket/nightly", endpoint_url=storage_emulator.url)
+        with pytest.raises(BackupError, match="no bucket gs://no-such-bucket"):
+            write_backup(warehouse, nowhere, owned_tables(), started_at=STARTED, git_commit="abc123")
+    assert not (tmp_path / "backups").exists()
+
+
+# -- a round trip through Cloud Storage, on each backend ---------------------------------------
+
+
+def another(backend: Backend, tmp_path, name: str) -> Backend:
+    """A second, empty warehouse of the same kind as ``backend``."""
+    return Backend.duckdb(tmp_path / f"{name}.duckdb") if backend.name == "duckdb" else Backend.bigquery(backend.emulator)
+
+
+def test_a_small_warehouse_round_trips_through_cloud_storage(backend, gs_target, tmp_path):
+    with backend.open() as source:
+        fill(source)
+        expected = every_table(source)
+        described = source.describe()
+        made = write_backup(source, gs_target, owned_tables(), started_at=STARTED, git_commit="abc123")
+    manifest = made.manifest
+    assert made.folder.url == f"{gs_target.url}/20240301T020000Z" and made.folder.exists(MANIFEST)
+    assert manifest.source == described and manifest.git_commit == "abc123"
+    assert manifest.tables.keys() == owned_tables().keys()
+    for name, entry in manifest.tables.items():
+        assert entry.rows == expected[name].height and [f.path for f in entry.files] == [f"{name}/2022-23.parquet", f"{name}/2023-24.parquet"]
+        assert (entry.first_date, entry.last_date) == (DAYS[0], DAYS[-1])
+
+    # Into a warehouse that already holds other rows, on dates of the backup and others (a few
+    # tables, to keep the emulator's share short): afterwards it holds exactly the backup's.
+    with another(backend, tmp_path, "target").open() as target:
+        fill(target, [D(2023, 1, 6), D(2025, 1, 1)], tables={"nba_raw.schedule", "nba_orchestration.validation_results", RUN_STATE.name})
+        verified = verify_backup(made.folder, owned_tables())
+        restored = restore_backup(target, made.folder, verified, owned_tables(), run_state_tables())
+        assert restored == {name: expected[name].height for name in owned_tables()}
+        same_tables(every_table(target), expected)
