@@ -599,17 +599,21 @@ class Runner:
                     built[unit.table].extend(unit.dates)
                     progress.advance(len(unit.dates), rows=sum(r.rows_built for r in unit.results.values()))
 
+        # Shards out at once: enough to keep every CPU busy with the next one queued, and no more,
+        # so that the inputs the driver reads (and the rows coming back) do not pile up.
+        most_in_flight = cutter.cpus + 1
         while pending or in_flight or committing:
             # One shard at a time, so that shards finishing meanwhile go to the writer early.
-            if pending and pending[0].ready_at <= time.monotonic():
+            if len(in_flight) < most_in_flight and pending and pending[0].ready_at <= time.monotonic():
                 job = heapq.heappop(pending)
                 if not self._units[job.unit].failed:
                     try:
                         in_flight[self._submit(job)] = (job.unit, job.index)
                     except Exception as exc:  # noqa: BLE001 - a bad input fails this unit, not the run
                         failed(job.unit, exc)
-            due = bool(pending) and pending[0].ready_at <= time.monotonic()
-            next_retry = 0.0 if due else (max(0.0, pending[0].ready_at - time.monotonic()) if pending else None)
+            room = len(in_flight) < most_in_flight
+            due = room and bool(pending) and pending[0].ready_at <= time.monotonic()
+            next_retry = 0.0 if due else (max(0.0, pending[0].ready_at - time.monotonic()) if pending and room else None)
             if committing:
                 settle_commits(timeout=0 if in_flight or due else next_retry)
             if not in_flight:

@@ -12,7 +12,7 @@ def open_warehouse(config, *, read_only: bool = False) -> Warehouse:
     if config.backend == "duckdb":
         from pipeline.warehouse.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(config.path, read_only=read_only, threads=config.get("threads"))
+        return DuckDBWarehouse(config.path, read_only=read_only, threads=config.get("threads"), memory_limit=config.get("memory_limit"))
     if config.backend == "bigquery":
         from pipeline.warehouse.bigquery import BigQueryWarehouse
 

@@ -82,11 +82,18 @@ def quoted(table: str) -> str:
 
 class DuckDBWarehouse(Warehouse):
     def __init__(
-        self, path: str | os.PathLike, *, read_only: bool = False, threads: int | None = None, row_group_size: int = ROW_GROUP_SIZE
+        self,
+        path: str | os.PathLike,
+        *,
+        read_only: bool = False,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        row_group_size: int = ROW_GROUP_SIZE,
     ):
         self.path = Path(path)
         self.read_only = read_only
         self.threads = threads
+        self.memory_limit = memory_limit
         self.row_group_size = row_group_size
         self._con: duckdb.DuckDBPyConnection | None = None
         self._owner = threading.get_ident()
@@ -115,7 +122,7 @@ class DuckDBWarehouse(Warehouse):
             return self._con or self._open()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        config = {"threads": self.threads} if self.threads else {}
+        config = {k: v for k, v in {"threads": self.threads, "memory_limit": self.memory_limit}.items() if v}
         con = duckdb.connect(":memory:", config=config)
         if self.read_only and not self.path.exists():
             # Nothing built yet: answer from an empty database rather than create the file.

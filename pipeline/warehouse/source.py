@@ -178,7 +178,7 @@ class RawSource:
             if missing_for_calendar:
                 raise RawDataError(f"{name}: missing column(s) {missing_for_calendar}; the file cannot be placed on the calendar")
             try:
-                placed.append(frame.select(read_as(c, frame.schema[c], spec.columns[c]) for c in spec.calendar_columns))
+                placed.append(frame.select(read_as(c, frame.schema[c], spec.columns[c]) for c in spec.calendar_columns).unique())
             except pl.exceptions.PolarsError as exc:
                 raise RawDataError(f"{name}: calendar columns {list(spec.calendar_columns)} do not parse: {exc}") from exc
             types = tuple((c, frame.schema[c]) for c in spec.all_columns if c in frame.columns)
@@ -216,7 +216,7 @@ class RawSource:
         return str(self.raw_dir)
 
     def calendar_frame(self) -> pl.DataFrame:
-        """Player rows (calendar columns only) from every file, the broken ones included."""
+        """The distinct calendar columns of the player rows of every file, the broken ones included."""
         return self.calendar_rows[PLAYER_BOXSCORES.name]
 
     def read(self, name: str, start: dt.date, end: dt.date) -> pl.DataFrame:
