@@ -26,6 +26,7 @@ PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
 PHASE_4 = [n for n, t in registry().items() if t.phase == 4]
 NOVEMBER_END = "2023-11-12"
 NOVEMBER = ("dates.start=2023-11-01", f"dates.end={NOVEMBER_END}")
+FIRST_WEEK = ("dates.start=2023-11-01", "dates.end=2023-11-05")  # two runs at once: long enough to overlap
 FAULTS = "NBA_PIPELINE_FAULTS"
 
 
@@ -225,7 +226,7 @@ def test_transient_errors_are_retried_with_backoff(tmp_path):
 
 def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path, backend):
     def start(*extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        args = [sys.executable, "-m", "pipeline", *backend.overrides, f"logs.dir={tmp_path / 'logs'}", "ray.num_cpus=2", f"tables={PHASE3_TABLES}", *NOVEMBER, *extra]
+        args = [sys.executable, "-m", "pipeline", *backend.overrides, f"logs.dir={tmp_path / 'logs'}", "ray.num_cpus=2", f"tables={PHASE3_TABLES}", *FIRST_WEEK, *extra]
         return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
     procs = [start(), start()]

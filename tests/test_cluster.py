@@ -52,12 +52,17 @@ def two_nodes():
     from ray.cluster_utils import Cluster
 
     port = free_port()
+    # Each node's dashboard agent (which runs submitted jobs) on a port of its own: at Ray's fixed
+    # default, another Ray on the machine may hold it, and the head then has no agent to submit to.
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port},
-    )
+        head_node_args={
+            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "dashboard_agent_listen_port": 0,
+        },
+    )  # fmt: skip
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, dashboard_agent_listen_port=0)
         cluster.wait_for_nodes()
         yield cluster, f"http://127.0.0.1:{port}"
     finally:
