@@ -23,7 +23,6 @@ from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import console
 from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table, registry
-from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import gate_enforced, make_gate, validate_task
@@ -99,8 +98,8 @@ class Context:
     @classmethod
     def open(cls, cfg: DictConfig, warehouse: Warehouse) -> "Context":
         tables = registry()
-        source = RawSource(cfg.data.raw_dir)
-        calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
+        source = RawSource.from_config(cfg.data)
+        calendar = source.calendar()
         state = RunState.load(warehouse)
         source_fps = {name: source.fingerprints(name) for name in source.names}
         fingerprinter = Fingerprinter(tables, calendar, state, source_fps, table_params(cfg, tables))

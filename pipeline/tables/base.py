@@ -26,17 +26,22 @@ class Lookback:
     """Which earlier game dates a table reads from one input, besides the date it builds.
 
     ``days``: calendar days before the date. ``season_to_date``: every date from the opener of
-    the date's season. Both are inclusive of the date itself; a table that must not see the
-    date's results filters them out itself (and its leak test proves it does).
+    the date's season. Both include the date itself, unless ``before``: then the window ends the
+    day before, the date's own rows are never read, and the date does not wait for that input
+    (Phase 4 reads its history this way, so a date whose games are not played yet can be built).
     """
 
     days: int = 0
     season_to_date: bool = False
+    before: bool = False
+
+    def __post_init__(self) -> None:
+        if self.before and not (self.season_to_date or self.days):
+            raise ValueError("Lookback(before=True) needs days or season_to_date: the window would be empty")
 
     def describe(self) -> str:
-        if self.season_to_date:
-            return "season to date"
-        return f"{self.days} days" if self.days else "same date"
+        window = "season to date" if self.season_to_date else f"{self.days} days" if self.days else "same date"
+        return f"{window}, before the date" if self.before else window
 
 
 SAME_DATE = Lookback()
