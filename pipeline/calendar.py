@@ -20,9 +20,11 @@ class Calendar:
     season_of: dict[dt.date, str]
     opener_of: dict[str, dt.date]  # season -> first regular-season game date
     teams_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # season -> its teams, sorted
+    # Dates with box scores; the others are known from a slate only (None: every date is played).
+    played: frozenset[dt.date] | None = None
 
     @classmethod
-    def from_schedule(cls, schedule: pl.DataFrame) -> "Calendar":
+    def from_schedule(cls, schedule: pl.DataFrame, played: Iterable[dt.date] | None = None) -> "Calendar":
         per_date = schedule.group_by("game_date").agg(pl.col("season").min()).sort("game_date")
         openers = season_openers(schedule)
         sides = pl.concat([schedule.select("season", team="home_team_abbr"), schedule.select("season", team="away_team_abbr")])
@@ -32,7 +34,11 @@ class Calendar:
             season_of=dict(per_date.iter_rows()),
             opener_of=dict(openers.iter_rows()),
             teams_of={season: tuple(names) for season, names in teams.iter_rows()},
+            played=None if played is None else frozenset(played),
         )
+
+    def is_played(self, day: dt.date) -> bool:
+        return self.played is None or day in self.played
 
     @property
     def first(self) -> dt.date:

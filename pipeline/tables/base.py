@@ -92,6 +92,9 @@ class Table:
     # build a subset of teams, reading only their players' rows. Lets the runner cut a
     # season-to-date table by teams instead of by dates, so no shard re-reads the season.
     split_by_team: bool = False
+    # Rows only on dates whose games are played (box scores in): a date known only from a slate
+    # has none, and validation expects none. The other tables have rows on every listed date.
+    needs_box_scores: bool = False
 
     @property
     def dataset(self) -> str:
@@ -139,6 +142,7 @@ def table(
     cluster_by: tuple[str, ...] = (),
     built_with: tuple[str, ...] = (),
     split_by_team: bool = False,
+    needs_box_scores: bool = False,
 ) -> Callable[[Callable[..., pl.DataFrame]], Table]:
     """Declare a table next to the function that builds it."""
 
@@ -165,6 +169,7 @@ def table(
             cluster_by=cluster_by,
             built_with=tuple(built_with),
             split_by_team=split_by_team,
+            needs_box_scores=needs_box_scores,
         )
 
     return wrap

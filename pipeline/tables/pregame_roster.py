@@ -91,6 +91,20 @@ def from_boxscores(player_boxscores: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# The columns of a slate derived from box scores (data/README.md lists every slate column).
+DERIVED_SLATE_COLUMNS = (
+    "game_id", "game_date", "season", "season_type", "team_id", "team_abbr", "opponent_abbr", "is_home",
+    "player_id", "player_name", "starter", "status",
+)  # fmt: skip
+
+
+def slate_from_boxscores(player_boxscores: pl.DataFrame) -> pl.DataFrame:
+    """The slate a desk would have had on the morning of the games in raw box-score rows: every
+    listed player, starters, the inactive list, no lines (tests and the example slate)."""
+    rows = player_boxscores if "birth_date" in player_boxscores.columns else player_boxscores.with_columns(birth_date=pl.lit(None, pl.Date))
+    return from_boxscores(rows).select(DERIVED_SLATE_COLUMNS).sort("game_date", "game_id", "team_abbr", "player_id")
+
+
 @table(
     "nba_raw.pregame_roster",
     schema=SCHEMA,

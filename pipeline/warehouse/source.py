@@ -279,7 +279,7 @@ class RawSource:
 
     def calendar(self) -> Calendar:
         """Every game date of the box scores and the slates, with its season, opener and teams."""
-        return Calendar.from_schedule(games(self.calendar_frame()))
+        return Calendar.from_schedule(games(self.calendar_frame()), played=self.calendar_rows[PLAYER_BOXSCORES.name]["game_date"])
 
     def calendar_frame(self) -> pl.DataFrame:
         """The distinct calendar columns (``CALENDAR_COLUMNS``) of the player rows of every box-score
