@@ -54,7 +54,7 @@ PLAYER_PREGAME_COLUMNS = (
     "game_id", "game_date", "season", "season_type", "player_id", "player_name",
     "team_abbr", "opponent_abbr", "is_home", "starter", "is_inactive",
 )  # fmt: skip
-ROSTER = Input("nba_raw.pregame_roster", columns=(*PLAYER_PREGAME_COLUMNS, "birth_date"))
+ROSTER = Input("nba_raw.pregame_roster", columns=(*PLAYER_PREGAME_COLUMNS, "birth_date", "source"))
 PLAYER_ID_SCHEMA = {
     "game_id": pl.String,
     "game_date": pl.Date,

@@ -61,6 +61,7 @@ SCHEMA = {
     "opponent_abbr": pl.String,
     "is_home": pl.Boolean,
     "starter": pl.Boolean,
+    "roster_source": pl.String,  # where the date's facts came from: 'slate' or 'boxscores'
     "age_years": pl.Float64,
     "games_played_season": pl.Int16,
     "last_game_date": pl.Date,
@@ -148,13 +149,14 @@ def inactive_teammates(
 )
 def upcoming_player_game_context(dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Pre-game player context: rest, back-to-backs, recent load, role, inactive teammates."""
-    rows = rest_and_load(player_game_summary, player_rows(pregame_roster, dates, "birth_date"))
+    rows = rest_and_load(player_game_summary, player_rows(pregame_roster, dates, "birth_date", "source"))
     shares, per_team = inactive_teammates(pregame_roster, player_game_summary, dates)
     share_cols = ["team_games_season", f"played_in_last_{TEAM_WINDOW}_team_games", f"plays_share_last_{TEAM_WINDOW}_team_games"]
     out = (
         rows.join(shares.select("game_date", "player_id", *share_cols), on=["game_date", "player_id"], how="left")
         .join(per_team, on=["game_id", "team_abbr"], how="left")
         .with_columns(
+            roster_source=pl.col("source"),
             age_years=(pl.col("game_date") - pl.col("birth_date")).dt.total_days() / DAYS_PER_YEAR,
             inactive_teammate_names=pl.when(pl.col("inactive_teammate_names") != "").then(pl.col("inactive_teammate_names")),
             context_notes=notes(

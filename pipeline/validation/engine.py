@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import polars as pl
 
 from pipeline.calendar import Calendar
-from pipeline.state import SKIPPED_BOOTSTRAP, RunState
+from pipeline.state import OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table
 from pipeline.validation import checks
 from pipeline.validation.checks import Scope
@@ -55,11 +55,11 @@ class Validator:
         return sorted(d for d in dates if not self.in_bootstrap(table, d) and not (results and not self.calendar.is_played(d)))
 
     def covered(self, table: str, dates: Iterable[dt.date], request: Mapping[str, Sequence[dt.date]]) -> set[dt.date]:
-        """The dates among ``dates`` the table is being checked on or has been built on: a date a
-        table was never asked to build (a predict run builds only what its dates read) is
-        ``task=status``'s missing date, not a disagreement between tables."""
+        """The dates among ``dates`` the table is being checked on or was built on: a date a table
+        was never asked to build (a predict run builds only what its dates read), or failed to
+        build, is ``task=status``'s missing or failed date, not a disagreement between tables."""
         asked = set(request.get(table, ()))
-        return {d for d in dates if d in asked or self.state.status(table, d) is not None}
+        return {d for d in dates if d in asked or self.state.status(table, d) in (OK, SKIPPED_BOOTSTRAP)}
 
     def has_state(self, table: str) -> bool:
         return any(t == table for t, _ in self.state.rows)
