@@ -20,9 +20,11 @@ class Calendar:
     season_of: dict[dt.date, str]
     opener_of: dict[str, dt.date]  # season -> first regular-season game date
     teams_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # season -> its teams, sorted
+    # Dates with box scores; the others are known from a slate only (None: every date is played).
+    played: frozenset[dt.date] | None = None
 
     @classmethod
-    def from_schedule(cls, schedule: pl.DataFrame) -> "Calendar":
+    def from_schedule(cls, schedule: pl.DataFrame, played: Iterable[dt.date] | None = None) -> "Calendar":
         per_date = schedule.group_by("game_date").agg(pl.col("season").min()).sort("game_date")
         openers = season_openers(schedule)
         sides = pl.concat([schedule.select("season", team="home_team_abbr"), schedule.select("season", team="away_team_abbr")])
@@ -32,7 +34,11 @@ class Calendar:
             season_of=dict(per_date.iter_rows()),
             opener_of=dict(openers.iter_rows()),
             teams_of={season: tuple(names) for season, names in teams.iter_rows()},
+            played=None if played is None else frozenset(played),
         )
+
+    def is_played(self, day: dt.date) -> bool:
+        return self.played is None or day in self.played
 
     @property
     def first(self) -> dt.date:
@@ -55,14 +61,21 @@ class Calendar:
             return min(self.opener(day), day)
         return day - dt.timedelta(days=lookback.days)
 
+    @staticmethod
+    def window_end(lookback: Lookback, day: dt.date) -> dt.date:
+        return day - dt.timedelta(days=1) if lookback.before else day
+
     def window(self, lookback: Lookback, day: dt.date) -> list[dt.date]:
-        """Game dates an input with ``lookback`` is read for when building ``day`` (inclusive)."""
-        return self.between(self.window_start(lookback, day), day)
+        """Game dates an input with ``lookback`` is read for when building ``day`` (inclusive of
+        ``day`` unless ``lookback.before``; may then be empty: a season's opener)."""
+        return self.between(self.window_start(lookback, day), self.window_end(lookback, day))
 
     def covering(self, lookback: Lookback, days: list[dt.date]) -> set[dt.date]:
         """Every game date in the window of any of ``days``: the union of their windows."""
         merged: list[list[dt.date]] = []
-        for start, end in sorted((self.window_start(lookback, day), day) for day in days):
+        for start, end in sorted((self.window_start(lookback, day), self.window_end(lookback, day)) for day in days):
+            if end < start:
+                continue
             if merged and start <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
@@ -84,7 +97,7 @@ class Calendar:
         hit: set[dt.date] = set()
         for day in self.dates[bisect.bisect_left(self.dates, ordered[0]):]:
             first_at_or_after_start = bisect.bisect_left(ordered, self.window_start(lookback, day))
-            if first_at_or_after_start < len(ordered) and ordered[first_at_or_after_start] <= day:
+            if first_at_or_after_start < len(ordered) and ordered[first_at_or_after_start] <= self.window_end(lookback, day):
                 hit.add(day)
         return hit
 

@@ -68,7 +68,7 @@ def resolve_dates(cfg: DictConfig, calendar: Calendar) -> list[dt.date]:
         days = sorted({parse_date(v, "dates.list") for v in cfg.dates.list})
         unknown = [d for d in days if d not in calendar.season_of]
         if unknown:
-            raise UsageError(f"no games in the raw data on {', '.join(map(str, unknown))} (dates.list)")
+            raise UsageError(f"no games in the box scores or slates on {', '.join(map(str, unknown))} (dates.list)")
         return days
     start = parse_date(cfg.dates.start, "dates.start") if cfg.dates.start else None
     end = parse_date(cfg.dates.end, "dates.end") if cfg.dates.end else None
@@ -76,7 +76,7 @@ def resolve_dates(cfg: DictConfig, calendar: Calendar) -> list[dt.date]:
         raise UsageError(f"dates.start {start} is after dates.end {end}")
     days = calendar.between(start, end)
     if not days:
-        raise UsageError(f"no game dates in {start or calendar.first}..{end or calendar.last}; the raw data covers {calendar.first}..{calendar.last}")
+        raise UsageError(f"no game dates in {start or calendar.first}..{end or calendar.last}; the box scores and slates cover {calendar.first}..{calendar.last}")
     return days
 
 

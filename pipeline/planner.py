@@ -77,7 +77,8 @@ class Fingerprinter:
 
     def window(self, inp: Input, day: dt.date) -> str:
         if inp.lookback.season_to_date:
-            return self._season_chain(inp.table)[day]
+            window = self.calendar.window(inp.lookback, day)
+            return self._season_chain(inp.table)[window[-1]] if window else ""
         if inp.lookback.days == 0:
             return self.partition(inp.table, day)
         return digest(f"{d}:{self.partition(inp.table, d)}" for d in self.calendar.window(inp.lookback, day))

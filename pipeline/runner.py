@@ -50,11 +50,11 @@ from pipeline.fingerprint import fingerprints_of, row_hashes
 from pipeline.planner import Fingerprinter, Plan
 from pipeline.progress import RunSummary, run_progress
 from pipeline.state import FAILED, OK, RUN_STATE, SKIPPED_BOOTSTRAP, RunState, state_rows, state_write, utcnow
-from pipeline.tables import Table, registry
+from pipeline.tables import Input, Table, registry
 from pipeline.tables._raw import RawDataError
 from pipeline.warehouse import Warehouse, open_warehouse
 from pipeline.warehouse.base import PartitionWrite
-from pipeline.warehouse.source import RawFiles, RawSource
+from pipeline.warehouse.source import SOURCES, RawFiles, RawSource
 
 log = logging.getLogger(__name__)
 
@@ -278,23 +278,39 @@ def read_inputs(
 ) -> dict[str, pl.DataFrame]:
     """Each input over the union of the dates' lookback windows (and nothing else: a shard may
     skip dates whose upstream failed). For a shard of some teams (``Table.split_by_team``), only
-    the rows of the players listed for one of them in the window, wherever those players played."""
+    the rows of the players listed for one of them in any input's window (the date's roster
+    included), wherever those players played."""
+    windows = {inp.table: sorted({d for day in dates for d in calendar.window(inp.lookback, day)}) for inp in spec.inputs}
+    players = None
+    if teams is not None:
+        listed: set[int] = set()
+        for inp in spec.inputs:
+            if windows[inp.table]:
+                window = windows[inp.table]
+                found = warehouse.read(inp.table, start=window[0], end=window[-1], columns=["player_id"], where={"team_abbr": list(teams)})
+                listed.update(found["player_id"].to_list())
+        players = sorted(listed)
     frames = {}
     for inp in spec.inputs:
-        window = sorted({d for day in dates for d in calendar.window(inp.lookback, day)})
-        if inp.is_source:
+        window = windows[inp.table]
+        if not window:  # a window before the date, on the season's first date: nothing earlier
+            frame = pl.DataFrame(schema=_input_schema(inp))
+        elif inp.is_source:
             frame = raw.read(inp.table, window[0], window[-1])
             frame = frame.select(inp.columns) if inp.columns else frame
         else:
-            where = {}
-            if teams is not None:
-                listed = warehouse.read(inp.table, start=window[0], end=window[-1], columns=["player_id"], where={"team_abbr": list(teams)})
-                where = {"player_id": sorted(set(listed["player_id"].to_list()))}
+            where = {} if players is None else {"player_id": players}
             frame = warehouse.read(inp.table, start=window[0], end=window[-1], columns=inp.columns, where=where)
-        if len(window) < (window[-1] - window[0]).days + 1 and "game_date" in frame.columns:
+        if window and len(window) < (window[-1] - window[0]).days + 1 and "game_date" in frame.columns:
             frame = frame.filter(pl.col("game_date").is_in(window))
         frames[inp.table] = frame
     return frames
+
+
+def _input_schema(inp: Input) -> dict[str, pl.DataType]:
+    """The columns an input delivers, as declared by the table (or source) it reads."""
+    declared = SOURCES[inp.table].all_columns if inp.is_source else registry()[inp.table].schema
+    return {c: declared[c] for c in (inp.columns or declared)}
 
 
 # -- cutting a table's dates ---------------------------------------------------------------------

@@ -20,10 +20,9 @@ from pipeline.backup.manifest import BackupError
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS, UsageError, fail, hold_lock, resolve_dates, resolve_tables
 from pipeline.planner import Fingerprinter, Plan, make_plan
-from pipeline.progress import console
+from pipeline.progress import RunSummary, console
 from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table, registry
-from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import gate_enforced, make_gate, validate_task
@@ -99,8 +98,8 @@ class Context:
     @classmethod
     def open(cls, cfg: DictConfig, warehouse: Warehouse) -> "Context":
         tables = registry()
-        source = RawSource(cfg.data.raw_dir)
-        calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
+        source = RawSource.from_config(cfg.data)
+        calendar = source.calendar()
         state = RunState.load(warehouse)
         source_fps = {name: source.fingerprints(name) for name in source.names}
         fingerprinter = Fingerprinter(tables, calendar, state, source_fps, table_params(cfg, tables))
@@ -295,33 +294,40 @@ def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
 def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     warehouse = open_warehouse(cfg.warehouse)
     with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
-        ctx = Context.open(cfg, warehouse)
-        plan = ctx.plan()
-        if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
-            refuse_blocking(plan, ctx.calendar)
-        if plan.is_empty:
-            console.print("nothing to do: every requested date is built and up to date")
-            return train_after(cfg, warehouse, run_id, overrides)
-        from pipeline.ray_runtime import start_ray  # Ray only when there is work for it
-        from pipeline.runner import Runner
-
-        log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
-        for name, table_plan in plan.tables.items():
-            if table_plan.build:
-                log.info("  %s: %d date(s): %s", name, len(table_plan.build), table_plan.why())
-        start_ray(cfg.ray)
-        settings = run_settings(cfg, run_id, ctx.tables)
-        gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
-        runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
-        summary = runner.execute(plan, gate=gate)
-        summary.render(retry_command(summary.unfinished, overrides))
-        if not summary.ok:
+        summary = build(cfg, warehouse, run_id, overrides)
+        if summary is not None and not summary.ok:
             if not cfg.tables and cfg.training.get("after_run", True):
                 console.print("[bold red]the model was not trained: the run did not complete cleanly")
             return EXIT_FAILED
         if train_after(cfg, warehouse, run_id, overrides) != EXIT_OK:
             return EXIT_FAILED
-        return EXIT_WARNINGS if summary.gate_overridden else EXIT_OK
+        return EXIT_WARNINGS if summary is not None and summary.gate_overridden else EXIT_OK
+
+
+def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> RunSummary | None:
+    """Plan and build ``cfg.tables`` on ``cfg.dates`` in a warehouse the caller holds the lock of,
+    each level behind its validation gate; print the summary. None when nothing needed building."""
+    ctx = Context.open(cfg, warehouse)
+    plan = ctx.plan()
+    if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
+        refuse_blocking(plan, ctx.calendar)
+    if plan.is_empty:
+        console.print("nothing to do: every requested date is built and up to date")
+        return None
+    from pipeline.ray_runtime import start_ray  # Ray only when there is work for it
+    from pipeline.runner import Runner
+
+    log.info("run %s: %d table-dates to build in %s", run_id, plan.total_dates, warehouse.describe())
+    for name, table_plan in plan.tables.items():
+        if table_plan.build:
+            log.info("  %s: %d date(s): %s", name, len(table_plan.build), table_plan.why())
+    start_ray(cfg.ray)
+    settings = run_settings(cfg, run_id, ctx.tables)
+    gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
+    runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
+    summary = runner.execute(plan, gate=gate)
+    summary.render(retry_command(summary.unfinished, overrides))
+    return summary
 
 
 def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> int:

@@ -10,7 +10,6 @@ import pytest
 from conftest import RAW_DIR
 from pipeline.calendar import Calendar
 from pipeline.tables.base import Lookback
-from pipeline.tables.schedule import schedule
 from pipeline.warehouse.source import RawSource
 
 LOOKBACKS = [Lookback(), Lookback(days=14), Lookback(season_to_date=True)]
@@ -18,7 +17,7 @@ LOOKBACKS = [Lookback(), Lookback(days=14), Lookback(season_to_date=True)]
 
 @pytest.fixture(scope="module")
 def calendar() -> Calendar:
-    return Calendar.from_schedule(schedule.build([], player_boxscores=RawSource(RAW_DIR).calendar_frame()))
+    return RawSource(RAW_DIR).calendar()
 
 
 def test_openers_come_from_the_schedule(calendar):

@@ -39,10 +39,14 @@ EXPECTED_PHASE4 = {
 }
 PGS = "nba_analytics.player_game_summary"
 
-# Columns of the Phase 3 tables that are known before tip-off (the rest are results).
+ROSTER = "nba_raw.pregame_roster"
+
+# Columns of the Phase 3 tables left alone by the leak test: the rows' identity (and birth dates,
+# which the perturbation has no values for). Everything else of the date and later is replaced,
+# starters, inactive flags and home/away of player_game_summary included: a date's own pre-game
+# facts come from nba_raw.pregame_roster and the schedule, which are left as they are.
 PREGAME = {
-    PGS: {"game_id", "game_date", "season", "season_type", "player_id", "player_name", "team_abbr", "opponent_abbr",
-          "is_home", "starter", "is_inactive", "birth_date"},
+    PGS: {"game_id", "game_date", "season", "season_type", "player_id", "player_name", "team_abbr", "opponent_abbr", "birth_date"},
     "nba_analytics.team_offense_game_summary": {"game_id", "game_date", "season", "season_type", "team_abbr", "opponent_abbr", "is_home"},
     "nba_analytics.team_defense_game_summary": {"game_id", "game_date", "season", "season_type", "defending_team_abbr",
                                                 "opponent_abbr", "is_home"},
@@ -109,7 +113,7 @@ def source() -> RawSource:
 
 @pytest.fixture(scope="module")
 def calendar(source) -> Calendar:
-    return Calendar.from_schedule(TABLES["nba_raw.schedule"].build([], player_boxscores=source.calendar_frame()))
+    return source.calendar()
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +195,10 @@ def test_prior_windows_use_only_earlier_games_of_the_same_season():
 
 
 def perturb(frames: Mapping[str, pl.DataFrame], day: dt.date, seed: int = 11) -> dict[str, pl.DataFrame]:
-    """Every result column (stats, minutes, plus-minus, DNP flags, rates, team totals...) replaced
-    by random values on ``day`` and after; pre-game facts (roster, starters, players listed
-    inactive, home/away, opponent) and the schedule left as they are."""
+    """Every column but the rows' identity (stats, minutes, plus-minus, DNP and inactive flags,
+    starters, rates, team totals...) replaced by random values on ``day`` and after; the pregame
+    roster (players listed, starters, inactive list, home/away, opponent) and the schedule left
+    as they are."""
     rng = np.random.default_rng(seed)
     out = dict(frames)
     for name, keep in PREGAME.items():
@@ -403,7 +408,7 @@ def test_fatigue_scales_with_age_where_birth_dates_are_known(phase3, calendar, s
     veteran, young, mid = tired[:3]  # aged 40, 25 and 34 on the day; everyone else: no birth date
     births = {veteran: dt.date(1984, 1, 6), young: dt.date(1999, 1, 6), mid: dt.date(1990, 1, 6)}
     frames = dict(phase3)
-    frames[PGS] = phase3[PGS].with_columns(birth_date=pl.col("player_id").replace_strict(births, default=None, return_dtype=pl.Date))
+    frames[ROSTER] = phase3[ROSTER].with_columns(birth_date=pl.col("player_id").replace_strict(births, default=None, return_dtype=pl.Date))
     built = build_phase4(frames, calendar, source, [day], 1)
 
     ages = dict(built["nba_analytics.upcoming_player_game_context"].select("player_id", "age_years").iter_rows())

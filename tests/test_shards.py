@@ -23,7 +23,7 @@ def source() -> RawSource:
 
 @pytest.fixture(scope="module")
 def calendar(source) -> Calendar:
-    return Calendar.from_schedule(TABLES["nba_raw.schedule"].build([], player_boxscores=source.calendar_frame()))
+    return source.calendar()
 
 
 @pytest.fixture(scope="module")

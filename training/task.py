@@ -15,14 +15,15 @@ import logging
 from pathlib import Path
 
 import polars as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from rich.table import Table as RichTable
 
 from pipeline.command import EXIT_OK, UsageError, fail, hold_lock, parse_date
 from pipeline.progress import console
+from pipeline.tasks import build
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
-from training.data import DataError
+from training.data import FEATURE_STORE, DataError
 from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
 from training.sweep import POINTER_FILE
 from training.train import (
@@ -103,13 +104,18 @@ def _span(start: dt.date | None, end: dt.date | None) -> str:
 
 
 def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
-    """``task=predict``: predictions for every feature-store row on the dates."""
+    """``task=predict``: build what the dates need (their feature-store rows: for a date with a
+    slate and no box scores, its roster, schedule and Phase 4; never Phase 3 of the date), then
+    predict every feature-store row on the dates."""
     try:
         t = training_config(cfg)
         start, end, days = requested_dates(cfg)
         saved = load_model(model_dir_for(t.model_dir, t.models_root))
         warehouse = open_warehouse(cfg.warehouse)
         with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
+            summary = build(features_of(cfg), warehouse, run_id, overrides)
+            if summary is not None and not summary.ok:
+                return fail("the feature store of the requested dates did not build (see above); nothing was predicted")
             rows = predict_dates(warehouse, saved, start, end, days)
     except EXPECTED as exc:
         log.debug("predict refused", exc_info=True)
@@ -127,6 +133,16 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     elif rows.is_empty():
         console.print("[yellow]no feature-store rows in the requested dates")
     return EXIT_OK
+
+
+def features_of(cfg: DictConfig) -> DictConfig:
+    """``cfg`` asking a run for the feature store on the requested dates and what they read, and
+    nothing else: later dates that an upstream rebuild makes stale wait for the next plain run."""
+    built = cfg.copy()
+    with open_dict(built):
+        built.tables = [FEATURE_STORE]
+        built.backfill.with_dependents = False
+    return built
 
 
 def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:

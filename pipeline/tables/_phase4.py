@@ -1,10 +1,15 @@
 """Shared Polars helpers of the Phase 4 tables: who gets a row, and "as-of" windows over prior games.
 
-Every Phase 4 table builds a whole shard in one pass. Its inputs hold the shard's dates plus the
-season-to-date lookback, so they include each target date's own rows (and the rows of later
-dates of the shard). The helpers here make the one rule of Phase 4 hard to break:
+**A figure for date D uses only games strictly before D, of D's season**, and D's own pre-game
+facts (who is listed, who starts, who is inactive, home/away, the opponent) come only from
+``nba_raw.pregame_roster`` and ``nba_raw.schedule``, which hold them for a date whose games are
+not played yet as well as for one whose box scores are in.
 
-**A figure for date D uses only games strictly before D, of D's season.**
+Enforced twice. First by the declarations: every history input of a Phase 4 table is read with
+:data:`HISTORY` (season to date, *before* the date), so the rows of the date being built are not
+even read, and a date does not wait for its own box scores. Second by the formulas: every Phase 4
+table builds a whole shard in one pass, and its history holds the rows of the shard's earlier
+dates, so each target date is matched only with games strictly before it:
 
 How: each entity's game log (a player's played games, a team's games, the league's dates) is
 sorted by date within ``(entity, season)`` and turned into cumulative sums; a target row
@@ -20,12 +25,10 @@ Window sums are differences of cumulative sums:
 A window with no game gives sums of 0 and a game count of 0; averages are then NULL (never 0,
 never last season's, never an all-time mean).
 
-Row set of a player table for date D: the players listed in D's box scores who are not listed
-inactive (``is_inactive``: ``DND`` / ``NWT``, published before tip-off). Players who end up with
-a coach's-decision DNP do get a row: they are dressed and may play, and whether they played is a
-result of D, which no Phase 4 figure may depend on. Pre-game facts of D that the tables use:
-the roster listed for the game, who starts (the starting lineups are announced before
-tip-off), who is listed inactive, home/away and the opponent.
+Row set of a player table for date D: the players of D's pregame roster who are not inactive
+(``is_inactive``: the inactive list, ``DND`` / ``NWT`` in the box scores, or a slate's ``out`` /
+``inactive``). Players who end up with a coach's-decision DNP do get a row: they are dressed and
+may play, and whether they played is a result of D, which no Phase 4 figure may depend on.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 
+from pipeline.tables.base import Input, Lookback
 from pipeline.tables.team_offense_game_summary import FREE_THROW_POSSESSION_WEIGHT
 
 BOOTSTRAP_DAYS = 14
@@ -42,11 +46,15 @@ GAMES = "games"
 # Far before any data: an as-of lookup "strictly before" this date finds nothing.
 NO_DATE = dt.date(1900, 1, 1)
 
-# Pre-game columns of player_game_summary: known before tip-off on the date itself.
+# How every Phase 4 table reads history: the season to date, strictly before the date built.
+HISTORY = Lookback(season_to_date=True, before=True)
+
+# Pre-game facts of the date itself, from nba_raw.pregame_roster.
 PLAYER_PREGAME_COLUMNS = (
     "game_id", "game_date", "season", "season_type", "player_id", "player_name",
     "team_abbr", "opponent_abbr", "is_home", "starter", "is_inactive",
 )  # fmt: skip
+ROSTER = Input("nba_raw.pregame_roster", columns=(*PLAYER_PREGAME_COLUMNS, "birth_date", "source"))
 PLAYER_ID_SCHEMA = {
     "game_id": pl.String,
     "game_date": pl.Date,
@@ -79,12 +87,11 @@ def on_dates(frame: pl.DataFrame, dates: Iterable[dt.date]) -> pl.DataFrame:
     return frame.filter(pl.col("game_date").is_in(list(dates)))
 
 
-def player_rows(player_game_summary: pl.DataFrame, dates: Sequence[dt.date], *also: str) -> pl.DataFrame:
-    """One row per player listed for a game on ``dates`` and not listed inactive, with only the
-    pre-game columns of that date (so nothing downstream can read the date's results), and the
-    columns named in ``also``, which the caller vouches are known before tip-off."""
+def player_rows(pregame_roster: pl.DataFrame, dates: Sequence[dt.date], *also: str) -> pl.DataFrame:
+    """One row per player listed for a game on ``dates`` and not inactive, with the pre-game
+    columns (and those named in ``also``) of his roster row."""
     return (
-        on_dates(player_game_summary, dates)
+        on_dates(pregame_roster, dates)
         .filter(~pl.col("is_inactive"))
         .select(*PLAYER_PREGAME_COLUMNS, *also)
         .drop("is_inactive")

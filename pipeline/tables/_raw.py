@@ -1,13 +1,16 @@
-"""Row checks shared by the Phase 2 tables that read the raw files.
+"""Row checks shared by the Phase 2 tables that read the raw files and the slates.
 
 A raw row is bad when its minutes string does not parse, a counting stat is negative or
-missing, a key is missing, or it repeats the natural key of an earlier row. The same checks
+missing, a key is missing, or it repeats the natural key of an earlier row (a slate row: when a
+key is missing, it repeats a key, or a check of its own fails: see ``pregame_roster``). The same checks
 decide both outcomes: ``data.on_bad_rows=fail`` raises :class:`RawDataError` naming the file,
 the row and the problem; ``quarantine`` drops the rows from the table and writes them, with the
 reason, to ``nba_raw.quarantine``.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import polars as pl
 
@@ -39,8 +42,16 @@ def parse_minutes(minutes_raw: pl.Expr) -> pl.Expr:
     return parts.struct.field("1").cast(pl.Float64) + parts.struct.field("2").cast(pl.Float64) / 60.0
 
 
-def find_bad_rows(frame: pl.DataFrame, key: tuple[str, ...], *, has_minutes: bool) -> pl.DataFrame:
-    """One row per bad input row: where it came from, its key, and every problem it has."""
+def find_bad_rows(
+    frame: pl.DataFrame,
+    key: tuple[str, ...],
+    *,
+    has_minutes: bool,
+    count_columns: tuple[str, ...] = COUNT_COLUMNS,
+    extra: Sequence[pl.Expr] = (),
+) -> pl.DataFrame:
+    """One row per bad input row: where it came from, its key, and every problem it has
+    (``extra``: more reasons, each NULL where the row passes)."""
     reasons: list[pl.Expr] = [
         pl.when(pl.any_horizontal(pl.col(k).is_null() for k in (*key, "game_date"))).then(
             pl.lit(f"missing key ({', '.join((*key, 'game_date'))})")
@@ -53,7 +64,8 @@ def find_bad_rows(frame: pl.DataFrame, key: tuple[str, ...], *, has_minutes: boo
                 pl.format("unparseable minutes '{}'", pl.col("minutes_raw").fill_null("<empty>"))
             )
         )
-    for column in COUNT_COLUMNS:
+    reasons += list(extra)
+    for column in count_columns:
         reasons.append(pl.when(pl.col(column) < 0).then(pl.format(f"negative {column} ({{}})", pl.col(column))))
         reasons.append(pl.when(pl.col(column).is_null()).then(pl.lit(f"missing {column}")))
     first_row = pl.col(SOURCE_ROW).first().over(key)
@@ -70,12 +82,19 @@ def find_bad_rows(frame: pl.DataFrame, key: tuple[str, ...], *, has_minutes: boo
 
 
 def rows_to_load(
-    frame: pl.DataFrame, key: tuple[str, ...], *, has_minutes: bool, on_bad_rows: str, what: str
+    frame: pl.DataFrame,
+    key: tuple[str, ...],
+    *,
+    has_minutes: bool,
+    on_bad_rows: str,
+    what: str,
+    count_columns: tuple[str, ...] = COUNT_COLUMNS,
+    extra: Sequence[pl.Expr] = (),
 ) -> pl.DataFrame:
     """The good rows of ``frame``; bad rows raise (``fail``) or are left out (``quarantine``)."""
     if on_bad_rows not in ON_BAD_ROWS:
         raise ValueError(f"data.on_bad_rows must be one of {ON_BAD_ROWS}, not {on_bad_rows!r}")
-    bad = find_bad_rows(frame, key, has_minutes=has_minutes)
+    bad = find_bad_rows(frame, key, has_minutes=has_minutes, count_columns=count_columns, extra=extra)
     if bad.is_empty():
         return frame
     if on_bad_rows == "fail":

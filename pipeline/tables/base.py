@@ -26,17 +26,22 @@ class Lookback:
     """Which earlier game dates a table reads from one input, besides the date it builds.
 
     ``days``: calendar days before the date. ``season_to_date``: every date from the opener of
-    the date's season. Both are inclusive of the date itself; a table that must not see the
-    date's results filters them out itself (and its leak test proves it does).
+    the date's season. Both include the date itself, unless ``before``: then the window ends the
+    day before, the date's own rows are never read, and the date does not wait for that input
+    (Phase 4 reads its history this way, so a date whose games are not played yet can be built).
     """
 
     days: int = 0
     season_to_date: bool = False
+    before: bool = False
+
+    def __post_init__(self) -> None:
+        if self.before and not (self.season_to_date or self.days):
+            raise ValueError("Lookback(before=True) needs days or season_to_date: the window would be empty")
 
     def describe(self) -> str:
-        if self.season_to_date:
-            return "season to date"
-        return f"{self.days} days" if self.days else "same date"
+        window = "season to date" if self.season_to_date else f"{self.days} days" if self.days else "same date"
+        return f"{window}, before the date" if self.before else window
 
 
 SAME_DATE = Lookback()
@@ -87,6 +92,9 @@ class Table:
     # build a subset of teams, reading only their players' rows. Lets the runner cut a
     # season-to-date table by teams instead of by dates, so no shard re-reads the season.
     split_by_team: bool = False
+    # Rows only on dates whose games are played (box scores in): a date known only from a slate
+    # has none, and validation expects none. The other tables have rows on every listed date.
+    needs_box_scores: bool = False
 
     @property
     def dataset(self) -> str:
@@ -134,6 +142,7 @@ def table(
     cluster_by: tuple[str, ...] = (),
     built_with: tuple[str, ...] = (),
     split_by_team: bool = False,
+    needs_box_scores: bool = False,
 ) -> Callable[[Callable[..., pl.DataFrame]], Table]:
     """Declare a table next to the function that builds it."""
 
@@ -160,6 +169,7 @@ def table(
             cluster_by=cluster_by,
             built_with=tuple(built_with),
             split_by_team=split_by_team,
+            needs_box_scores=needs_box_scores,
         )
 
     return wrap

@@ -46,6 +46,7 @@ SCHEMA = {
     params={"on_bad_rows": "data.on_bad_rows"},
     phase=2,
     cluster_by=("player_id",),
+    needs_box_scores=True,
 )
 def player_boxscores(dates: list[dt.date], player_boxscores: pl.DataFrame, on_bad_rows: str) -> pl.DataFrame:
     """Raw player box scores with parsed minutes; bad rows rejected or quarantined."""

@@ -34,11 +34,13 @@ from pipeline.tables._phase4 import (
     PLAYER_KEY,
     notes,
     played_log,
+    HISTORY,
+    ROSTER,
     player_rows,
     prior_windows,
     ratio,
 )
-from pipeline.tables.base import Input, Lookback, table
+from pipeline.tables.base import Input, table
 from pipeline.tables.player_game_summary import shot_attempts
 
 WINDOWS = (1, 3, 5, 10)
@@ -146,14 +148,16 @@ def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.Da
     schema=SCHEMA,
     key=PLAYER_KEY,
     inputs=[
-        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=Lookback(season_to_date=True)),
+        ROSTER,
+        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
     split_by_team=True,
+    version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date
 )
-def player_daily_cache(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
+def player_daily_cache(dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Rolling player form (points, minutes, usage, shooting) before each game date."""
-    rows = player_rows(player_game_summary, dates)
+    rows = player_rows(pregame_roster, dates)
     return form_windows(player_game_summary, rows).select(list(SCHEMA)).sort("game_date", "game_id", "team_abbr", "player_id")

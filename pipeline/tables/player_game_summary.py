@@ -92,6 +92,7 @@ def ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
     ],
     phase=3,
     cluster_by=("player_id",),
+    needs_box_scores=True,
 )
 def player_game_summary(
     dates: list[dt.date], player_boxscores: pl.DataFrame, team_offense_game_summary: pl.DataFrame

@@ -32,11 +32,13 @@ from pipeline.tables._phase4 import (
     PLAYER_KEY,
     notes,
     played_log,
+    HISTORY,
+    ROSTER,
     player_rows,
     prior_windows,
     ratio,
 )
-from pipeline.tables.base import Input, Lookback, table
+from pipeline.tables.base import Input, table
 
 ZONES = ("2pt", "3pt", "ft")
 
@@ -80,17 +82,19 @@ def zone_points(window: str) -> dict[str, pl.Expr]:
     schema=SCHEMA,
     key=PLAYER_KEY,
     inputs=[
-        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=Lookback(season_to_date=True)),
+        ROSTER,
+        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
     split_by_team=True,
+    version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date
 )
-def player_shot_zone_analysis(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
+def player_shot_zone_analysis(dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """A player's two-point, three-point and free-throw shares of points and attempts."""
     values = ["fgm", "fga", "fg3m", "fg3a", "ftm", "fta", "pts"]
-    rows = player_rows(player_game_summary, dates)
+    rows = player_rows(pregame_roster, dates)
     w = prior_windows(rows, played_log(player_game_summary), by=["player_id"], values=values, last_n=(10,))
     season, last10 = zone_points("season"), zone_points("last10")
     shares = {f"pct_pts_{z}_season": ratio(season[z], pl.col("pts_season")) for z in ZONES}

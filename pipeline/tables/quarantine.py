@@ -1,6 +1,6 @@
-"""``nba_raw.quarantine``: raw rows left out of ``nba_raw`` with the reason, when
+"""``nba_raw.quarantine``: raw and slate rows left out of ``nba_raw`` with the reason, when
 ``data.on_bad_rows=quarantine``. Empty in the default ``fail`` mode, where such rows stop the
-shard instead. Built on every date either raw table is built (``built_with``), whichever tables a
+shard instead. Built on every date any raw table is built (``built_with``), whichever tables a
 run asks for, so no bad row is left out without its record here."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import datetime as dt
 import polars as pl
 
 from pipeline.tables import player_boxscores as player_table
+from pipeline.tables import pregame_roster as roster_table
 from pipeline.tables import team_boxscores as team_table
 from pipeline.tables._raw import SOURCE_FILE, SOURCE_ROW, find_bad_rows
 from pipeline.tables.base import Input, table
@@ -30,13 +31,14 @@ SCHEMA = {
     "nba_raw.quarantine",
     schema=SCHEMA,
     key=(SOURCE_FILE, SOURCE_ROW),
-    inputs=[Input("source.player_boxscores"), Input("source.team_game_logs")],
+    inputs=[Input("source.player_boxscores"), Input("source.team_game_logs"), Input("source.slates")],
     params={"on_bad_rows": "data.on_bad_rows"},
     phase=2,
-    built_with=("nba_raw.player_boxscores", "nba_raw.team_boxscores"),
+    built_with=("nba_raw.player_boxscores", "nba_raw.team_boxscores", "nba_raw.pregame_roster"),
+    version=2,  # 2: bad slate rows too
 )
 def quarantine(
-    dates: list[dt.date], player_boxscores: pl.DataFrame, team_game_logs: pl.DataFrame, on_bad_rows: str
+    dates: list[dt.date], player_boxscores: pl.DataFrame, team_game_logs: pl.DataFrame, slates: pl.DataFrame, on_bad_rows: str
 ) -> pl.DataFrame:
     """Bad raw rows with their file, row number and reason (quarantine mode only)."""
     if on_bad_rows != "quarantine":
@@ -44,6 +46,7 @@ def quarantine(
     found = [
         find_bad_rows(player_boxscores, player_table.KEY, has_minutes=True),
         find_bad_rows(team_game_logs, team_table.KEY, has_minutes=False).with_columns(player_id=pl.lit(None, pl.Int32)),
+        find_bad_rows(slates, roster_table.KEY, has_minutes=False, count_columns=(), extra=roster_table.slate_problems()),
     ]
     return pl.concat(
         [

@@ -1,4 +1,5 @@
-"""``nba_raw.schedule``: one row per game with its date, season, type and the two teams.
+"""``nba_raw.schedule``: one row per game with its date, season, type and the two teams, for
+every listed game: played (box scores) or not yet (a slate), from ``nba_raw.pregame_roster``.
 
 The season opener (first regular-season date of a season), which Phase 4's bootstrap window and
 season-to-date lookbacks start from, is read from this table, never hard-coded.
@@ -30,12 +31,18 @@ CALENDAR_COLUMNS = ("game_id", "game_date", "season", "season_type", "team_id", 
     "nba_raw.schedule",
     schema=SCHEMA,
     key=("game_id",),
-    inputs=[Input("nba_raw.player_boxscores", columns=CALENDAR_COLUMNS)],
+    inputs=[Input("nba_raw.pregame_roster", columns=CALENDAR_COLUMNS)],
     phase=2,
+    version=2,  # 2: games of slates too
 )
-def schedule(dates: list[dt.date], player_boxscores: pl.DataFrame) -> pl.DataFrame:
+def schedule(dates: list[dt.date], pregame_roster: pl.DataFrame) -> pl.DataFrame:
     """Games, dates, home and away teams, season and season type."""
-    teams = player_boxscores.select(CALENDAR_COLUMNS).unique(["game_id", "team_abbr"])
+    return games(pregame_roster)
+
+
+def games(listed: pl.DataFrame) -> pl.DataFrame:
+    """One row per game from rows of ``CALENDAR_COLUMNS`` (a roster's, or the raw files' calendar)."""
+    teams = listed.select(CALENDAR_COLUMNS).unique(["game_id", "team_abbr"], keep="first", maintain_order=True)
     home = teams.filter(pl.col("is_home")).select(
         "game_id", "game_date", "season", "season_type", home_team_id="team_id", home_team_abbr="team_abbr"
     )

@@ -41,6 +41,7 @@ SCHEMA = {
     params={"on_bad_rows": "data.on_bad_rows"},
     phase=2,
     version=2,  # 2: a team-game without its log row is summed from players even when the other team has one
+    needs_box_scores=True,
 )
 def team_boxscores(
     dates: list[dt.date], team_game_logs: pl.DataFrame, player_boxscores: pl.DataFrame, on_bad_rows: str

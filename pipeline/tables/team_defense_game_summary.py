@@ -46,6 +46,7 @@ SCHEMA = {
     inputs=[Input("nba_analytics.team_offense_game_summary")],
     phase=3,
     cluster_by=("defending_team_abbr",),
+    needs_box_scores=True,
 )
 def team_defense_game_summary(dates: list[dt.date], team_offense_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Points, shots and possessions allowed per team-game, defensive rating, opponent pace."""

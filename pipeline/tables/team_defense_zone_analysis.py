@@ -28,8 +28,8 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, TEAM_KEY, league_before, prior_windows, ratio, team_rows
-from pipeline.tables.base import Input, Lookback, table
+from pipeline.tables._phase4 import BOOTSTRAP_DAYS, HISTORY, TEAM_KEY, league_before, prior_windows, ratio, team_rows
+from pipeline.tables.base import Input, table
 
 SCHEMA = {
     "game_id": pl.String,
@@ -90,11 +90,12 @@ def relative_to_league(zone: str) -> pl.Expr:
     key=TEAM_KEY,
     inputs=[
         Input("nba_raw.schedule", columns=SCHEDULE_COLUMNS),
-        Input("nba_analytics.team_defense_game_summary", columns=DEFENSE_COLUMNS, lookback=Lookback(season_to_date=True)),
+        Input("nba_analytics.team_defense_game_summary", columns=DEFENSE_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("team_abbr",),
+    version=2,  # 2: history read before the date
 )
 def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, team_defense_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Opponent FG% allowed on twos and threes and free throws conceded, against the league."""

@@ -56,6 +56,7 @@ def per_48_minutes(count: pl.Expr, team_minutes: pl.Expr) -> pl.Expr:
     inputs=[Input("nba_raw.team_boxscores")],
     phase=3,
     cluster_by=("team_abbr",),
+    needs_box_scores=True,
 )
 def team_offense_game_summary(dates: list[dt.date], team_boxscores: pl.DataFrame) -> pl.DataFrame:
     """Team totals per game with possessions, pace, offensive rating and the win flag."""

@@ -2,13 +2,11 @@
 
 One row per player listed for a game on the date and not listed inactive. Two kinds of input:
 
-- **Pre-game facts of the date itself**, public before tip-off: the game, team, opponent,
-  home/away, whether the player starts (starting lineups are announced before tip-off; our box
-  scores carry them as ``starter``), and which teammates are listed inactive (``DND`` / ``NWT``
-  comments: the league's inactive list, also published before tip-off), and ``age_years`` on the
-  game date where the raw files give birth dates (the bundled ones do not: NULL). Nothing else
-  of the date is read: not minutes, stats or whether the player ends up with a coach's-decision
-  DNP.
+- **Pre-game facts of the date itself**, from ``nba_raw.pregame_roster`` (a slate, or derived
+  from the box scores): the game, team, opponent, home/away, whether the player starts (NULL
+  until the lineups are announced), which teammates are inactive (the league's inactive list,
+  or a slate's ``out`` / ``inactive``), and ``age_years`` on the game date where birth dates are
+  known (the bundled files have none: NULL). The date's box scores are not read at all.
 - **Earlier games of the same season**, strictly before the date (games played: minutes > 0):
 
   - ``days_rest`` = days between the last played game and this one, minus 1 (0 = second night of
@@ -42,11 +40,13 @@ from pipeline.tables._phase4 import (
     notes,
     on_dates,
     played_log,
+    HISTORY,
+    ROSTER,
     player_rows,
     prior_windows,
     team_window_shares,
 )
-from pipeline.tables.base import Input, Lookback, table
+from pipeline.tables.base import Input, table
 
 TEAM_WINDOW = 10
 
@@ -61,6 +61,7 @@ SCHEMA = {
     "opponent_abbr": pl.String,
     "is_home": pl.Boolean,
     "starter": pl.Boolean,
+    "roster_source": pl.String,  # where the date's facts came from: 'slate' or 'boxscores'
     "age_years": pl.Float64,
     "games_played_season": pl.Int16,
     "last_game_date": pl.Date,
@@ -83,7 +84,7 @@ SCHEMA = {
 
 HISTORY_COLUMNS = (
     "game_id", "game_date", "season", "season_type", "player_id", "player_name", "team_abbr", "opponent_abbr",
-    "is_home", "starter", "is_inactive", "did_not_play", "minutes", "fga", "fta", "tov", "birth_date",
+    "is_home", "starter", "is_inactive", "did_not_play", "minutes", "fga", "fta", "tov",
 )  # fmt: skip
 DAYS_PER_YEAR = 365.25
 
@@ -113,9 +114,11 @@ def rest_and_load(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.D
     )
 
 
-def inactive_teammates(player_game_summary: pl.DataFrame, dates: list[dt.date]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def inactive_teammates(
+    pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame, dates: list[dt.date]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(every listed player's recent team share, per team-game totals of inactive / active shares)."""
-    listed = on_dates(player_game_summary, dates).select(
+    listed = on_dates(pregame_roster, dates).select(
         "game_id", "game_date", "season", "player_id", "player_name", "team_abbr", "is_inactive"
     )
     share = f"plays_share_last_{TEAM_WINDOW}_team_games"
@@ -135,22 +138,25 @@ def inactive_teammates(player_game_summary: pl.DataFrame, dates: list[dt.date]) 
     schema=SCHEMA,
     key=PLAYER_KEY,
     inputs=[
-        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=Lookback(season_to_date=True)),
+        ROSTER,
+        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
     split_by_team=True,
+    version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date
 )
-def upcoming_player_game_context(dates: list[dt.date], player_game_summary: pl.DataFrame) -> pl.DataFrame:
+def upcoming_player_game_context(dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Pre-game player context: rest, back-to-backs, recent load, role, inactive teammates."""
-    rows = rest_and_load(player_game_summary, player_rows(player_game_summary, dates, "birth_date"))
-    shares, per_team = inactive_teammates(player_game_summary, dates)
+    rows = rest_and_load(player_game_summary, player_rows(pregame_roster, dates, "birth_date", "source"))
+    shares, per_team = inactive_teammates(pregame_roster, player_game_summary, dates)
     share_cols = ["team_games_season", f"played_in_last_{TEAM_WINDOW}_team_games", f"plays_share_last_{TEAM_WINDOW}_team_games"]
     out = (
         rows.join(shares.select("game_date", "player_id", *share_cols), on=["game_date", "player_id"], how="left")
         .join(per_team, on=["game_id", "team_abbr"], how="left")
         .with_columns(
+            roster_source=pl.col("source"),
             age_years=(pl.col("game_date") - pl.col("birth_date")).dt.total_days() / DAYS_PER_YEAR,
             inactive_teammate_names=pl.when(pl.col("inactive_teammate_names") != "").then(pl.col("inactive_teammate_names")),
             context_notes=notes(

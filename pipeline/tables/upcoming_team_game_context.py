@@ -26,8 +26,8 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, TEAM_KEY, notes, prior_windows, ratio, team_rows
-from pipeline.tables.base import Input, Lookback, table
+from pipeline.tables._phase4 import BOOTSTRAP_DAYS, HISTORY, TEAM_KEY, notes, prior_windows, ratio, team_rows
+from pipeline.tables.base import Input, table
 
 SCHEMA = {
     "game_id": pl.String,
@@ -119,12 +119,13 @@ def team_form(log: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     key=TEAM_KEY,
     inputs=[
         Input("nba_raw.schedule", columns=SCHEDULE_COLUMNS),
-        Input("nba_analytics.team_offense_game_summary", columns=OFFENSE_COLUMNS, lookback=Lookback(season_to_date=True)),
-        Input("nba_analytics.team_defense_game_summary", columns=DEFENSE_COLUMNS, lookback=Lookback(season_to_date=True)),
+        Input("nba_analytics.team_offense_game_summary", columns=OFFENSE_COLUMNS, lookback=HISTORY),
+        Input("nba_analytics.team_defense_game_summary", columns=DEFENSE_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
     bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("team_abbr",),
+    version=2,  # 2: history read before the date
 )
 def upcoming_team_game_context(
     dates: list[dt.date],

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import polars as pl
 
 from pipeline.calendar import Calendar
-from pipeline.state import SKIPPED_BOOTSTRAP, RunState
+from pipeline.state import OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table
 from pipeline.validation import checks
 from pipeline.validation.checks import Scope
@@ -49,8 +49,17 @@ class Validator:
         return day in self.calendar.season_of and self.calendar.in_bootstrap(day, spec.bootstrap_days)
 
     def expected(self, table: str, dates: Iterable[dt.date]) -> list[dt.date]:
-        """The game dates among ``dates`` the table should have rows for."""
-        return sorted(d for d in dates if not self.in_bootstrap(table, d))
+        """The game dates among ``dates`` the table should have rows for: outside its bootstrap
+        window, and, for a table of box-score results, played."""
+        results = self.tables[table].needs_box_scores
+        return sorted(d for d in dates if not self.in_bootstrap(table, d) and not (results and not self.calendar.is_played(d)))
+
+    def covered(self, table: str, dates: Iterable[dt.date], request: Mapping[str, Sequence[dt.date]]) -> set[dt.date]:
+        """The dates among ``dates`` the table is being checked on or was built on: a date a table
+        was never asked to build (a predict run builds only what its dates read), or failed to
+        build, is ``task=status``'s missing or failed date, not a disagreement between tables."""
+        asked = set(request.get(table, ()))
+        return {d for d in dates if d in asked or self.state.status(table, d) in (OK, SKIPPED_BOOTSTRAP)}
 
     def has_state(self, table: str) -> bool:
         return any(t == table for t, _ in self.state.rows)
@@ -189,7 +198,7 @@ class Validator:
         dates = set().union(*(set(request[t]) for t in check.tables if t in request))
         for t in check.tables:
             dates -= unsettled.get(t, set())
-            dates = {d for d in dates if not self.in_bootstrap(t, d)}
+            dates &= set(self.expected(t, self.covered(t, dates, request)))
         if not dates:
             return []
         not_built = [t for t in check.tables if not self._built(t)]
@@ -219,6 +228,6 @@ class Validator:
         for t in group:
             hold = unsettled.get(t, set())
             present[t] = (set(self.warehouse.dates_present(t)) & dates) - hold
-            expected[t] = set(self.expected(t, dates)) - hold
+            expected[t] = set(self.expected(t, self.covered(t, dates, request))) - hold
         scope = Scope("all", tuple(sorted(dates)))
         return checks.same_dates_results(phase, present, expected, self.calendar.dates, self.settings.same_dates_severity, scope)

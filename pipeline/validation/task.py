@@ -12,11 +12,9 @@ import datetime as dt
 
 from omegaconf import DictConfig
 
-from pipeline.calendar import Calendar
 from pipeline.command import EXIT_FAILED, fail, hold_lock, resolve_dates, resolve_tables
 from pipeline.state import RunState
 from pipeline.tables import registry
-from pipeline.tables.schedule import schedule as schedule_table
 from pipeline.validation.config import load_settings
 from pipeline.validation.engine import Validator
 from pipeline.validation.report import render, store, write_json
@@ -31,8 +29,8 @@ def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     tables = registry()
     settings = load_settings(cfg.get("validation"), tables)
     requested = resolve_tables(list(cfg.tables), tables)
-    source = RawSource(cfg.data.raw_dir)
-    calendar = Calendar.from_schedule(schedule_table.build([], player_boxscores=source.calendar_frame()))
+    source = RawSource.from_config(cfg.data)
+    calendar = source.calendar()
     dates = resolve_dates(cfg, calendar)
     warehouse = open_warehouse(cfg.warehouse)
     with warehouse, hold_lock(warehouse, cfg, run_id, overrides):

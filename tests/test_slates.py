@@ -1,0 +1,204 @@
+"""Tonight's slate: predictions before tip-off from a slate file, and the pre-game equivalence.
+
+The strongest leak test the project has: take dates of the bundled data, derive their slates
+from their box scores (``slate_from_boxscores``, as the example slate is derived), remove those
+dates' box scores, and predict from the slates on a fresh warehouse: every feature-store row and
+every prediction equals the one built with the box scores present (README's main command,
+``conftest.main_command``). Then a slate for the morning after the last box score, with a star
+listed out, lines, and starters not yet announced; and bad slate files and rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from conftest import RAW_DIR, query, read_table, run_pipeline, unwrapped
+from pipeline.tables.pregame_roster import slate_from_boxscores
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+from training.artifacts import load_model
+from training.data import read_feature_store
+from training.predict import prediction_rows
+
+FEATURE_STORE = "nba_predictions.ml_feature_store"
+PREDICTIONS = "nba_predictions.player_points_predictions"
+CONTEXT = "nba_analytics.upcoming_player_game_context"
+ROSTER = "nba_raw.pregame_roster"
+PHASE3 = ("nba_analytics.player_game_summary", "nba_analytics.team_offense_game_summary", "nba_analytics.team_defense_game_summary")
+
+# The first day of the 2023 playoffs, a mid-season Saturday, the last Finals game: one per season.
+SLATE_DATES = [dt.date(2023, 4, 15), dt.date(2024, 1, 6), dt.date(2025, 6, 22)]
+MORNING = dt.date(2024, 1, 6)  # the slate of the next-day test; box scores through the day before
+
+
+def raw_without(dates: list[dt.date], target: Path) -> Path:
+    """A copy of the bundled raw files without the box scores (player and team) of ``dates``."""
+    target.mkdir()
+    for path in sorted(RAW_DIR.glob("*.parquet")):
+        pl.read_parquet(path).filter(~pl.col("game_date").is_in(dates)).write_parquet(target / path.name)
+    return target
+
+
+def boxscores_on(dates: list[dt.date]) -> pl.DataFrame:
+    return pl.read_parquet(sorted(RAW_DIR.glob("player_boxscores_*.parquet"))).filter(pl.col("game_date").is_in(dates))
+
+
+def model_dir(main_command) -> Path:
+    return main_command[0] / "model"
+
+
+def feature_rows(warehouse: Path, dates: list[dt.date]) -> pl.DataFrame:
+    with DuckDBWarehouse(warehouse, read_only=True) as w:
+        rows = read_feature_store(w, min(dates), max(dates))
+    return rows.filter(pl.col("game_date").is_in(dates)).sort("game_date", "player_id")
+
+
+# -- the pre-game equivalence ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def from_slates(main_command, tmp_path_factory) -> Path:
+    """``task=predict`` of SLATE_DATES on a fresh warehouse whose raw files lack those dates'
+    box scores, from slates derived from them (two dates in a Parquet file, one in a CSV file)."""
+    workdir = tmp_path_factory.mktemp("from_slates")
+    raw = raw_without(SLATE_DATES, workdir / "raw")
+    slates = workdir / "slates"
+    slates.mkdir()
+    derived = slate_from_boxscores(boxscores_on(SLATE_DATES))
+    derived.filter(pl.col("game_date") < SLATE_DATES[-1]).write_parquet(slates / "slates.parquet")
+    derived.filter(pl.col("game_date") == SLATE_DATES[-1]).write_csv(slates / f"slate_{SLATE_DATES[-1]}.csv")
+    run = run_pipeline(
+        workdir, "task=predict", f"data.raw_dir={raw}", f"data.slate_dir={slates}",
+        f"dates.list=[{','.join(map(str, SLATE_DATES))}]", f"training.model_dir={model_dir(main_command)}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    return workdir / "warehouse.duckdb"
+
+
+def test_features_from_the_slates_equal_the_features_with_the_box_scores(main_command, from_slates):
+    with_box_scores = feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES)
+    from_slate = feature_rows(from_slates, SLATE_DATES)
+    assert set(with_box_scores["game_date"]) == set(SLATE_DATES)  # every date has rows to compare
+    assert_frame_equal(from_slate, with_box_scores)
+
+
+def test_predictions_from_the_slates_equal_the_predictions_with_the_box_scores(main_command, from_slates):
+    saved = load_model(model_dir(main_command))
+    expected = prediction_rows(feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES), saved)
+    made = read_table(from_slates, PREDICTIONS).sort("game_date", "player_id")
+    assert made.height == expected.height > 0
+    columns = ["game_id", "game_date", "player_id", "model_id", "predicted_points", "feature_fingerprint"]
+    assert_frame_equal(made.select(columns), expected.sort("game_date", "player_id").select(columns))
+
+
+def test_the_slate_dates_come_from_the_slates_and_build_nothing_of_phase_3(from_slates):
+    sources = query(from_slates, f"SELECT DISTINCT game_date, source FROM {ROSTER} WHERE game_date IN ({', '.join(repr(str(d)) for d in SLATE_DATES)})")
+    assert sorted(sources) == [(d, "slate") for d in SLATE_DATES]
+    built = query(
+        from_slates,
+        "SELECT table_name, game_date FROM nba_orchestration.run_state WHERE table_name IN "
+        f"({', '.join(repr(t) for t in PHASE3)}) AND game_date IN ({', '.join(repr(str(d)) for d in SLATE_DATES)})",
+    )
+    assert built == []
+    # The history before them was built: the day before each slate date has Phase 3 rows.
+    assert query(from_slates, "SELECT count(*) FROM nba_analytics.player_game_summary WHERE game_date = '2024-01-05'")[0][0] > 0
+
+
+# -- the morning after the last box score ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def morning(main_command, tmp_path_factory) -> dict:
+    """Box scores through the day before MORNING; MORNING's slate from its real rosters, with the
+    team's most used player listed ``out``, a teammate ``questionable``, one game's starters not
+    announced yet, and made-up lines for that team's active players."""
+    workdir = tmp_path_factory.mktemp("morning")
+    context = read_table(main_command[0] / "warehouse.duckdb", CONTEXT).filter(game_date=MORNING)
+    star = context.sort("plays_share_last_10_team_games", descending=True, nulls_last=True).row(0, named=True)
+    slate = slate_from_boxscores(boxscores_on([MORNING]))
+    teammates = slate.filter((pl.col("team_abbr") == star["team_abbr"]) & (pl.col("player_id") != star["player_id"]) & (pl.col("status") == "active"))
+    questionable = teammates["player_id"][0]
+    lined = teammates["player_id"][1:4].to_list()
+    other_game = slate.filter(pl.col("game_id") != star["game_id"])["game_id"][0]
+    slate = slate.with_columns(
+        status=pl.when(pl.col("player_id") == star["player_id"]).then(pl.lit("out"))
+        .when(pl.col("player_id") == questionable).then(pl.lit("questionable"))
+        .otherwise(pl.col("status")),
+        starter=pl.when(pl.col("game_id") == other_game).then(None).otherwise(pl.col("starter")),
+        points_line=pl.when(pl.col("player_id").is_in(lined)).then(pl.lit(14.5)),
+        bookmaker=pl.when(pl.col("player_id").is_in(lined)).then(pl.lit("made-up book")),
+    )  # fmt: skip
+    slates = workdir / "slates"
+    slates.mkdir()
+    slate.write_csv(slates / f"slate_{MORNING}.csv")
+    run = run_pipeline(
+        workdir, "task=predict", f"data.slate_dir={slates}", f"data.boxscores_through={MORNING - dt.timedelta(days=1)}",
+        f"dates.start={MORNING}", f"dates.end={MORNING}", f"training.model_dir={model_dir(main_command)}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    return {"workdir": workdir, "slate": slate, "star": star, "questionable": questionable, "other_game": other_game, "run": run}
+
+
+def test_every_listed_player_who_may_play_is_predicted(morning):
+    predicted = read_table(morning["workdir"] / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    slate = morning["slate"]
+    may_play = set(slate.filter(~pl.col("status").is_in(["out", "inactive"]))["player_id"])
+    assert set(predicted["player_id"]) == may_play
+    assert morning["star"]["player_id"] not in may_play and morning["questionable"] in may_play
+    # Starters not announced yet: the game's players are predicted all the same.
+    assert set(slate.filter(game_id=morning["other_game"])["player_id"]) & may_play <= set(predicted["player_id"])
+    assert predicted["predicted_points"].is_not_null().all()
+
+
+def test_a_player_listed_out_shifts_his_share_to_his_teammates(main_command, morning):
+    star = morning["star"]
+    before = read_table(main_command[0] / "warehouse.duckdb", CONTEXT).filter(game_date=MORNING, team_abbr=star["team_abbr"])
+    after = read_table(morning["workdir"] / "warehouse.duckdb", CONTEXT).filter(game_date=MORNING, team_abbr=star["team_abbr"])
+    assert star["player_id"] in set(before["player_id"]) and star["player_id"] not in set(after["player_id"])
+    joined = after.join(before, on="player_id", suffix="_box")
+    assert joined.height == after.height > 5
+    missing = joined["inactive_teammates_usage_share"] - joined["inactive_teammates_usage_share_box"]
+    assert missing.to_list() == pytest.approx([star["plays_share_last_10_team_games"]] * joined.height)
+    assert all(star["player_name"] in names for names in joined["inactive_teammate_names"])
+
+
+def test_bad_slate_rows_fail_naming_file_row_and_value(tmp_path):
+    slate = slate_from_boxscores(boxscores_on([MORNING])).with_columns(
+        status=pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("probable")).otherwise(pl.col("status"))
+    )
+    slates = tmp_path / "slates"
+    slates.mkdir()
+    slate.write_csv(slates / "tonight.csv")
+    common = (f"data.slate_dir={slates}", "tables=[pregame_roster]", f"dates.start={MORNING}", f"dates.end={MORNING}")
+    run = run_pipeline(tmp_path, *common)
+    assert run.returncode != 0
+    text = unwrapped(run.output)
+    assert "tonight.csv row 4" in text and "status 'probable' is not one of active, questionable, out, inactive" in text
+
+    run = run_pipeline(tmp_path, *common, "data.on_bad_rows=quarantine")
+    assert run.returncode == 0, run.output
+    roster = read_table(tmp_path / "warehouse.duckdb", ROSTER).filter(game_date=MORNING)
+    assert roster.height == slate.height - 1 and set(roster["source"]) == {"slate"}
+    quarantined = read_table(tmp_path / "warehouse.duckdb", "nba_raw.quarantine").filter(game_date=MORNING)
+    assert quarantined.select("source_row", "reason").rows() == [(4, "status 'probable' is not one of active, questionable, out, inactive")]
+
+
+def test_a_slate_file_of_the_wrong_type_holds_back_only_its_dates(tmp_path):
+    slates = tmp_path / "slates"
+    slates.mkdir()
+    slate_from_boxscores(boxscores_on([MORNING])).write_csv(slates / "good.csv")
+    other = MORNING + dt.timedelta(days=1)
+    broken = slate_from_boxscores(boxscores_on([other])).with_columns(starter=pl.lit("maybe"))
+    broken.write_csv(slates / "broken.csv")
+    run = run_pipeline(tmp_path, f"data.slate_dir={slates}", "tables=[pregame_roster]", f"dates.start={MORNING}", f"dates.end={other}")
+    assert run.returncode != 0
+    text = unwrapped(run.output)
+    assert "broken.csv: a column does not have the expected type: column 'starter' row 1 holds 'maybe'" in text
+    roster = read_table(tmp_path / "warehouse.duckdb", ROSTER)
+    assert set(roster.filter(source="slate")["game_date"]) == {MORNING}  # the good file's date built
+    states = dict(query(tmp_path / "warehouse.duckdb", f"SELECT game_date, status FROM nba_orchestration.run_state WHERE table_name = '{ROSTER}'"))
+    assert states[MORNING] == "ok" and states[other] == "failed"
