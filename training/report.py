@@ -144,10 +144,10 @@ def _interval_section(iv: dict | None) -> list[str]:
     lines = [
         "## Prediction intervals",
         "",
-        f"Every prediction carries an 80 % interval [p10, p90]: the prediction plus the 10 % and 90 % quantiles of the "
-        f"validation residuals (actual − predicted) of its minutes tier and predicted-points bin ({iv['method']}; "
-        "`intervals.json`, `training/intervals.py`). Calibrated on the validation rows only; scored here on the test rows. "
-        "An interval assumes the player plays.",
+        "Every prediction carries an 80 % interval [p10, p90]: the prediction plus the 10 % and 90 % quantiles of the "
+        "validation residuals (actual − predicted) of its minutes tier and predicted-points bin, interpolated between "
+        "order statistics (`intervals.json`, `training/intervals.py`). Calibrated on the validation rows only; scored here "
+        "on the test rows. An interval assumes the player plays.",
         "",
         _row(["tier", "rows", "actual points inside [p10, p90]", "mean width (points)"]),
         _row(["---", "---:", "---:", "---:"]),
