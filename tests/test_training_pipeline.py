@@ -2,7 +2,8 @@
 
 README's main command runs once per session (conftest.main_command: every table over the whole
 history, then the model, about 45 s); its model is reused by every test, and a few more fits cover determinism, the
-feature-store-only rule, `task=predict` / `task=grade` and the multirun sweep.
+feature-store-only rule, `task=predict` / `task=grade` and the multirun sweep. The 80 % intervals are checked on the
+main command's model; predict and grade with prop lines on a copy of its warehouse.
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import pipeline.__main__  # noqa: F401 - registers ${project_root:}
+import datetime as dt
+
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, feature_matrix
+from pipeline.warehouse import PartitionWrite, TableSchema
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
-from training.data import build_dataset, load_rows, make_split
+from training.data import TARGET, build_dataset, load_rows, make_split
+from training.evaluate import tier_expr
+from training.intervals import coverage
+from training.lines import PREGAME_ROSTER
+from training.predict import predict_dates
 from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
-from conftest import PROJECT_ROOT, query, run_pipeline, unwrapped
+from conftest import PROJECT_ROOT, query, read_table, run_pipeline, unwrapped
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
@@ -285,6 +293,149 @@ def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
     assert summary["valid_mae"].to_list() == sorted(j["valid"]["mae"] for j in jobs)
     assert "sorted by validation MAE" in (sweep / "sweep_summary.md").read_text()
     assert "sweep summary" in proc.stderr
+
+
+def test_intervals_cover_80_percent_of_test_rows_overall_and_per_tier(trained, rows):
+    """Calibrated on the validation rows only; on the default split's test rows 77-83 % of actual
+    points fall in [p10, p90], overall and in every minutes tier. The intervals.json loaded with
+    the model gives the same figures as metrics.json."""
+    out, m = trained
+    iv = m["intervals"]
+    assert 0.77 <= iv["coverage"] <= 0.83 and iv["rows"] == m["test"]["rows"]
+    assert [t["tier"] for t in iv["by_tier"]] == [t["tier"] for t in m["by_tier"]]
+    for tier in iv["by_tier"]:
+        assert 0.77 <= tier["coverage"] <= 0.83, tier
+    assert 5 < iv["mean_width"] < 25
+    assert iv["bins"]["all"] >= 1 and all(n >= 1 for n in iv["bins"].values())
+    saved = load_model(out)
+    assert saved.intervals is not None and saved.intervals.calibrated_on["split"] == "valid"
+    assert saved.intervals.calibrated_on["end"] < m["split"]["test_start"]
+    assert all(b.rows >= 300 for b in saved.intervals.bins.values())
+    test = build_dataset(rows, make_split(rows["game_date"].unique().to_list())).test
+    predicted = saved.booster.predict(feature_matrix(test))
+    tiers = test.select(tier_expr()).to_series().to_list()
+    p10, p90 = saved.intervals.bounds(predicted, saved.intervals.assign(predicted, tiers))
+    again = coverage(test[TARGET].to_numpy(), p10, p90, tiers)
+    assert again["coverage"] == pytest.approx(iv["coverage"], abs=0.002)
+    report = (out / "report.md").read_text()
+    assert "## Prediction intervals" in report and f"**{iv['coverage']:.1%}**" in report
+
+
+ROSTER = TableSchema(
+    name=PREGAME_ROSTER,
+    columns={
+        "game_id": pl.String, "game_date": pl.Date, "season": pl.String, "season_type": pl.String, "team_abbr": pl.String,
+        "opponent_abbr": pl.String, "is_home": pl.Boolean, "player_id": pl.Int32, "player_name": pl.String, "starter": pl.Boolean,
+        "status": pl.String, "is_inactive": pl.Boolean, "points_line": pl.Float64, "bookmaker": pl.String, "source": pl.String,
+    },
+)  # fmt: skip
+OLD_PREDICTION_COLUMNS = (
+    "game_id, game_date, season, season_type, player_id, player_name, team_abbr, opponent_abbr, model_id, predicted_points, "
+    "feature_fingerprint, feature_version, predicted_at"
+)
+
+
+def test_predict_with_lines_before_tipoff_and_grade(trained, workdir, tmp_path):
+    """On a copy of the warehouse whose predictions table is of the old kind (no interval, line
+    or moment columns) and with a made-up nba_raw.pregame_roster holding lines for some players:
+    2025-03-07 predicted in the morning (its box scores held back), then again after they are
+    loaded; 2025-03-06 predicted with lines. Grading takes the morning's prediction, and scores
+    the lines: P(over), edge, side hit rate, Brier."""
+    out, _ = trained
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copy(workdir / "warehouse.duckdb", path)
+    d6, d7 = dt.date(2025, 3, 6), dt.date(2025, 3, 7)
+    saved = load_model(out)
+    with duckdb.connect(str(path)) as con:
+        con.execute("DROP TABLE IF EXISTS nba_predictions.player_points_predictions")
+        con.execute(
+            f"CREATE TABLE nba_predictions.player_points_predictions AS SELECT {OLD_PREDICTION_COLUMNS} FROM ("
+            f"SELECT game_id, game_date, season, season_type, player_id, player_name, team_abbr, opponent_abbr, '{saved.model_id}' AS model_id, "
+            "10.0 AS predicted_points, 'old' AS feature_fingerprint, CAST(1 AS SMALLINT) AS feature_version, TIMESTAMP '2025-03-06 08:00:00' AS predicted_at "
+            "FROM nba_predictions.ml_feature_store WHERE game_date = '2025-03-06')"
+        )
+        con.execute("CREATE TABLE held_back AS SELECT * FROM nba_analytics.player_game_summary WHERE game_date = '2025-03-07'")
+        con.execute("DELETE FROM nba_analytics.player_game_summary WHERE game_date = '2025-03-07'")
+        store = pl.from_arrow(
+            con.execute(
+                "SELECT f.*, p.pts FROM nba_predictions.ml_feature_store f JOIN held_back p USING (game_id, player_id) "
+                "WHERE f.game_date = '2025-03-07' UNION ALL SELECT f.*, p.pts FROM nba_predictions.ml_feature_store f "
+                "JOIN nba_analytics.player_game_summary p USING (game_id, player_id) WHERE f.game_date = '2025-03-06' AND NOT p.did_not_play"
+            ).to_arrow_table()
+        )
+    # Lines for the 12 players of each date with the most recent points, at their last-10 average
+    # rounded to x.5, one of them at his actual points exactly (a push).
+    lined = store.sort("points_avg_last_10", descending=True, nulls_last=True).group_by("game_date", maintain_order=True).head(12)
+    lined = lined.with_columns(points_line=(pl.col("points_avg_last_10").floor() + 0.5))
+    push = lined.filter(pl.col("game_date") == d6).row(0, named=True)
+    lined = lined.with_columns(
+        pl.when((pl.col("player_id") == push["player_id"]) & (pl.col("game_id") == push["game_id"])).then(pl.col("pts").cast(pl.Float64)).otherwise(pl.col("points_line")).alias("points_line")
+    )
+    roster = lined.select(
+        "game_id", "game_date", "season", "season_type", "team_abbr", "opponent_abbr", "is_home", "player_id", "player_name", "starter",
+        pl.lit("active").alias("status"), pl.lit(False).alias("is_inactive"), "points_line", pl.lit("testbook").alias("bookmaker"), pl.lit("slate").alias("source"),
+    )  # fmt: skip
+    with DuckDBWarehouse(path) as warehouse:
+        warehouse.ensure_table(ROSTER)
+        warehouse.write([PartitionWrite(PREGAME_ROSTER, [d6, d7], roster)])
+
+    # The morning: 2025-03-07 has no box scores yet; 2025-03-06 has (and old-kind rows to replace).
+    proc = run_training(tmp_path, "task=predict", f"training.model_dir={out}", "dates.start=2025-03-06", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    csvs = list((tmp_path / "logs").glob("*-predictions.csv"))
+    assert len(csvs) == 1
+    assert str(csvs[0]) in unwrapped(proc.stderr) and "predictions for 2025-03-07" in proc.stderr
+    printed = pl.read_csv(csvs[0], try_parse_dates=True)
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO nba_analytics.player_game_summary SELECT * FROM held_back")
+        con.execute("DROP TABLE held_back")
+    with DuckDBWarehouse(path) as warehouse:  # the evening: predicted again, from the same features
+        evening = predict_dates(warehouse, saved, None, None, [d7])
+        stored = warehouse.read("nba_predictions.player_points_predictions")
+    assert not evening["made_before_tipoff"].any()
+    assert printed.height == stored.filter(pl.col("made_before_tipoff") | (pl.col("game_date") == d6)).height
+    by_moment = stored.group_by("game_date", "made_before_tipoff").len().sort("game_date", "made_before_tipoff")
+    (n6,), (n7,) = (query(path, f"SELECT count(*) FROM nba_predictions.ml_feature_store WHERE game_date = '{d}'")[0] for d in (d6, d7))
+    assert evening.height == n7
+    assert by_moment.rows() == [(d6, False, n6), (d7, False, n7), (d7, True, n7)]  # the morning's rows kept
+    assert stored.filter(pl.col("feature_fingerprint") == "old").is_empty()  # the old-kind rows were replaced
+    # p10 is floored at 0 points; the model's own prediction can be a little under 0.
+    assert stored["p10"].null_count() == 0 and (stored["p10"] <= stored["predicted_points"].clip(lower_bound=0)).all()
+    assert (stored["predicted_points"] <= stored["p90"]).all()
+
+    with_line = stored.filter(pl.col("points_line").is_not_null())
+    assert with_line.height == 3 * 12 and (with_line["bookmaker"] == "testbook").all()
+    assert with_line["p_over"].is_between(0, 1).all() and with_line["edge"].to_list() == pytest.approx((with_line["p_over"] - 0.5).to_list())
+    for r in with_line.iter_rows(named=True):
+        assert r["p_over"] == pytest.approx(saved.intervals.p_over(r["predicted_points"], r["interval_bin"], r["points_line"]))
+        if r["predicted_points"] > r["points_line"] + 3:
+            assert r["p_over"] > 0.5
+        if r["predicted_points"] < r["points_line"] - 3:
+            assert r["p_over"] < 0.5
+    assert stored.filter(pl.col("points_line").is_null())["p_over"].null_count() == stored.height - with_line.height
+
+    proc = run_training(tmp_path, "task=grade", "dates.start=2025-03-06", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = unwrapped(proc.stderr)
+    assert "side hit rate" in text and "Brier" in text and "in the 80% interval" in text
+    graded = read_table(path, "nba_predictions.prediction_accuracy")
+    assert graded.height == n6 + n7  # one grade per player-game: the morning's for 2025-03-07
+    day7 = graded.filter(pl.col("game_date") == d7)
+    assert day7["made_before_tipoff"].all() and day7.height == n7
+    morning_at = stored.filter(pl.col("made_before_tipoff"))["predicted_at"].unique().to_list()
+    assert day7["predicted_at"].unique().to_list() == morning_at
+    played = graded.filter(pl.col("played"))
+    assert 0.6 < played["in_interval"].mean() < 0.95
+    lines = graded.filter(pl.col("points_line").is_not_null() & pl.col("played"))
+    assert lines.height >= 20
+    assert set(lines["side"].unique().to_list()) <= {"over", "under"}
+    pushed = graded.filter((pl.col("player_id") == push["player_id"]) & (pl.col("game_id") == push["game_id"]))
+    assert pushed["side_hit"].to_list() == [None]
+    decided = lines.filter(pl.col("side_hit").is_not_null())
+    hit_rate = decided["side_hit"].mean()
+    brier = ((lines["p_over"] - (lines["actual_points"] > lines["points_line"]).cast(pl.Float64)) ** 2).mean()
+    assert 0.2 <= hit_rate <= 0.9 and 0.1 <= brier <= 0.35
+    assert f"{hit_rate:.1%}" in text and f"Brier {brier:.3f}" in text
 
 
 # Counts the NULLs before a player's first game of the season against the feature store: its

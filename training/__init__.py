@@ -4,6 +4,9 @@
 - :mod:`training.baselines`: the old rules model, last-10 and season averages, as code;
 - :mod:`training.fit`: LightGBM through Ray Train (and the plain reference fit);
 - :mod:`training.evaluate`: MAE, RMSE, within-N shares, by tier and by month;
+- :mod:`training.intervals`: 80 % prediction intervals and P(over a line), from validation residuals;
+- :mod:`training.lines`: prop lines from ``nba_raw.pregame_roster``, edge, the side and its grade;
+- :mod:`training.slate`: the predictions ``task=predict`` prints and writes as CSV;
 - :mod:`training.report`: report.md and its plots;
 - :mod:`training.train`: :func:`~training.train.train_and_report`, the whole training run;
 - :mod:`training.predict`: predictions and grades in the warehouse;

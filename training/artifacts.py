@@ -1,7 +1,10 @@
-"""A trained model on disk: ``model.txt`` (LightGBM), ``model.json`` (what it takes), metrics, report.
+"""A trained model on disk: ``model.txt`` (LightGBM), ``model.json`` (what it takes),
+``intervals.json`` (its prediction intervals, :mod:`training.intervals`), metrics, report.
 
 ``model.json`` records the model id, the exact feature list (FEATURE_COLUMNS at training time)
 and the feature-store version, so prediction refuses a feature store whose features differ.
+A model directory from before intervals existed has no ``intervals.json``: it still predicts,
+without ``p10`` / ``p90`` / ``p_over``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION
 
 if TYPE_CHECKING:  # imported where a model is loaded: the sweep callback, loaded by every Hydra run, needs none
     import lightgbm as lgb
+
+    from training.intervals import Calibration
 
 MODEL_FILE = "model.txt"
 MODEL_META = "model.json"
@@ -59,6 +64,7 @@ class SavedModel:
     directory: Path
     booster: lgb.Booster
     meta: dict
+    intervals: Calibration | None = None  # intervals.json; None for a model trained before it existed
 
     @property
     def model_id(self) -> str:
@@ -101,8 +107,10 @@ def load_model(directory: Path) -> SavedModel:
     meta = json.loads((directory / MODEL_META).read_text())
     import lightgbm as lgb
 
+    from training import intervals
+
     booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
-    return SavedModel(directory, booster, meta)
+    return SavedModel(directory, booster, meta, intervals.load(directory))
 
 
 def check_features(saved: SavedModel) -> None:

@@ -2,7 +2,8 @@
 
 Plots: predicted versus actual points (test rows), MAE by minutes tier against the baselines
 (with the historical 4.27 as a dashed reference line: it was measured on other rows), feature
-importance (gain), and residuals by month (validation and test rows).
+importance (gain), and residuals by month (validation and test rows). Section "Prediction
+intervals": the 80 % interval's coverage and mean width on the test rows, overall and per tier.
 """
 
 from __future__ import annotations
@@ -136,6 +137,35 @@ def _grouped_table(rows: list[dict], key: str, predictors: list[str]) -> list[st
     return lines
 
 
+def _interval_section(iv: dict | None) -> list[str]:
+    """"Prediction intervals": the 80 % interval's coverage on the test rows, overall and per tier."""
+    if not iv:
+        return []
+    lines = [
+        "## Prediction intervals",
+        "",
+        "Every prediction carries an 80 % interval [p10, p90]: the prediction plus the 10 % and 90 % quantiles of the "
+        "validation residuals (actual − predicted) of its minutes tier and predicted-points bin, interpolated between "
+        "order statistics (`intervals.json`, `training/intervals.py`). Calibrated on the validation rows only; scored here "
+        "on the test rows. An interval assumes the player plays.",
+        "",
+        _row(["tier", "rows", "actual points inside [p10, p90]", "mean width (points)"]),
+        _row(["---", "---:", "---:", "---:"]),
+        _row(["**all**", f"{iv['rows']:,}", f"**{iv['coverage']:.1%}**", f"{iv['mean_width']:.2f}"]),
+    ]
+    for t in iv["by_tier"]:
+        lines.append(_row([t["tier"], f"{t['rows']:,}", f"{t['coverage']:.1%}", f"{t['mean_width']:.2f}"]))
+    valid = iv["valid"]
+    bins = ", ".join(f"{name} {n}" for name, n in iv["bins"].items())
+    lines += [
+        "",
+        f"On the validation rows it was calibrated on: {valid['coverage']:.1%} of {valid['rows']:,} (mean width {valid['mean_width']:.2f}). "
+        f"Prediction bins per tier: {bins} (`all`: every tier pooled, for a tier with too few validation rows).",
+        "",
+    ]
+    return lines
+
+
 def write_report(
     directory: Path,
     metrics: dict,
@@ -198,6 +228,7 @@ def write_report(
         "",
         *_grouped_table(metrics["by_month"], "month", predictors),
         "",
+        *_interval_section(metrics.get("intervals")),
         "## Validation",
         "",
         *_scores_table(valid_overall),

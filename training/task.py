@@ -1,8 +1,14 @@
 """The v5 model's tasks, with the signature of the task functions in pipeline/tasks.py.
 
 - ``task=train``: :func:`train_task` (the whole of it is :func:`training.train.train_and_report`);
-- ``task=predict dates.start=... dates.end=...`` (or ``dates.list=[...]``): :func:`predict_task`;
-- ``task=grade`` (same date options): :func:`grade_task`.
+- ``task=predict dates.start=... dates.end=...`` (or ``dates.list=[...]``): :func:`predict_task`
+  writes the predictions (with 80 % intervals, and P(over) and edge where
+  ``nba_raw.pregame_roster`` has a line: :mod:`training.predict`), prints them per date as a
+  table by game (:mod:`training.slate`: at most ``training.predict.print_rows`` rows a date) and
+  writes all of them to ``<logs.dir>/<run id>-predictions.csv``, beside the run's log;
+- ``task=grade`` (same date options): :func:`grade_task` grades the prediction made before
+  tip-off (else the latest) of each player-game and prints per date MAE, interval coverage and,
+  over rows with a line, the hit rate of the side chosen and the Brier score of P(over).
 
 Each returns the exit code (0 ok, 1 failed) and never calls ``sys.exit``, so Hydra multirun jobs
 run one after another in one process.
@@ -24,7 +30,8 @@ from pipeline.tasks import build
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import FEATURE_STORE, DataError
-from training.predict import grade_dates, mae_per_date, model_dir_for, predict_dates
+from training.predict import grade_dates, graded_totals, mae_per_date, model_dir_for, predict_dates
+from training.slate import MAX_ROWS, csv_path, print_slate, slate_frame, write_csv
 from training.sweep import POINTER_FILE
 from training.train import (
     ConfigError,
@@ -106,7 +113,8 @@ def _span(start: dt.date | None, end: dt.date | None) -> str:
 def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     """``task=predict``: build what the dates need (their feature-store rows: for a date with a
     slate and no box scores, its roster, schedule and Phase 4; never Phase 3 of the date), then
-    predict every feature-store row on the dates."""
+    predict every feature-store row on the dates; the slate printed and written to CSV beside
+    the run log."""
     try:
         t = training_config(cfg)
         start, end, days = requested_dates(cfg)
@@ -121,6 +129,13 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         log.debug("predict refused", exc_info=True)
         return fail(str(exc))
     predicted_dates = rows["game_date"].n_unique() if rows.height else 0
+    if rows.height:
+        slate = slate_frame(rows)
+        path = write_csv(slate, csv_path(cfg.logs.dir, run_id))
+        print_slate(console, slate, saved.model_id, path, max_rows=int(t.get("predict", {}).get("print_rows") or MAX_ROWS))
+        console.print(f"all {rows.height:,} predictions: {path}", highlight=False, soft_wrap=True)
+    if saved.intervals is None:
+        console.print(f"[yellow]model {saved.model_id} has no intervals.json (trained before intervals existed): no p10 / p90 / p_over; retrain it")
     console.print(
         f"predicted {rows.height:,} player-games on {predicted_dates} date(s) in {_span(start, end)} "
         f"with model {saved.model_id} ({saved.directory}) into nba_predictions.player_points_predictions",
@@ -164,27 +179,40 @@ def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
 
 def print_grades(graded: pl.DataFrame, shown: int = 40) -> None:
     per_date = mae_per_date(graded)
-    table = RichTable(title="prediction accuracy per date (MAE over players who played)", title_justify="left")
-    for column in ("date", "model", "graded", "played", "MAE", "evaluation rows", "MAE (evaluation rows)"):
+    table = RichTable(
+        title="prediction accuracy per date (over players who played; lines: side chosen by P(over) >= 0.5, pushes left out)",
+        title_justify="left",
+    )
+    for column in ("date", "model", "graded", "played", "MAE", "eval rows", "MAE (eval)", "in 80% interval", "lines", "side hit rate", "Brier"):
         table.add_column(column, justify="left" if column in ("date", "model") else "right")
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
     for row in per_date.tail(shown).iter_rows(named=True):
         table.add_row(
             str(row["game_date"]), row["model_id"], f"{row['rows']:,}", f"{row['played']:,}", fmt(row["mae"]),
-            f"{row['evaluation_rows']:,}", fmt(row["evaluation_mae"]),
+            f"{row['evaluation_rows']:,}", fmt(row["evaluation_mae"]), pct(row["interval_coverage"]),
+            f"{row['lines']:,}", pct(row["side_hit_rate"]), fmt(row["brier"]),
         )  # fmt: skip
     console.print(table)
     if per_date.height > shown:
         console.print(f"(last {shown} of {per_date.height} date-model rows shown)")
-    played = graded.filter(pl.col("played"))
-    overall = played["absolute_error"].mean() if played.height else None
+    total = graded_totals(graded)
+    lines = (
+        f"; {total['lines']:,} with a line: side hit rate {pct(total['hit_rate'])} over {total['decided']:,} decided, Brier {fmt(total['brier'])}"
+        if total["lines"]
+        else "; no lines"
+    )
     console.print(
-        f"graded {graded.height:,} predictions on {graded['game_date'].n_unique()} date(s) into "
-        f"nba_predictions.prediction_accuracy; MAE over {played.height:,} played: {fmt(overall)}",
+        f"graded {total['rows']:,} predictions on {total['dates']} date(s) into nba_predictions.prediction_accuracy; "
+        f"MAE over {total['played']:,} played: {fmt(total['mae'])}; in the 80% interval: {pct(total['interval_coverage'])} "
+        f"of {total['interval_rows']:,}{lines}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -3,8 +3,9 @@
 :func:`train_and_report` is the whole of ``task=train`` after the warehouse is open, and what
 ``task=run`` calls at its end: feature-store rows and their targets, the date split, a LightGBM
 fit through Ray Train with early stopping on validation MAE, the model and every baseline scored
-on the same evaluation rows, and the output directory (``model.txt``, ``model.json``,
-``metrics.json``, ``report.md``, PNG plots).
+on the same evaluation rows, 80 % prediction intervals calibrated on the validation rows and
+scored on the test rows (:mod:`training.intervals`), and the output directory (``model.txt``,
+``model.json``, ``intervals.json``, ``metrics.json``, ``report.md``, PNG plots).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pipeline.progress import console
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
 from pipeline.validation.gate import check_before_training
 from pipeline.warehouse import Warehouse
-from training import artifacts
+from training import artifacts, intervals
 from training.baselines import baseline_predictions
 from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset, DataError, build_dataset, load_rows, make_split
-from training.evaluate import evaluate
+from training.evaluate import evaluate, tier_expr
 from training.fit import FitResult, LoopConfig, fit_plain, fit_ray, lightgbm_params
 from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, write_report
 
@@ -118,8 +119,16 @@ class TrainResult:
             + f"; model / rules = {m['ratios']['test_mae_vs_rules']:.3f}",
             f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}); "
             f"historical {HISTORICAL_RULES_MAE} was measured on another system's rows (2024-02-04..2024-04-14)",
+            *self._interval_lines(),
             f"  report: {self.report_path}",
         ]
+
+    def _interval_lines(self) -> list[str]:
+        iv = self.metrics.get("intervals")  # None for a model trained before intervals existed
+        if not iv:
+            return []
+        tiers = ", ".join(f"{t['tier']} {t['coverage']:.1%}" for t in iv["by_tier"])
+        return [f"  80% interval (p10-p90): test coverage {iv['coverage']:.1%} ({tiers}), mean width {iv['mean_width']:.1f} points"]
 
     def print_summary(self) -> None:
         for line in self.summary_lines():
@@ -154,7 +163,8 @@ def existing_model_for(settings: TrainSettings, dataset: Dataset) -> TrainResult
     for path in filter(Path.exists, candidates):
         metrics = json.loads(path.read_text())
         same = metrics.get("data_fingerprint") == fingerprint and all(metrics.get(key) == value for key, value in wanted.items())
-        if same and (path.parent / artifacts.MODEL_FILE).exists():
+        # A model from before prediction intervals existed is trained again, once, to get them.
+        if same and (path.parent / artifacts.MODEL_FILE).exists() and (path.parent / intervals.INTERVALS_FILE).exists():
             matches.append((metrics.get("created_at", ""), path.parent.name, path.parent))
     return load_result(max(matches)[2]) if matches else None
 
@@ -237,6 +247,31 @@ def score(dataset: Dataset, fit_result: FitResult) -> tuple[dict, dict, dict[str
     return evaluations["valid"], evaluations["test"], predictions
 
 
+def calibrate_intervals(dataset: Dataset, predictions: dict[str, np.ndarray]) -> tuple[intervals.Calibration, dict]:
+    """Interval calibration from the validation rows; its coverage on the validation rows (in
+    sample) and on the test rows (out of sample: what the report quotes)."""
+    tiers = {part: getattr(dataset, part).select(tier_expr()).to_series().to_list() for part in ("valid", "test")}
+    valid = dataset.valid
+    calibration = intervals.calibrate(
+        predictions["valid"],
+        valid[TARGET].to_numpy(),
+        tiers["valid"],
+        calibrated_on={"split": "valid", **_window(valid), "rows": valid.height},
+    )
+    scored = {}
+    for part in ("valid", "test"):
+        bins = calibration.assign(predictions[part], tiers[part])
+        p10, p90 = calibration.bounds(predictions[part], bins)
+        scored[part] = intervals.coverage(getattr(dataset, part)[TARGET].to_numpy(), p10, p90, tiers[part])
+    summary = {
+        **scored["test"],
+        "valid": {k: scored["valid"][k] for k in ("rows", "coverage", "mean_width")},
+        "method": "residual quantiles (linear interpolation) per minutes tier x predicted-points bin, calibrated on the validation rows",
+        "bins": {name: len(group) for name, group in calibration.groups.items()},
+    }
+    return calibration, summary
+
+
 def build_metrics(
     *,
     model_id: str,
@@ -248,6 +283,7 @@ def build_metrics(
     test_eval: dict,
     output_dir: Path,
     overrides: list[str],
+    interval_metrics: dict | None = None,
 ) -> dict:
     test_overall, valid_overall = test_eval["overall"], valid_eval["overall"]
     baselines = {name: s for name, s in test_overall.items() if name != "model"}
@@ -278,6 +314,7 @@ def build_metrics(
         },
         "by_tier": test_eval["by_tier"],
         "by_month": test_eval["by_month"],
+        "intervals": interval_metrics,
         "evaluation_rows": f"minutes > 0 and games_played_season >= {EVAL_MIN_PRIOR_GAMES}",
         "reference": {"historical_rules_mae": HISTORICAL_RULES_MAE, "measured_on": HISTORICAL_RULES_ROWS},
         "features": list(FEATURE_COLUMNS),
@@ -344,6 +381,7 @@ def train_and_report(
 
     mark = time.perf_counter()
     valid_eval, test_eval, predictions = score(dataset, fit_result)
+    calibration, interval_metrics = calibrate_intervals(dataset, predictions)
     model_id = artifacts.model_id_of(fit_result.booster, created)
     metrics = build_metrics(
         model_id=model_id,
@@ -355,11 +393,13 @@ def train_and_report(
         test_eval=test_eval,
         output_dir=out,
         overrides=overrides or [],
+        interval_metrics=interval_metrics,
     )
     timings["evaluate"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     artifacts.save_model(out, fit_result.booster, artifacts.model_meta(model_id, fit_result.booster, metrics["params"], created))
+    calibration.save(out)
     residuals = pl.concat(
         [
             getattr(dataset, part).select(pl.col("game_date").dt.strftime("%Y-%m").alias("month"), pl.lit(part).alias("split"), pl.col(TARGET))
