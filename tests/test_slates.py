@@ -11,6 +11,7 @@ listed out, lines, and starters not yet announced; and bad slate files and rows.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -140,7 +141,10 @@ def morning(main_command, tmp_path_factory) -> dict:
         f"dates.start={MORNING}", f"dates.end={MORNING}", f"training.model_dir={model_dir(main_command)}",
     )  # fmt: skip
     assert run.returncode == 0, run.output
-    return {"workdir": workdir, "slate": slate, "star": star, "questionable": questionable, "other_game": other_game, "run": run}
+    return {
+        "workdir": workdir, "slate": slate, "star": star, "questionable": questionable, "other_game": other_game,
+        "model": model_dir(main_command), "run": run,
+    }  # fmt: skip
 
 
 def test_every_listed_player_who_may_play_is_predicted(morning):
@@ -202,3 +206,44 @@ def test_a_slate_file_of_the_wrong_type_holds_back_only_its_dates(tmp_path):
     assert set(roster.filter(source="slate")["game_date"]) == {MORNING}  # the good file's date built
     states = dict(query(tmp_path / "warehouse.duckdb", f"SELECT game_date, status FROM nba_orchestration.run_state WHERE table_name = '{ROSTER}'"))
     assert states[MORNING] == "ok" and states[other] == "failed"
+
+
+def test_lines_on_the_slate_get_p_over_and_edge(morning):
+    predicted = read_table(morning["workdir"] / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    with_line = predicted.filter(pl.col("points_line").is_not_null())
+    assert with_line.height == 3 and set(with_line["points_line"]) == {14.5} and set(with_line["bookmaker"]) == {"made-up book"}
+    assert with_line["p_over"].is_between(0, 1).all() and with_line["edge"].to_list() == pytest.approx((with_line["p_over"] - 0.5).to_list())
+    assert predicted.filter(pl.col("points_line").is_null())["p_over"].is_null().all()
+    assert predicted["made_before_tipoff"].all()
+    # The slate as printed, in the CSV beside the run log.
+    printed = pl.read_csv(next((morning["workdir"] / "logs").glob("*-predictions.csv")))
+    assert printed.height == predicted.height
+
+
+def test_grading_after_the_box_scores_arrive_uses_the_mornings_predictions(morning, tmp_path):
+    """The morning's predictions, then the box scores arrive (the slate goes: the roster now comes
+    from the box scores, where the star is not out) and the features are rebuilt and predicted
+    again; grading takes the morning's predictions, by their predicted_at."""
+    shutil.copy(morning["workdir"] / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    model = morning["model"]
+    morning_rows = read_table(tmp_path / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    no_slates = tmp_path / "no_slates"
+    no_slates.mkdir()
+    day = (f"dates.start={MORNING}", f"dates.end={MORNING}")
+    arrived = run_pipeline(tmp_path, f"data.slate_dir={no_slates}", "tables=[player_game_summary,ml_feature_store]", *day)
+    assert arrived.returncode == 0, arrived.output
+    again = run_pipeline(tmp_path, "task=predict", f"data.slate_dir={no_slates}", f"training.model_dir={model}", *day)
+    assert again.returncode == 0, again.output
+    stored = read_table(tmp_path / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    evening = stored.filter(~pl.col("made_before_tipoff"))
+    assert morning["star"]["player_id"] in set(evening["player_id"])  # listed active in the box scores
+    changed = evening.join(morning_rows, on="player_id", suffix="_morning").filter(pl.col("predicted_points") != pl.col("predicted_points_morning"))
+    assert changed.height > 0  # the rebuilt features do predict differently
+
+    graded = run_pipeline(tmp_path, "task=grade", *day)
+    assert graded.returncode == 0, graded.output
+    accuracy = read_table(tmp_path / "warehouse.duckdb", "nba_predictions.prediction_accuracy").filter(game_date=MORNING)
+    from_morning = accuracy.join(morning_rows.select("player_id", "predicted_at", "predicted_points"), on="player_id", suffix="_morning")
+    assert from_morning.height == morning_rows.height
+    assert (from_morning["predicted_at"] == from_morning["predicted_at_morning"]).all() and from_morning["made_before_tipoff"].all()
+    assert from_morning["predicted_points"].to_list() == from_morning["predicted_points_morning"].to_list()
