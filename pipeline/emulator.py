@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.child_process import ChildProcess
+
 DEFAULT_DATA_DIR = Path("var/bqemulator")
 DEFAULT_REST_PORT = 9050
 DEFAULT_GRPC_PORT = 9060
@@ -78,10 +80,9 @@ def overrides_for(rest_url: str, grpc_endpoint: str, project: str = "local") -> 
 
 
 @dataclass
-class EmulatorProcess:
+class EmulatorProcess(ChildProcess):
     """``python -m pipeline.emulator`` as a child process (the tests' and benchmarks' emulator)."""
 
-    process: subprocess.Popen
     rest: str
     grpc: str
 
@@ -105,20 +106,6 @@ class EmulatorProcess:
 
     def overrides(self, project: str = "local") -> list[str]:
         return overrides_for(self.rest, self.grpc, project)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> "EmulatorProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Sequence
 
+from pipeline.child_process import ChildProcess
+
 POLL_SECONDS = 0.1
 
 
@@ -34,10 +36,9 @@ def free_port() -> int:
 
 
 @dataclass
-class StorageEmulatorProcess:
+class StorageEmulatorProcess(ChildProcess):
     """``gcp-storage-emulator start`` as a child process (the tests' and benchmarks' Cloud Storage)."""
 
-    process: subprocess.Popen
     url: str  # what backup.storage.endpoint_url takes
 
     @classmethod
@@ -81,17 +82,3 @@ class StorageEmulatorProcess:
         """The Hydra overrides that point ``python -m pipeline``'s gs:// backups at it."""
         return [f"backup.storage.endpoint_url={self.url}"]
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> "StorageEmulatorProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -14,6 +14,9 @@ import duckdb
 import polars as pl
 import pytest
 
+from pipeline.calendar import Calendar
+from pipeline.warehouse.source import RawSource
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = PROJECT_ROOT / "data" / "raw"
 # Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
@@ -76,6 +79,17 @@ def read_table(path: Path, table: str, order_by: str | None = None) -> pl.DataFr
 def query(path: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="session")
+def source() -> RawSource:
+    """The bundled raw files, checked once per session (tests that read them in-process)."""
+    return RawSource(RAW_DIR)
+
+
+@pytest.fixture(scope="session")
+def calendar(source: RawSource) -> Calendar:
+    return source.calendar()
 
 
 @pytest.fixture(scope="session")

@@ -107,16 +107,6 @@ def build_phase4(
 
 
 @pytest.fixture(scope="module")
-def source() -> RawSource:
-    return RawSource(RAW_DIR)
-
-
-@pytest.fixture(scope="module")
-def calendar(source) -> Calendar:
-    return source.calendar()
-
-
-@pytest.fixture(scope="module")
 def phase3(source, calendar) -> dict[str, pl.DataFrame]:
     return phase3_frames(source, calendar)
 

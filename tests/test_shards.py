@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import RAW_DIR
-from pipeline.calendar import Calendar
 from pipeline.runner import ShardCutter
 from pipeline.state import OK, DateState, RunState
 from pipeline.tables import registry
-from pipeline.warehouse.source import RawSource
 
 TABLES = registry()
 PGS = "nba_analytics.player_game_summary"
-
-
-@pytest.fixture(scope="module")
-def source() -> RawSource:
-    return RawSource(RAW_DIR)
-
-
-@pytest.fixture(scope="module")
-def calendar(source) -> Calendar:
-    return source.calendar()
 
 
 @pytest.fixture(scope="module")
