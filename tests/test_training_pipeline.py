@@ -321,6 +321,8 @@ def test_intervals_cover_80_percent_of_test_rows_overall_and_per_tier(trained, r
     assert "## Prediction intervals" in report and f"**{iv['coverage']:.1%}**" in report
 
 
+# A pregame roster of fewer columns than the pipeline declares (no team_id, birth_date): writing it
+# also takes the warehouse through dropping declared columns, which DuckDB needs checkpointed.
 ROSTER = TableSchema(
     name=PREGAME_ROSTER,
     columns={

@@ -198,6 +198,10 @@ class DuckDBWarehouse(Warehouse):
         for column, type_ in wanted.items():
             if current.get(column) != type_:
                 self.con.execute(f'ALTER TABLE {quoted(schema.name)} ADD COLUMN "{column}" {type_}')
+        # The altered table written to: DuckDB 1.5.5 can fail the next write's COMMIT (an internal
+        # error, "Could not find node in column segment tree") after DROP COLUMN unless the
+        # change is checkpointed first.
+        self.con.execute("CHECKPOINT")
 
     def catalog(self) -> dict[str, dict[str, str]]:
         """Every table's columns and their SQL types, in column order."""
