@@ -321,8 +321,8 @@ def test_a_manifest_is_checked_against_this_pipelines_declarations(local_backup)
     declared = dict(owned_tables())
     extra = declared.pop("nba_raw.quarantine")
     assert manifest_problems(manifest, declared) == ["table nba_raw.quarantine: this pipeline declares no such table"]
-    declared = {**owned_tables(), "nba_raw.pregame_roster": TableSchema("nba_raw.pregame_roster", extra.columns)}
-    assert manifest_problems(manifest, declared) == ["table nba_raw.pregame_roster: not in the backup, and this pipeline declares it"]
+    declared = {**owned_tables(), "nba_raw.injury_report": TableSchema("nba_raw.injury_report", extra.columns)}
+    assert manifest_problems(manifest, declared) == ["table nba_raw.injury_report: not in the backup, and this pipeline declares it"]
     moved = {**owned_tables(), RUN_STATE.name: TableSchema(RUN_STATE.name, RUN_STATE.columns, partition_by="finished_at")}
     assert manifest_problems(manifest, moved) == [f"table {RUN_STATE.name}: partitioned by game_date in the backup, by finished_at here"]
     with pytest.raises(BackupError, match="not a readable manifest"):
