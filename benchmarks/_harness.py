@@ -16,7 +16,7 @@ from pipeline.progress import RunSummary
 from pipeline.ray_runtime import start_ray
 from pipeline.runner import Runner
 from pipeline.tables import registry
-from pipeline.tasks import Context, run_settings
+from pipeline.build import Context, run_settings
 from pipeline.warehouse import open_warehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from rich.table import Table as RichTable
 
 from pipeline.command import EXIT_OK, UsageError, fail, hold_lock, parse_date
 from pipeline.progress import console
-from pipeline.tasks import build
+from pipeline.build import build
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import FEATURE_STORE, DataError
