@@ -7,7 +7,6 @@ import logging
 import secrets
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
@@ -25,9 +24,6 @@ from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import validate_task
-
-if TYPE_CHECKING:  # the runner imports Ray, which plan and status never need
-    pass
 
 log = logging.getLogger("pipeline")
 
