@@ -78,7 +78,7 @@ def read_actuals(warehouse: Warehouse, start: dt.date | None = None, end: dt.dat
 
 def with_actuals(features: pl.DataFrame, actuals: pl.DataFrame) -> pl.DataFrame:
     """Feature-store rows with their target joined on (game_id, player_id); row set unchanged."""
-    out = features.join(actuals, on=["game_id", "player_id"], how="left")
+    out = features.join(actuals, on=["game_id", "player_id"], how="left", maintain_order="left")
     if out.height != features.height:
         raise DataError("player_game_summary has duplicate (game_id, player_id) rows")
     return out
@@ -116,8 +116,8 @@ def read_prior_season_points(warehouse: Warehouse, end: dt.date | None = None) -
 def with_prior_season(features: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
     """Rows with ``prior_season_points_avg`` / ``prior_season_games`` joined on (player_id, season)."""
     out = features.drop(PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES, strict=False).join(
-        prior.select("player_id", "season", PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES), on=["player_id", "season"], how="left"
-    )
+        prior.select("player_id", "season", PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES), on=["player_id", "season"], how="left", maintain_order="left"
+    )  # the rows' order kept: figures summed over them are the same to the last bit from run to run
     if out.height != features.height:
         raise DataError("prior-season points have duplicate (player_id, season) rows")
     return out
