@@ -15,9 +15,13 @@ import polars as pl
 import pytest
 
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURES, ID_COLUMNS, feature_matrix
-from training.baselines import BASELINE_INPUTS, baseline_predictions, rules_adjustments
-from training.data import ACTUAL_MINUTES, TARGET, DataError, build_dataset, make_split
-from training.evaluate import evaluate, scores, tier_expr
+from training.baselines import BASELINE_INPUTS, baseline_predictions, fill_missing, opening_fallback_points, rules_adjustments
+from training.data import (
+    ACTUAL_MINUTES, PRIOR_SEASON_GAMES, PRIOR_SEASON_POINTS, TARGET, DataError, build_dataset, make_split, next_season,
+    prior_season_points, with_prior_season,
+)  # fmt: skip
+from training.evaluate import evaluate, opening_weeks, scores, tier_expr
+from training.train import best_baseline_of
 from training.sweep import SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
 
 D0 = dt.date(2024, 1, 1)
@@ -32,7 +36,7 @@ def feature_rows(records: list[dict]) -> pl.DataFrame:
     schema = {
         "game_id": pl.String, "game_date": pl.Date, "season": pl.String, "season_type": pl.String,
         "player_id": pl.Int32, "player_name": pl.String, "team_abbr": pl.String, "opponent_abbr": pl.String,
-        **FEATURES, TARGET: pl.Float64, ACTUAL_MINUTES: pl.Float64,
+        **FEATURES, TARGET: pl.Float64, ACTUAL_MINUTES: pl.Float64, PRIOR_SEASON_POINTS: pl.Float64,
     }  # fmt: skip
     filled = []
     for i, r in enumerate(records):
@@ -174,6 +178,9 @@ def test_rules_model_worked_by_hand():
     expected = [21.66, 0.29, 0.0, None, 10.0, 8.1]
     for got, want in zip(out["rules"].to_list(), expected):
         assert (got is None) if want is None else got == pytest.approx(want, abs=1e-9)
+    # The core is the base alone: A 18.2, B 4.9, C 1.0, D none, E 10, F 10.2.
+    for got, want in zip(out["rules_core"].to_list(), [18.2, 4.9, 1.0, None, 10.0, 10.2]):
+        assert (got is None) if want is None else got == pytest.approx(want, abs=1e-9)
     assert out["last10"].to_list() == [18.0, 5.0, 1.0, 9.0, 10.0, 10.0]
     assert out["season_avg"].to_list() == [16.0, 6.0, 1.0, None, 10.0, 8.0]
     # Freshness 75 (fatigue 25) is neutral; exactly 85 is neutral too; exactly 50 is moderate.
@@ -183,6 +190,59 @@ def test_rules_model_worked_by_hand():
 
 def test_baselines_read_only_feature_store_columns():
     assert set(BASELINE_INPUTS) <= set(FEATURE_COLUMNS)
+    # ... and the prior-season points training.data.load_rows joins: without them, an error.
+    with pytest.raises(ValueError, match=PRIOR_SEASON_POINTS):
+        baseline_predictions(feature_rows([baseline_row(points_avg_season=3.0)]).drop(PRIOR_SEASON_POINTS))
+
+
+def test_rules_core_and_prior_season_average_worked_by_hand():
+    l5_l10_season = {"points_avg_last_5": 12.0, "points_avg_last_10": 11.0, "points_avg_season": 10.0}  # core 4.2 + 4.4 + 2.5
+    rows = feature_rows(
+        [
+            # A player with a previous season (avg 18.5): before his 5th game the prior season, from it on this season.
+            {**baseline_row(games_played_season=0), PRIOR_SEASON_POINTS: 18.5},  # his first game: no average this season yet
+            {**baseline_row(**l5_l10_season, games_played_season=2), PRIOR_SEASON_POINTS: 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=4), PRIOR_SEASON_POINTS: 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=5), PRIOR_SEASON_POINTS: 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=30), PRIOR_SEASON_POINTS: 18.5},
+            # A player without one: the season average, as season_avg (none before his first game).
+            baseline_row(**l5_l10_season, games_played_season=3),
+            baseline_row(games_played_season=0),
+            # A missing count reads as 0 earlier games.
+            {**baseline_row(**l5_l10_season, games_played_season=None), PRIOR_SEASON_POINTS: 7.25},
+        ]
+    )  # fmt: skip
+    out = baseline_predictions(rows)
+    assert out["prior_season_avg"].to_list() == [18.5, 18.5, 18.5, 10.0, 10.0, 10.0, None, 7.25]
+    assert out["season_avg"].to_list() == [None, 10.0, 10.0, 10.0, 10.0, 10.0, None, 10.0]
+    core = out["rules_core"].to_list()
+    assert core[0] is None and core[6] is None
+    assert core[1:6] + core[7:] == pytest.approx([11.1] * 6)  # 0.35*12 + 0.40*11 + 0.25*10 = 4.2 + 4.4 + 2.5
+
+
+def test_prior_season_points_from_played_games_of_the_season_before():
+    games = pl.DataFrame(
+        {
+            "player_id": [1, 1, 1, 1, 1, 2, 2, 3],
+            "season": ["2022-23", "2022-23", "2022-23", "2022-23", "2023-24", "2023-24", "2023-24", "2022-23"],
+            "did_not_play": [False, False, True, False, False, False, False, True],
+            "minutes": [30.0, 12.0, None, 0.0, 25.0, 20.0, 10.0, None],
+            "pts": [10, 21, 0, 0, 8, 9, 4, 0],
+        },
+        schema_overrides={"player_id": pl.Int32, "pts": pl.Int16},
+    )
+    prior = prior_season_points(games)
+    # Player 1: 2022-23 played games 10 and 21 points (the DNP and the 0:00 game do not count),
+    # known for 2023-24; his one 2023-24 game for 2024-25. Player 2: 2023-24 for 2024-25.
+    # Player 3 never played: nothing.
+    assert prior.rows() == [(1, "2023-24", 15.5, 2), (1, "2024-25", 8.0, 1), (2, "2024-25", 6.5, 2)]
+    assert prior.columns == ["player_id", "season", PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES]
+    rows = pl.DataFrame({"player_id": [1, 2, 1, 2, 3], "season": ["2023-24", "2023-24", "2024-25", "2024-25", "2024-25"]}, schema_overrides={"player_id": pl.Int32})
+    joined = with_prior_season(rows, prior)
+    assert joined[PRIOR_SEASON_POINTS].to_list() == [15.5, None, 8.0, 6.5, None]  # player 2 had no 2022-23
+    assert next_season("2023-24") == "2024-25" and next_season("1999-00") == "2000-01"
+    with pytest.raises(DataError, match="YYYY-YY"):
+        next_season("last")
 
 
 # -- scores ------------------------------------------------------------------------------------
@@ -221,6 +281,46 @@ def test_evaluate_scores_every_predictor_on_the_same_rows():
     assert [r["month"] for r in out["by_month"]] == ["2024-03", "2024-04"]
     with pytest.raises(ValueError):
         evaluate(rows, {"model": np.array([1.0, 2.0])})
+
+
+def test_opening_weeks_same_rows_for_every_predictor_with_the_fallback():
+    train = feature_rows(
+        [
+            {"game_date": D0, "games_played_season": 0, TARGET: 2.0, ACTUAL_MINUTES: 8.0},
+            {"game_date": D0, "games_played_season": 0, TARGET: 7.0, ACTUAL_MINUTES: 20.0},
+            {"game_date": D0, "games_played_season": 3, TARGET: 30.0, ACTUAL_MINUTES: 30.0},  # not a first game
+        ]
+    )
+    assert opening_fallback_points(train) == (4.5, 2)
+    assert opening_fallback_points(train.filter(pl.col("games_played_season") > 0)) == (0.0, 0)
+    test = feature_rows(
+        [
+            {"game_date": D0, "games_played_season": 0, TARGET: 6.0, PRIOR_SEASON_POINTS: 9.0},
+            {"game_date": D0, "games_played_season": 0, TARGET: 3.0},
+            {"game_date": D0, "games_played_season": 2, TARGET: 10.0, "points_avg_last_5": 8.0, "points_avg_last_10": 8.0, "points_avg_season": 8.0},
+            {"game_date": D0, "games_played_season": 4, TARGET: 1.0, "points_avg_last_5": 5.0, "points_avg_last_10": 5.0, "points_avg_season": 5.0},
+        ]
+    )  # fmt: skip
+    filled = fill_missing(baseline_predictions(test), 4.5)
+    assert filled["season_avg"].to_list() == [4.5, 4.5, 8.0, 5.0]
+    assert filled["prior_season_avg"].to_list() == [9.0, 4.5, 8.0, 5.0]
+    with pytest.raises(ValueError, match="missing"):  # unfilled: no value on a row is an error
+        opening_weeks(test, {"season_avg": baseline_predictions(test)["season_avg"].to_numpy()})
+    out = opening_weeks(test, {"model": np.array([5.0, 3.0, 9.0, 2.0]), **{n: filled[n].to_numpy() for n in ("season_avg", "prior_season_avg")}})
+    assert out["rows"] == 4
+    # season_avg: |4.5-6| + |4.5-3| + |8-10| + |5-1| = 1.5 + 1.5 + 2 + 4 = 9 -> 2.25; prior: 3 + 1.5 + 2 + 4 -> 2.625
+    assert out["overall"]["season_avg"]["mae"] == pytest.approx(2.25) and out["overall"]["prior_season_avg"]["mae"] == pytest.approx(2.625)
+    assert out["overall"]["model"]["mae"] == pytest.approx((1 + 0 + 1 + 1) / 4)
+    groups = {g["earlier_games"]: g for g in out["by_earlier_games"]}
+    assert list(groups) == ["0", "1-2", "3-4"] and [g["rows"] for g in groups.values()] == [2, 1, 1]
+    assert groups["0"]["season_avg"] == pytest.approx(1.5) and groups["0"]["prior_season_avg"] == pytest.approx(2.25)
+
+
+def test_best_baseline_is_the_lowest_mae_and_the_ratio_is_model_over_it():
+    base = {"rules": {"mae": 5.1}, "rules_core": {"mae": 4.8}, "season_avg": {"mae": 4.95}, "prior_season_avg": {"mae": 4.95}}
+    best = best_baseline_of(4.5, base)
+    assert best == {"name": "rules_core", "mae": 4.8, "ratio": pytest.approx(4.5 / 4.8)}
+    assert best_baseline_of(4.0, {"a": {"mae": 5.0}, "b": {"mae": 5.0}})["name"] == "a"  # a tie: the first listed
 
 
 # -- sweep summary -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from training.evaluate import tier_expr
 from training.intervals import coverage
 from training.lines import PREGAME_ROSTER
 from training.predict import predict_dates
+from training.report import BASELINE_LABELS, SHORT_LABELS
 from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
 from conftest import PROJECT_ROOT, query, read_table, run_pipeline, unwrapped
@@ -42,8 +43,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 CONF_DIR = str(PROJECT_ROOT / "conf")
 REQUIRED_KEYS = [
     ("test", "mae"), ("test", "rmse"), ("test", "rows"), ("test", "start"), ("test", "end"), ("valid", "mae"),
-    ("train", "rows"), ("baselines", "rules", "mae"), ("baselines", "last10", "mae"), ("baselines", "season_avg", "mae"),
-    ("features",), ("params",), ("data_fingerprint",), ("git_commit",),
+    ("train", "rows"), ("baselines", "rules", "mae"), ("baselines", "rules_core", "mae"), ("baselines", "last10", "mae"),
+    ("baselines", "season_avg", "mae"), ("baselines", "prior_season_avg", "mae"), ("best_baseline", "name"),
+    ("best_baseline", "mae"), ("best_baseline", "ratio"), ("opening_weeks", "overall"), ("features",), ("params",),
+    ("data_fingerprint",), ("git_commit",),
 ]  # fmt: skip
 
 
@@ -78,7 +81,7 @@ def trained(main_command) -> tuple[Path, dict]:
     """The default model, trained at the end of the main command, which says how it did."""
     workdir, output = main_command
     out = workdir / "model"
-    assert "test MAE" in output and "baselines on the same rows: rules" in output
+    assert "test MAE" in output and "x the best baseline" in output and "baselines on the same rows: " in output
     assert f"report: {out / 'report.md'}" in output
     return out, json.loads((out / "metrics.json").read_text())
 
@@ -105,9 +108,10 @@ def test_beats_every_baseline_on_the_same_rows(trained):
         for key in path:
             assert key in value, f"metrics.json lacks {'.'.join(path)}"
             value = value[key]
-    rules, last10, season = (m["baselines"][b]["mae"] for b in ("rules", "last10", "season_avg"))
+    rules = m["baselines"]["rules"]["mae"]
     assert m["test"]["mae"] <= 0.95 * rules
-    assert m["test"]["mae"] < min(rules, last10, season)
+    assert m["test"]["mae"] < min(s["mae"] for s in m["baselines"].values())
+    assert m["best_baseline"]["ratio"] < 0.97
     # Every predictor was scored on the same rows: the test evaluation rows.
     assert {s["rows"] for s in m["baselines"].values()} == {m["test"]["rows"]}
     assert m["test"]["rows"] > 5000 and m["train"]["rows"] > 40000
@@ -115,6 +119,55 @@ def test_beats_every_baseline_on_the_same_rows(trained):
     # Fitted through Ray Train, stopped early on the validation MAE.
     assert m["fit"]["backend"] == "ray_train" and m["fit"]["num_workers"] == 1
     assert m["fit"]["best_iteration"] + m["params"]["early_stopping_rounds"] == m["fit"]["rounds"] < m["params"]["num_boost_round"]
+
+
+def test_headline_names_the_best_baseline_on_the_same_rows(trained, main_command):
+    """report.md and the printed summary lead with the model against the best baseline, by name;
+    its ratio is model MAE / that baseline's MAE on the test rows; the old rules model stays a row."""
+    out, m = trained
+    base = m["baselines"]
+    name = min(base, key=lambda n: base[n]["mae"])
+    best = m["best_baseline"]
+    assert best["name"] == name and best["mae"] == base[name]["mae"]
+    assert best["ratio"] == pytest.approx(m["test"]["mae"] / base[name]["mae"], rel=1e-12)
+    assert m["ratios"]["test_mae_vs_best_baseline"] == best["ratio"]
+    assert base[name]["rows"] == m["test"]["rows"]
+    label = SHORT_LABELS[name]
+    headline = (out / "report.md").read_text().split("\n")[2]
+    assert headline.startswith(f"Test MAE **{m['test']['mae']:.3f}**")
+    assert f"**{best['ratio']:.3f} × the best baseline**, {label} {best['mae']:.3f}, on the same rows" in headline
+    assert f"The old rules model (with its fixed adjustments, bias {base['rules']['bias']:+.2f}) scores {base['rules']['mae']:.3f}" in headline
+    report = (out / "report.md").read_text()
+    assert f"| {BASELINE_LABELS['rules']} | {base['rules']['mae']:.3f} |" in report  # the reference row
+    output = unwrapped(main_command[1])
+    assert f"test MAE {m['test']['mae']:.3f} on {m['test']['rows']:,} player-games" in output
+    assert f"{best['ratio']:.3f} x the best baseline, {label} {best['mae']:.3f}" in output
+    assert f"baselines on the same rows: {label} {best['mae']:.3f}," in output
+    assert f"old rules model {base['rules']['mae']:.3f} (reference" in output
+
+
+def test_opening_weeks_score_every_predictor_on_the_same_rows(trained, rows):
+    """The test split's played rows with fewer than 5 earlier games, apart from the evaluation rows:
+    the model and every baseline on all of them, by 0, 1-2 and 3-4 earlier games."""
+    out, m = trained
+    ow = m["opening_weeks"]
+    test = build_dataset(rows, make_split(rows["game_date"].unique().to_list())).opening("test")
+    assert ow["rows"] == test.height > 50
+    assert test["games_played_season"].max() < 5 and (test["actual_minutes"] > 0).all()
+    assert set(ow["overall"]) == {"model", *m["baselines"]}
+    assert {s["rows"] for s in ow["overall"].values()} == {ow["rows"]}
+    assert [g["earlier_games"] for g in ow["by_earlier_games"]] == ["0", "1-2", "3-4"]
+    assert sum(g["rows"] for g in ow["by_earlier_games"]) == ow["rows"]
+    zero = ow["by_earlier_games"][0]["rows"]
+    # No season average before a player's first game: those baselines used the fallback there.
+    assert ow["fallback"]["used_on"]["season_avg"] == zero and 0 < ow["fallback"]["rows"]
+    assert ow["fallback"]["used_on"]["prior_season_avg"] < zero
+    first = test.filter(pl.col("games_played_season") == 0)
+    assert ow["fallback"]["used_on"]["prior_season_avg"] == first["prior_season_points_avg"].null_count()
+    report = (out / "report.md").read_text()
+    assert "## Opening weeks" in report and f"{ow['rows']:,} player-games" in report
+    assert f"**{ow['fallback']['points']:.2f} points**" in report
+    assert f"| **all (< 5)** | {ow['rows']:,} | **{ow['overall']['model']['mae']:.3f}** |" in report
 
 
 def test_rerun_shows_the_model_of_the_same_rows_and_settings(trained, workdir, tmp_path):

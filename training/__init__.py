@@ -1,9 +1,9 @@
 """The v5 points model: feature-store rows -> LightGBM through Ray Train; baselines; evaluation.
 
 - :mod:`training.data`: feature-store rows with their targets, the date split, evaluation rows;
-- :mod:`training.baselines`: the old rules model, last-10 and season averages, as code;
+- :mod:`training.baselines`: the old rules model and its core, last-10, season and prior-season averages, as code;
 - :mod:`training.fit`: LightGBM through Ray Train (and the plain reference fit);
-- :mod:`training.evaluate`: MAE, RMSE, within-N shares, by tier and by month;
+- :mod:`training.evaluate`: MAE, RMSE, within-N shares, by tier and by month; the opening weeks;
 - :mod:`training.intervals`: 80 % prediction intervals and P(over a line), from validation residuals;
 - :mod:`training.lines`: prop lines from ``nba_raw.pregame_roster``, edge, the side and its grade;
 - :mod:`training.slate`: the predictions ``task=predict`` prints and writes as CSV;

@@ -4,8 +4,18 @@ Each baseline is a small function of feature-store columns (``nba_predictions.ml
 so it sees only what the model sees: figures from games strictly before the date plus the
 date's pre-game facts.
 
+- :func:`rules_core`: the old rules model's own core, without its adjustments (below)::
+
+      0.35·points_avg_last_5 + 0.40·points_avg_last_10 + 0.25·points_avg_season
+
 - :func:`last10`: ``points_avg_last_10``, the mean of the player's last 10 played games this season.
 - :func:`season_avg`: ``points_avg_season``, the mean over every played game this season.
+- :func:`prior_season_avg`: on a row with fewer than 5 earlier played games this season
+  (``games_played_season``), the player's average points over his played games of the season
+  before (``prior_season_points_avg``: every game of that season, regular season to playoffs;
+  not a feature-store column, :func:`training.data.load_rows` joins it from
+  player_game_summary, and it is known before the season starts); otherwise, and for a player
+  without a played game the season before, ``points_avg_season`` as :func:`season_avg`.
 - :func:`rules`: the old production rules model ("mock XGBoost", 25 inputs), without its random
   noise (it added ``N(0, 0.3)`` to every prediction)::
 
@@ -48,7 +58,9 @@ date's pre-game facts.
   two-point share of the player's points stands in for it (the box score's closest figure).
 
 NULLs, explicitly: the base needs all three averages; a row without one (a player with no played
-game this season) gets no rules prediction (NULL), and the same holds for the two averages.
+game this season) gets no rules prediction (NULL), and no rules-core prediction either; the same
+holds for the two averages, and for the prior-season average of a player with neither a
+previous season nor a played game this season.
 Evaluation rows (at least 5 earlier games this season) always have all three. A NULL input of an
 adjustment (e.g. no zone mix yet, no usage history) makes that adjustment 0: unknown is neutral.
 """
@@ -57,14 +69,20 @@ from __future__ import annotations
 
 import polars as pl
 
+from training.data import PRIOR_SEASON_POINTS, TARGET
+
 RULES_BASE_WEIGHTS = {"points_avg_last_5": 0.35, "points_avg_last_10": 0.40, "points_avg_season": 0.25}
 
 # Every feature-store column a baseline reads.
 BASELINE_INPUTS: tuple[str, ...] = (
     "points_avg_last_5", "points_avg_last_10", "points_avg_season", "fatigue_score", "shot_zone_mismatch_score",
     "pace_score", "usage_avg_last_10", "usage_spike_score", "opponent_def_rating_last_10", "back_to_back", "is_home",
-    "minutes_avg_last_10", "pct_pts_2pt_season", "fg3a_rate_season",
+    "minutes_avg_last_10", "pct_pts_2pt_season", "fg3a_rate_season", "games_played_season",
 )  # fmt: skip
+# The one input from outside the feature store (training.data.load_rows joins it).
+PRIOR_SEASON_INPUT = PRIOR_SEASON_POINTS
+# Below this many earlier played games this season, prior_season_avg uses the season before.
+PRIOR_SEASON_BELOW_GAMES = 5
 
 PREDICTION_RANGE = (0.0, 60.0)
 
@@ -99,13 +117,24 @@ def rules_adjustments() -> dict[str, pl.Expr]:
     }
 
 
-def rules() -> pl.Expr:
-    """The old rules model's prediction, without its random noise (see the module docstring)."""
+def _rules_base() -> tuple[pl.Expr, pl.Expr]:
     base = pl.sum_horizontal(w * pl.col(c) for c, w in RULES_BASE_WEIGHTS.items())
     base_known = pl.all_horizontal(pl.col(c).is_not_null() for c in RULES_BASE_WEIGHTS)
+    return base, base_known
+
+
+def rules() -> pl.Expr:
+    """The old rules model's prediction, without its random noise (see the module docstring)."""
+    base, base_known = _rules_base()
     adjustment = pl.sum_horizontal(_zero_if_null(e) for e in rules_adjustments().values())
     low, high = PREDICTION_RANGE
     return pl.when(base_known).then((base + adjustment).clip(low, high))
+
+
+def rules_core() -> pl.Expr:
+    """The rules model's base alone: 0.35·last 5 + 0.40·last 10 + 0.25·season; NULL without all three."""
+    base, base_known = _rules_base()
+    return pl.when(base_known).then(base)
 
 
 def last10() -> pl.Expr:
@@ -116,9 +145,39 @@ def season_avg() -> pl.Expr:
     return pl.col("points_avg_season").cast(pl.Float64)
 
 
-BASELINES: dict[str, callable] = {"rules": rules, "last10": last10, "season_avg": season_avg}
+def prior_season_avg() -> pl.Expr:
+    """Under 5 earlier games this season: last season's average if he played then; else the season average."""
+    prior = pl.col(PRIOR_SEASON_INPUT).cast(pl.Float64)
+    early = pl.col("games_played_season").fill_null(0) < PRIOR_SEASON_BELOW_GAMES
+    return pl.when(early & prior.is_not_null()).then(prior).otherwise(season_avg())
+
+
+BASELINES: dict[str, callable] = {
+    "rules": rules, "rules_core": rules_core, "last10": last10, "season_avg": season_avg, "prior_season_avg": prior_season_avg,
+}  # fmt: skip
 
 
 def baseline_predictions(frame: pl.DataFrame) -> pl.DataFrame:
-    """One column per baseline (``rules``, ``last10``, ``season_avg``) for the rows of ``frame``."""
+    """One column per baseline (``rules``, ``rules_core``, ``last10``, ``season_avg``,
+    ``prior_season_avg``) for the rows of ``frame``, which must hold ``prior_season_points_avg``
+    (:func:`training.data.load_rows` adds it)."""
+    if PRIOR_SEASON_INPUT not in frame.columns:
+        raise ValueError(f"rows lack {PRIOR_SEASON_INPUT}: read them with training.data.load_rows (or join training.data.read_prior_season_points)")
     return frame.select(**{name: fn().cast(pl.Float64) for name, fn in BASELINES.items()})
+
+
+
+def opening_fallback_points(train_opening: pl.DataFrame) -> tuple[float, int]:
+    """What a baseline without a value predicts in the opening-weeks section: the mean points of
+    the training split's played rows with 0 earlier games this season (a league-wide figure for a
+    player's first game of a season, known before any validation or test date), and how many rows
+    it is the mean of; 0.0 points when the training split has no such row."""
+    first_games = train_opening.filter(pl.col("games_played_season").fill_null(0) == 0)
+    if first_games.is_empty():
+        return 0.0, 0
+    return float(first_games[TARGET].cast(pl.Float64).mean()), first_games.height
+
+
+def fill_missing(predictions: pl.DataFrame, value: float) -> pl.DataFrame:
+    """Every baseline's NULL (no value: e.g. no played game this season yet) replaced by ``value``."""
+    return predictions.with_columns(pl.all().fill_null(float(value)))

@@ -10,6 +10,9 @@ evaluation rows and one prediction column per predictor (``model``, ``rules``, `
   the date, player_daily_cache): ``bench`` < 15, ``role`` 15–25, ``starter`` 25–32, ``star`` ≥ 32
   minutes. Recent minutes, not tonight's, so the tier is known before tip-off.
 - Months: calendar month of the game date.
+- Opening weeks (:func:`opening_weeks`): not evaluation rows but the played rows with fewer than
+  5 earlier games this season, scored apart, overall and by earlier games (0, 1-2, 3-4); the
+  caller fills every predictor's missing values first, so all are scored on the same rows.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ TIERS: tuple[tuple[str, float, float], ...] = (
 )
 TIER_COLUMN = "minutes_avg_last_10"
 WITHIN = (1, 3, 5)
+OPENING_GROUPS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-2", 1, 2), ("3-4", 3, 4))
 
 
 def tier_expr() -> pl.Expr:
@@ -107,4 +111,26 @@ def evaluate(rows: pl.DataFrame, predictions: Mapping[str, np.ndarray]) -> dict:
         "start": rows["game_date"].min().isoformat(),
         "end": rows["game_date"].max().isoformat(),
         "rows": rows.height,
+    }
+
+
+def opening_group_expr() -> pl.Expr:
+    games = pl.col("games_played_season").fill_null(0)
+    expr = pl.when(games < 0).then(pl.lit("unknown"))
+    for name, low, high in OPENING_GROUPS:
+        expr = expr.when(games.is_between(low, high)).then(pl.lit(name))
+    return expr.otherwise(pl.lit(f">{OPENING_GROUPS[-1][2]}"))
+
+
+def opening_weeks(rows: pl.DataFrame, predictions: Mapping[str, np.ndarray]) -> dict:
+    """MAE per predictor on played rows with fewer than 5 earlier games, overall and by earlier
+    games (0, 1-2, 3-4), every predictor on the same rows (a missing value is an error)."""
+    actual = rows[TARGET].to_numpy().astype(np.float64)
+    overall = {name: scores(actual, values) for name, values in predictions.items()} if rows.height else {}
+    frame = scored_frame(rows, predictions).with_columns(rows.select(opening_group_expr().alias("earlier_games")))
+    names = list(predictions)
+    return {
+        "rows": rows.height,
+        "overall": {name: {"mae": s["mae"], "bias": s["bias"], "rows": s["rows"]} for name, s in overall.items()},
+        "by_earlier_games": grouped(frame, "earlier_games", names, order=[g[0] for g in OPENING_GROUPS]) if rows.height else [],
     }

@@ -3,7 +3,8 @@
 :func:`train_and_report` is the whole of ``task=train`` after the warehouse is open, and what
 ``task=run`` calls at its end: feature-store rows and their targets, the date split, a LightGBM
 fit through Ray Train with early stopping on validation MAE, the model and every baseline scored
-on the same evaluation rows, 80 % prediction intervals calibrated on the validation rows and
+on the same evaluation rows (the headline: the model against the best of them), the opening weeks
+(test rows with fewer than 5 earlier games) scored apart, 80 % prediction intervals calibrated on the validation rows and
 scored on the test rows (:mod:`training.intervals`), and the output directory (``model.txt``,
 ``model.json``, ``intervals.json``, ``metrics.json``, ``report.md``, PNG plots).
 """
@@ -27,11 +28,11 @@ from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, f
 from pipeline.validation.gate import check_before_training
 from pipeline.warehouse import Warehouse
 from training import artifacts, intervals
-from training.baselines import baseline_predictions
+from training.baselines import baseline_predictions, fill_missing, opening_fallback_points
 from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset, DataError, build_dataset, load_rows, make_split
-from training.evaluate import evaluate, tier_expr
+from training.evaluate import evaluate, opening_weeks, tier_expr
 from training.fit import FitResult, LoopConfig, fit_plain, fit_ray, lightgbm_params
-from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, write_report
+from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, SHORT_LABELS, write_report
 
 log = logging.getLogger("pipeline.training")
 
@@ -112,15 +113,30 @@ class TrainResult:
     def summary_lines(self) -> list[str]:
         m = self.metrics
         test, base = m["test"], m["baselines"]
+        best = m.get("best_baseline") or best_baseline_of(test["mae"], base)  # older models: computed here
+        others = [name for name in sorted(base, key=lambda n: base[n]["mae"]) if name not in (best["name"], "rules")]
         return [
-            f"v5 model {m['model_id']}: test MAE {test['mae']:.3f} on {test['rows']:,} player-games ({test['start']}..{test['end']})",
+            f"v5 model {m['model_id']}: test MAE {test['mae']:.3f} on {test['rows']:,} player-games ({test['start']}..{test['end']}): "
+            f"{best['ratio']:.3f} x the best baseline, {SHORT_LABELS.get(best['name'], best['name'])} {best['mae']:.3f}",
             "  baselines on the same rows: "
-            + ", ".join(f"{label} {base[name]['mae']:.3f}" for name, label in (("rules", "rules"), ("last10", "last-10"), ("season_avg", "season avg")))
-            + f"; model / rules = {m['ratios']['test_mae_vs_rules']:.3f}",
+            + ", ".join(f"{SHORT_LABELS.get(name, name)} {base[name]['mae']:.3f}" for name in [best["name"], *others])
+            + (f"; old rules model {base['rules']['mae']:.3f} (reference; model / old rules = {test['mae'] / base['rules']['mae']:.3f})" if "rules" in base and best["name"] != "rules" else ""),
             f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}); "
             f"historical {HISTORICAL_RULES_MAE} was measured on another system's rows (2024-02-04..2024-04-14)",
+            *self._opening_lines(),
             *self._interval_lines(),
             f"  report: {self.report_path}",
+        ]
+
+    def _opening_lines(self) -> list[str]:
+        ow = self.metrics.get("opening_weeks")  # None for a model trained before the section existed
+        if not ow or not ow["rows"]:
+            return []
+        overall = ow["overall"]
+        best = min((name for name in overall if name != "model"), key=lambda n: overall[n]["mae"])
+        return [
+            f"  opening weeks (test rows with < 5 earlier games, {ow['rows']:,}): model MAE {overall['model']['mae']:.3f}, "
+            f"best baseline {SHORT_LABELS.get(best, best)} {overall[best]['mae']:.3f}"
         ]
 
     def _interval_lines(self) -> list[str]:
@@ -163,8 +179,10 @@ def existing_model_for(settings: TrainSettings, dataset: Dataset) -> TrainResult
     for path in filter(Path.exists, candidates):
         metrics = json.loads(path.read_text())
         same = metrics.get("data_fingerprint") == fingerprint and all(metrics.get(key) == value for key, value in wanted.items())
-        # A model from before prediction intervals existed is trained again, once, to get them.
-        if same and (path.parent / artifacts.MODEL_FILE).exists() and (path.parent / intervals.INTERVALS_FILE).exists():
+        # A model from before prediction intervals (or the best-baseline headline and the opening
+        # weeks) existed is trained again, once, to get them.
+        current = all(key in metrics for key in ("best_baseline", "opening_weeks"))
+        if same and current and (path.parent / artifacts.MODEL_FILE).exists() and (path.parent / intervals.INTERVALS_FILE).exists():
             matches.append((metrics.get("created_at", ""), path.parent.name, path.parent))
     return load_result(max(matches)[2]) if matches else None
 
@@ -247,6 +265,33 @@ def score(dataset: Dataset, fit_result: FitResult) -> tuple[dict, dict, dict[str
     return evaluations["valid"], evaluations["test"], predictions
 
 
+def score_opening_weeks(dataset: Dataset, booster) -> dict:
+    """The model and every baseline on the test split's played rows with fewer than 5 earlier
+    games this season; a baseline without a value on a row (no played game this season yet, and
+    for prior_season_avg no season before either) predicts the training split's mean points of a
+    player's first game of a season (:func:`training.baselines.opening_fallback_points`)."""
+    rows = dataset.opening("test")
+    fallback, fallback_rows = opening_fallback_points(dataset.opening("train"))
+    raw = baseline_predictions(rows)
+    filled = fill_missing(raw, fallback)
+    preds = {"model": booster.predict(feature_matrix(rows)) if rows.height else np.zeros(0), **{name: filled[name].to_numpy() for name in filled.columns}}
+    out = opening_weeks(rows, preds)
+    out["fallback"] = {
+        "points": fallback,
+        "rows": fallback_rows,
+        "from": "mean points of the training split's played rows with 0 earlier games this season",
+        "used_on": {name: int(raw[name].null_count()) for name in raw.columns},
+    }
+    out["selection"] = f"test split, minutes > 0 and games_played_season < {EVAL_MIN_PRIOR_GAMES}"
+    return out
+
+
+def best_baseline_of(model_mae: float, baselines: dict[str, dict]) -> dict:
+    """The baseline with the lowest MAE on the same rows (the first listed on a tie), and model / it."""
+    name = min(baselines, key=lambda n: baselines[n]["mae"])
+    return {"name": name, "mae": baselines[name]["mae"], "ratio": model_mae / baselines[name]["mae"]}
+
+
 def calibrate_intervals(dataset: Dataset, predictions: dict[str, np.ndarray]) -> tuple[intervals.Calibration, dict]:
     """Interval calibration from the validation rows; its coverage on the validation rows (in
     sample) and on the test rows (out of sample: what the report quotes)."""
@@ -284,11 +329,13 @@ def build_metrics(
     output_dir: Path,
     overrides: list[str],
     interval_metrics: dict | None = None,
+    opening_metrics: dict | None = None,
 ) -> dict:
     test_overall, valid_overall = test_eval["overall"], valid_eval["overall"]
     baselines = {name: s for name, s in test_overall.items() if name != "model"}
+    valid_baselines = {name: s for name, s in valid_overall.items() if name != "model"}
     rules_mae = baselines["rules"]["mae"]
-    best_baseline = min(s["mae"] for s in baselines.values())
+    best = best_baseline_of(test_overall["model"]["mae"], baselines)
     return {
         "model_id": model_id,
         "created_at": created.isoformat(timespec="seconds"),
@@ -298,7 +345,8 @@ def build_metrics(
             "start": valid_eval["start"],
             "end": valid_eval["end"],
             "lightgbm_l1": fit_result.valid_mae,
-            "baselines": {name: s for name, s in valid_overall.items() if name != "model"},
+            "baselines": valid_baselines,
+            "best_baseline": best_baseline_of(valid_overall["model"]["mae"], valid_baselines),
         },
         "train": {
             "rows": dataset.train.height,
@@ -307,14 +355,16 @@ def build_metrics(
             + (f", at least {settings.min_prior_games} earlier games this season" if settings.min_prior_games else ""),
         },
         "baselines": baselines,
+        "best_baseline": best,
         "ratios": {
             "test_mae_vs_rules": test_overall["model"]["mae"] / rules_mae,
-            "test_mae_vs_best_baseline": test_overall["model"]["mae"] / best_baseline,
+            "test_mae_vs_best_baseline": best["ratio"],
             "valid_mae_vs_rules": valid_overall["model"]["mae"] / valid_overall["rules"]["mae"],
         },
         "by_tier": test_eval["by_tier"],
         "by_month": test_eval["by_month"],
         "intervals": interval_metrics,
+        "opening_weeks": opening_metrics,
         "evaluation_rows": f"minutes > 0 and games_played_season >= {EVAL_MIN_PRIOR_GAMES}",
         "reference": {"historical_rules_mae": HISTORICAL_RULES_MAE, "measured_on": HISTORICAL_RULES_ROWS},
         "features": list(FEATURE_COLUMNS),
@@ -382,6 +432,7 @@ def train_and_report(
     mark = time.perf_counter()
     valid_eval, test_eval, predictions = score(dataset, fit_result)
     calibration, interval_metrics = calibrate_intervals(dataset, predictions)
+    opening_metrics = score_opening_weeks(dataset, fit_result.booster)
     model_id = artifacts.model_id_of(fit_result.booster, created)
     metrics = build_metrics(
         model_id=model_id,
@@ -394,6 +445,7 @@ def train_and_report(
         output_dir=out,
         overrides=overrides or [],
         interval_metrics=interval_metrics,
+        opening_metrics=opening_metrics,
     )
     timings["evaluate"] = time.perf_counter() - mark
 
