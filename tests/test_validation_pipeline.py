@@ -5,7 +5,6 @@ files, and the failures the old system missed reproduced on purpose."""
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -13,30 +12,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-import yaml
 
-import pipeline.tasks
 from conftest import RAW_DIR, Run, query, run_pipeline
 from pipeline.tables import registry
 
-CONFIG = Path(pipeline.tasks.__file__).resolve().parent.parent / "conf" / "config.yaml"
 PGS = "nba_analytics.player_game_summary"
 TEAM_OFFENSE = "nba_analytics.team_offense_game_summary"
 
 
-def _wired() -> bool:
-    defaults = yaml.safe_load(CONFIG.read_text()).get("defaults", [])
-    source = inspect.getsource(pipeline.tasks)
-    return any("validation" in str(d) for d in defaults) and "validate_task" in source and "make_gate" in source
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not _wired(),
-        reason="pipeline.validation is not wired into pipeline/tasks.py and conf/config.yaml yet (see pipeline/validation/gate.py)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def downstream_of(name: str) -> list[str]:
