@@ -72,10 +72,14 @@ def slate_problems() -> list[pl.Expr]:
     ]
 
 
+def slate_checks() -> dict[str, object]:
+    """How a slate row is checked, by ``rows_to_load`` here and ``find_bad_rows`` in the
+    quarantine alike: its key and duplicates, no minutes or counting stats, and :func:`slate_problems`."""
+    return {"has_minutes": False, "count_columns": (), "extra": slate_problems()}
+
+
 def from_slate(slates: pl.DataFrame, on_bad_rows: str) -> pl.DataFrame:
-    good = rows_to_load(
-        slates, KEY, has_minutes=False, on_bad_rows=on_bad_rows, what="slate", count_columns=(), extra=slate_problems()
-    )
+    good = rows_to_load(slates, KEY, on_bad_rows=on_bad_rows, what="slate", **slate_checks())
     status = pl.col("status").fill_null("active")
     return good.with_columns(status=status, is_inactive=status.is_in(NOT_PLAYING), source=pl.lit(SLATE))
 

@@ -46,7 +46,7 @@ def quarantine(
     found = [
         find_bad_rows(player_boxscores, player_table.KEY, has_minutes=True),
         find_bad_rows(team_game_logs, team_table.KEY, has_minutes=False).with_columns(player_id=pl.lit(None, pl.Int32)),
-        find_bad_rows(slates, roster_table.KEY, has_minutes=False, count_columns=(), extra=roster_table.slate_problems()),
+        find_bad_rows(slates, roster_table.KEY, **roster_table.slate_checks()),
     ]
     return pl.concat(
         [
