@@ -64,7 +64,7 @@ class Context:
 
     @classmethod
     def open(cls, cfg: DictConfig, warehouse: Warehouse) -> "Context":
-        tables = registry()
+        tables = registry(cfg.phase4.bootstrap_days)
         source = RawSource.from_config(cfg.data)
         calendar = source.calendar()
         state = RunState.load(warehouse)

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import polars as pl
 
 from pipeline.tables.base import Lookback
-from pipeline.tables.schedule import season_openers
+from pipeline.tables.schedule import season_before, season_openers
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ class Calendar:
 
     def window_start(self, lookback: Lookback, day: dt.date) -> dt.date:
         if lookback.season_to_date:
-            return min(self.opener(day), day)
+            start = min(self.opener(day), day)
+            previous = season_before(self.season_of[day]) if lookback.previous_season else None
+            return min(self.opener_of[previous], start) if previous in self.opener_of else start
         return day - dt.timedelta(days=lookback.days)
 
     @staticmethod

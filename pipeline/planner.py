@@ -77,8 +77,11 @@ class Fingerprinter:
 
     def window(self, inp: Input, day: dt.date) -> str:
         if inp.lookback.season_to_date:
-            window = self.calendar.window(inp.lookback, day)
-            return self._season_chain(inp.table)[window[-1]] if window else ""
+            # The chain at the window's last date of each season it spans (the previous season's
+            # last date, with previous_season): one hash of every partition in the window.
+            chain = self._season_chain(inp.table)
+            last_of_season = {self.calendar.season_of[d]: d for d in self.calendar.window(inp.lookback, day)}
+            return "".join(chain[d] for d in last_of_season.values())
         if inp.lookback.days == 0:
             return self.partition(inp.table, day)
         return digest(f"{d}:{self.partition(inp.table, d)}" for d in self.calendar.window(inp.lookback, day))

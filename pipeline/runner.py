@@ -398,8 +398,10 @@ class ShardCutter:
         groups = min(len(teams), max(wanted, math.ceil(self.rows(spec, dates) / self.max_rows)))
         if groups <= 1:
             return self._unit(spec, dates)
-        size = math.ceil(len(teams) / groups)
-        shards = tuple(Shard(spec.name, tuple(dates), tuple(teams[i : i + size])) for i in range(0, len(teams), size))
+        # Exactly `groups` runs of teams whose sizes differ by one at most (30 teams in 9 groups:
+        # 3 or 4 each, where runs of ceil(30 / 9) = 4 would make only 8).
+        bounds = [round(i * len(teams) / groups) for i in range(groups + 1)]
+        shards = tuple(Shard(spec.name, tuple(dates), tuple(teams[a:b])) for a, b in itertools.pairwise(bounds))
         return Unit(spec.name, tuple(dates), shards)
 
     @staticmethod

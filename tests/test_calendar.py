@@ -12,7 +12,12 @@ from pipeline.calendar import Calendar
 from pipeline.tables.base import Lookback
 from pipeline.warehouse.source import RawSource
 
-LOOKBACKS = [Lookback(), Lookback(days=14), Lookback(season_to_date=True)]
+LOOKBACKS = [
+    Lookback(),
+    Lookback(days=14),
+    Lookback(season_to_date=True),
+    Lookback(season_to_date=True, previous_season=True, before=True),
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,5 +45,46 @@ def test_dependents_are_the_dates_whose_window_holds_a_change(calendar, lookback
     changed = {dt.date(2023, 1, 18), dt.date(2024, 3, 1)}
     expected = {day for day in calendar.dates if changed & set(calendar.window(lookback, day))}
     assert calendar.dependents_of(lookback, changed) == expected
-    if lookback.season_to_date:  # a change reaches the end of its season, and no further
+    if lookback.previous_season:  # a change reaches the end of the next season, and no further
+        assert max(expected) == calendar.last and min(expected) == dt.date(2023, 1, 19)
+        assert calendar.dependents_of(lookback, {dt.date(2023, 1, 18)}) == {
+            d for d in calendar.dates if dt.date(2023, 1, 18) < d <= dt.date(2024, 6, 17)
+        }  # the rest of 2022-23 and all of 2023-24 (its last date, the Finals, is 2024-06-17)
+    elif lookback.season_to_date:  # a change reaches the end of its season, and no further
         assert max(d for d in expected if d.year < 2024) == dt.date(2023, 6, 12)
+
+
+def test_a_previous_season_window_is_that_season_whole_and_this_one_before_the_date(calendar):
+    lookback = Lookback(season_to_date=True, previous_season=True, before=True)
+    opener = calendar.window(lookback, dt.date(2023, 10, 24))
+    assert opener == calendar.between(dt.date(2022, 10, 18), dt.date(2023, 6, 12))  # 2022-23 whole, nothing of 2023-24
+    later = calendar.window(lookback, dt.date(2023, 10, 26))
+    assert later == [*opener, dt.date(2023, 10, 24), dt.date(2023, 10, 25)]
+    # The first season of the data has no season before it: its own season to date only.
+    assert calendar.window(lookback, dt.date(2022, 10, 20)) == [dt.date(2022, 10, 18), dt.date(2022, 10, 19)]
+    assert calendar.window(lookback, dt.date(2022, 10, 18)) == []
+    with pytest.raises(ValueError, match="season_to_date"):
+        Lookback(days=3, previous_season=True)
+
+
+def test_an_input_fingerprint_covers_the_previous_season_it_reads(calendar):
+    """The planner's fingerprint of a previous-season window changes with any partition of that
+    season (so a corrected 2022-23 box score rebuilds 2023-24's figures) and with none of the
+    season before it."""
+    from pipeline.planner import Fingerprinter
+    from pipeline.state import DateState, RunState
+    from pipeline.tables import registry
+
+    pgs, cache = "nba_analytics.player_game_summary", "nba_precompute.player_daily_cache"
+    tables = registry()
+    assert any(i.table == pgs and i.lookback.previous_season for i in tables[cache].inputs)
+
+    def expected(changed: dt.date | None) -> dict[dt.date, str]:
+        state = RunState({(pgs, d): DateState("ok", 1, "in", "changed" if d == changed else f"out{d}", 1) for d in calendar.dates})
+        fingerprinter = Fingerprinter(tables, calendar, state, {}, {cache: {"prior_games": 10}})
+        return {d: fingerprinter.expected(cache, d) for d in calendar.dates}
+
+    base = expected(None)
+    moved = expected(dt.date(2023, 3, 1))  # 2022-23
+    differ = {d for d in calendar.dates if moved[d] != base[d]}
+    assert differ == {d for d in calendar.dates if dt.date(2023, 3, 1) < d <= dt.date(2024, 6, 17)}

@@ -3,8 +3,8 @@
 The Phase 2/3 tables are built in memory from the bundled raw files (each table's function fed
 its inputs like the runner feeds it), then the Phase 4 tables are built from them with the
 inputs sliced by the runner's own ``read_inputs``, over shards of dates (and of teams, for the
-tables declared ``split_by_team``), skipping the bootstrap dates as the runner does. No Ray, no
-warehouse: the whole file runs in seconds.
+tables declared ``split_by_team``), skipping the bootstrap dates (none by default) as the runner
+does. No Ray, no warehouse: the whole file runs in seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conftest import RAW_DIR
 from pipeline.calendar import Calendar
 from pipeline.runner import read_inputs
 from pipeline.tables import registry
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, prior_windows
+from pipeline.tables._phase4 import HISTORY, HISTORY_WITH_PREVIOUS_SEASON, previous_season_sums, prior_windows
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, ID_COLUMNS, feature_matrix
 from pipeline.warehouse.source import RawSource
 
@@ -79,8 +79,17 @@ def phase3_frames(source: RawSource, calendar: Calendar) -> dict[str, pl.DataFra
     return frames
 
 
+PARAMS = {"prior_games": 10.0}  # phase4.prior_games in conf/config.yaml
+
+
 def build_phase4(
-    frames: Mapping[str, pl.DataFrame], calendar: Calendar, source: RawSource, dates: list[dt.date], shard_days: int, team_groups: int = 1
+    frames: Mapping[str, pl.DataFrame],
+    calendar: Calendar,
+    source: RawSource,
+    dates: list[dt.date],
+    shard_days: int,
+    team_groups: int = 1,
+    tables: Mapping[str, object] = TABLES,
 ) -> dict[str, pl.DataFrame]:
     """The Phase 4 tables for ``dates`` as the runner builds them: bootstrap dates skipped, the
     rest cut into shards of ``shard_days`` dates, each shard's inputs read by ``read_inputs``;
@@ -90,14 +99,15 @@ def build_phase4(
     warehouse = MemoryWarehouse(frames)
     built = {}
     for name in PHASE4:
-        spec = TABLES[name]
+        spec = tables[name]
+        params = {arg: PARAMS[arg] for arg in spec.params}
         todo = [d for d in dates if not calendar.in_bootstrap(d, spec.bootstrap_days)]
         parts = []
         for shard in (todo[i : i + shard_days] for i in range(0, len(todo), shard_days)):
             teams = sorted({t for d in shard for t in calendar.teams_of[calendar.season_of[d]]})
             groups = [teams[i::team_groups] for i in range(team_groups)] if spec.split_by_team and team_groups > 1 else [None]
             for group in groups:
-                rows = spec.run(shard, read_inputs(warehouse, source.files, calendar, spec, shard, group), {})
+                rows = spec.run(shard, read_inputs(warehouse, source.files, calendar, spec, shard, group), params)
                 parts.append(rows if group is None else rows.filter(pl.col("team_abbr").is_in(group)))
         out = pl.concat(parts) if parts else pl.DataFrame(schema=spec.schema)
         assert out.filter(out.select(spec.key).is_duplicated()).is_empty(), f"{name}: duplicate keys"
@@ -124,28 +134,39 @@ def raw_players(season: str) -> pl.DataFrame:
 # -- declarations ---------------------------------------------------------------------------------
 
 
-def test_phase4_tables_are_declared_with_the_bootstrap_window():
+def test_phase4_tables_read_history_before_the_date_and_take_the_bootstrap_window_from_the_config():
     assert set(PHASE4) == EXPECTED_PHASE4
     for name in PHASE4:
         spec = TABLES[name]
-        assert spec.bootstrap_days == BOOTSTRAP_DAYS == 14, name
+        assert spec.bootstrap_days == 0, name  # phase4.bootstrap_days defaults to 0
+        assert registry(14)[name].bootstrap_days == 14, name
         assert spec.key in (("game_date", "player_id"), ("game_date", "team_abbr")), name
         for inp in spec.inputs:
-            # Phase 3 history is read season to date; same-date Phase 4 / schedule rows only.
-            assert inp.lookback.season_to_date or inp.lookback.days == 0, (name, inp.table)
+            # Phase 3 history is read season to date (and the season before), strictly before the
+            # date; same-date Phase 4 / roster / schedule rows only.
+            assert inp.lookback in (HISTORY, HISTORY_WITH_PREVIOUS_SEASON) or inp.lookback.days == 0, (name, inp.table)
+            assert (inp.lookback.days == 0 and not inp.lookback.season_to_date) or TABLES[inp.table].phase == 3, (name, inp.table)
+    assert all(registry(14)[n].bootstrap_days == 0 for n in TABLES if TABLES[n].phase < 4)
+    with pytest.raises(ValueError, match="bootstrap_days"):
+        registry(-1)
 
 
-def test_bootstrap_dates_get_no_rows_and_come_from_the_schedule(phase4, calendar):
+def test_every_season_has_rows_from_its_opener_on_every_game_date(phase4, calendar):
     openers = dict(calendar.opener_of)
     assert openers == {"2022-23": dt.date(2022, 10, 18), "2023-24": dt.date(2023, 10, 24), "2024-25": dt.date(2024, 10, 22)}
     for name, frame in phase4.items():
-        first_dates = frame.group_by("season").agg(pl.col("game_date").min())
-        for season, first in first_dates.iter_rows():
-            assert (first - openers[season]).days >= BOOTSTRAP_DAYS, (name, season, first)
-        # ... and every later game date has rows.
-        built = set(frame["game_date"].unique())
-        expected = {d for d in calendar.dates if not calendar.in_bootstrap(d, BOOTSTRAP_DAYS)}
-        assert built == expected, name
+        first_dates = dict(frame.group_by("season").agg(pl.col("game_date").min()).iter_rows())
+        assert first_dates == openers, name
+        assert set(frame["game_date"].unique()) == set(calendar.dates), name
+
+
+def test_a_bootstrap_window_when_asked_for_leaves_its_dates_out(phase3, calendar, source):
+    # phase4.bootstrap_days=14: no rows on the first 14 days of a season (the old system's rule).
+    dates = calendar.between(dt.date(2023, 10, 20), dt.date(2023, 11, 10))
+    built = build_phase4(phase3, calendar, source, dates, 64, tables=registry(14))
+    for name, frame in built.items():
+        assert set(frame["game_date"].unique()) == {d for d in dates if (d - dt.date(2023, 10, 24)).days >= 14}, name
+        assert frame["game_date"].min() == dt.date(2023, 11, 8), name  # 2023-11-07, day 14, had no games
 
 
 # -- the as-of window helper --------------------------------------------------------------------------
@@ -184,17 +205,17 @@ def test_prior_windows_use_only_earlier_games_of_the_same_season():
 # -- leaks ------------------------------------------------------------------------------------------------
 
 
-def perturb(frames: Mapping[str, pl.DataFrame], day: dt.date, seed: int = 11) -> dict[str, pl.DataFrame]:
+def perturb(frames: Mapping[str, pl.DataFrame], day: dt.date, seed: int = 11, until: dt.date | None = None) -> dict[str, pl.DataFrame]:
     """Every column but the rows' identity (stats, minutes, plus-minus, DNP and inactive flags,
-    starters, rates, team totals...) replaced by random values on ``day`` and after; the pregame
-    roster (players listed, starters, inactive list, home/away, opponent) and the schedule left
-    as they are."""
+    starters, rates, team totals...) replaced by random values on ``day`` and after (up to
+    ``until``, when given); the pregame roster (players listed, starters, inactive list,
+    home/away, opponent) and the schedule left as they are."""
     rng = np.random.default_rng(seed)
     out = dict(frames)
     for name, keep in PREGAME.items():
         frame = frames[name]
         n = frame.height
-        later = pl.col("game_date") >= day
+        later = (pl.col("game_date") >= day) & (pl.col("game_date") <= (until or dt.date.max))
         replaced = []
         for column, dtype in frame.schema.items():
             if column in keep:
@@ -216,7 +237,9 @@ def perturb(frames: Mapping[str, pl.DataFrame], day: dt.date, seed: int = 11) ->
     return out
 
 
-LEAK_DATES = [dt.date(2024, 1, 6), dt.date(2023, 4, 15)]  # mid-season; the first day of the 2023 playoffs
+# Mid-season; the first day of the 2023 playoffs; the 2023-24 opener (the shard holds the end of
+# 2022-23 too); the fourth day of 2024-25 (its first games are in the history).
+LEAK_DATES = [dt.date(2024, 1, 6), dt.date(2023, 4, 15), dt.date(2023, 10, 24), dt.date(2024, 10, 25)]
 
 
 @pytest.fixture(scope="module", params=LEAK_DATES, ids=str)
@@ -248,6 +271,41 @@ def test_the_perturbation_does_reach_the_next_dates(leak_case):
         assert not later_after.equals(later_before), name
 
 
+def test_previous_season_figures_come_only_from_the_previous_season(phase3, calendar, source):
+    # Every result of 2022-23 scrambled: the first weeks of 2024-25 (whose previous season is
+    # 2023-24) do not move, and those of 2023-24 (whose previous season it is) do.
+    scrambled = perturb(phase3, dt.date(2022, 10, 1), until=dt.date(2023, 6, 30))
+    for opening in (calendar.between(dt.date(2024, 10, 22), dt.date(2024, 11, 5)), calendar.between(dt.date(2023, 10, 24), dt.date(2023, 11, 7))):
+        original = build_phase4(phase3, calendar, source, opening, 64)
+        changed = build_phase4(scrambled, calendar, source, opening, 64)
+        moved = {name for name in PHASE4 if not changed[name].equals(original[name])}
+        if opening[0].year == 2024:
+            assert moved == set(), moved
+        else:
+            assert {"nba_precompute.player_daily_cache", "nba_analytics.upcoming_team_game_context", "nba_predictions.ml_feature_store"} <= moved
+            # ... through the previous-season and blended figures only.
+            cache = "nba_precompute.player_daily_cache"
+            prev = [c for c in original[cache].columns if c.endswith(("_prev_season", "_blended")) or c == "points_vs_prev_season"]
+            assert_frame_equal(changed[cache].drop(prev), original[cache].drop(prev))
+
+
+def test_previous_season_sums_never_read_the_targets_own_season():
+    d = dt.date
+    log = pl.DataFrame(
+        {
+            "player_id": [1, 1, 1, 2],
+            "season": ["2021-22", "2022-23", "2023-24", "2022-23"],
+            "game_date": [d(2022, 3, 1), d(2023, 3, 1), d(2023, 11, 1), d(2023, 3, 2)],
+            "pts": [99, 20, 40, 7],
+        }
+    )
+    targets = pl.DataFrame({"player_id": [1, 1, 3], "season": ["2023-24", "2022-23", "2023-24"], "game_date": [d(2023, 11, 5)] * 2 + [d(2023, 11, 5)]})
+    out = previous_season_sums(targets, log, by=["player_id"], values=["pts"])
+    # 2023-24 sees 2022-23's 20 (not its own 40, not 2021-22's 99); 2022-23 sees 2021-22's 99; a rookie nothing.
+    assert out["pts_prev_season"].to_list() == [20.0, 99.0, None]
+    assert out["games_prev_season"].to_list() == [1.0, 1.0, 0.0]
+
+
 def test_row_set_is_the_listed_players_who_are_not_inactive(phase3, phase4):
     day = dt.date(2024, 1, 6)
     listed = phase3[PGS].filter(game_date=day)
@@ -263,12 +321,18 @@ def test_row_set_is_the_listed_players_who_are_not_inactive(phase3, phase4):
 # -- season reset and hand-checked numbers ---------------------------------------------------------------
 
 
-def test_first_game_of_a_season_has_no_season_average(phase4):
-    # Ja Morant played 61 regular-season games in 2022-23 (26.2 points a game) and was suspended
-    # for the start of 2023-24 (listed NWT, so no rows); his first 2023-24 game was 2023-12-19.
+def test_first_game_of_a_season_has_no_season_average_and_last_seasons_instead(phase4):
+    # Ja Morant played 61 regular-season and 5 playoff games in 2022-23 (1,719 points: 26.05 a
+    # game) and was suspended for the start of 2023-24 (listed NWT, so no rows, but for one
+    # "DNP - League Suspension" on 2023-10-28); his first 2023-24 game was 2023-12-19.
     cache = phase4["nba_precompute.player_daily_cache"].filter(player_name="Ja Morant", season="2023-24").sort("game_date")
+    assert cache["game_date"].head(2).to_list() == [dt.date(2023, 10, 28), dt.date(2023, 12, 19)]
+    cache = cache.filter(pl.col("game_date") >= dt.date(2023, 12, 19))
     first = cache.row(0, named=True)
     assert first["game_date"] == dt.date(2023, 12, 19)
+    assert first["games_played_prev_season"] == 66 and first["points_avg_prev_season"] == pytest.approx(1719 / 66)
+    assert first["points_avg_blended"] == pytest.approx(1719 / 66)  # nothing of this season yet: last season's
+    assert first["points_vs_prev_season"] is None
     assert first["games_played_season"] == 0
     assert first["points_avg_season"] is None
     assert first["points_avg_last_5"] is None and first["points_avg_last_10"] is None
@@ -282,6 +346,14 @@ def test_first_game_of_a_season_has_no_season_average(phase4):
     second = cache.row(1, named=True)
     assert second["game_date"] == dt.date(2023, 12, 21)
     assert second["games_played_season"] == 1 and second["points_avg_season"] == 34.0
+    # Blended with 10 games of last season's average (phase4.prior_games): (34 + 10 · 26.05) / 11.
+    assert second["points_avg_blended"] == pytest.approx((34 + 10 * 1719 / 66) / 11)
+    assert second["points_vs_prev_season"] == pytest.approx(34 - 1719 / 66)
+    # A rookie of 2023-24 (Victor Wembanyama) has no previous season: NULL, and blended = this season's.
+    rookie = phase4["nba_precompute.player_daily_cache"].filter(player_name="Victor Wembanyama").sort("game_date")
+    assert rookie["games_played_prev_season"].head(1).to_list() == [0] and rookie["points_avg_prev_season"].null_count() == rookie.filter(season="2023-24").height
+    later = rookie.filter(pl.col("games_played_season") > 0, season="2023-24")
+    assert later["points_avg_blended"].to_list() == later["points_avg_season"].to_list()
 
 
 def test_season_figures_never_reach_into_the_previous_season(phase4, calendar):
@@ -358,6 +430,17 @@ def test_team_pace_matches_the_summed_possessions(phase3, phase4):
     row = phase4["nba_analytics.upcoming_team_game_context"].filter(game_date=day, team_abbr="BOS").row(0, named=True)
     assert row["pace_last_10"] == pytest.approx(expected)
     assert 90 < row["pace_last_10"] < 110
+    # Every 2022-23 game of BOS (playoffs included) makes its previous-season pace; on its first
+    # 2023-24 game that is its blended pace too, and 10 games' worth of it after one game.
+    last_season = phase3["nba_analytics.team_offense_game_summary"].filter(team_abbr="BOS", season="2022-23")
+    possessions, minutes, games = last_season["possessions"].sum(), last_season["team_minutes"].cast(pl.Float64).sum(), last_season.height
+    first_two = phase4["nba_analytics.upcoming_team_game_context"].filter(team_abbr="BOS", season="2023-24").sort("game_date").head(2)
+    opener, second = first_two.row(0, named=True), first_two.row(1, named=True)
+    assert opener["team_games_season"] == 0 and opener["pace_last_10"] is None
+    assert opener["pace_prev_season"] == pytest.approx(possessions * 48.0 / (minutes / 5.0)) == opener["pace_blended"]
+    game = phase3["nba_analytics.team_offense_game_summary"].filter(team_abbr="BOS", game_date=opener["game_date"]).row(0, named=True)
+    blended = (game["possessions"] + 10 * possessions / games) * 48.0 / ((game["team_minutes"] + 10 * minutes / games) / 5.0)
+    assert second["pace_blended"] == pytest.approx(blended)
 
 
 # -- composite factors and the feature store ------------------------------------------------------------------
@@ -374,8 +457,8 @@ def test_a_zero_or_null_factor_always_states_its_reason(phase4, factor):
 
 
 def test_pace_states_why_it_is_null_or_zero():
-    """The bundled data has no NULL or zero pace (every team has played before its bootstrap
-    window ends): each case, built by hand."""
+    """Each case built by hand (the bundled data has a NULL pace only on a team's first game of
+    a season, and no zero pace)."""
     from pipeline.tables.player_composite_factors import pace
 
     score, reason = pace()
@@ -454,8 +537,9 @@ def test_feature_store_contract(phase4):
 
 
 def test_sharded_output_equals_per_date_output(phase3, calendar, source):
-    # End of 2022-23 (finals) and the start of 2023-24, bootstrap included: a 64-date shard spans
-    # both seasons, and the per-date frames hold only each date's own season-to-date lookback.
+    # End of 2022-23 (finals) and the start of 2023-24 from its opener: a 64-date shard spans
+    # both seasons, and the per-date frames hold only each date's own lookback (its season to
+    # date, and the season before for the previous-season figures).
     dates = calendar.between(dt.date(2023, 6, 1), dt.date(2023, 12, 10))
     sharded = build_phase4(phase3, calendar, source, dates, 64)
     per_date = build_phase4(phase3, calendar, source, dates, 1)

@@ -31,8 +31,10 @@ CONTEXT = "nba_analytics.upcoming_player_game_context"
 ROSTER = "nba_raw.pregame_roster"
 PHASE3 = ("nba_analytics.player_game_summary", "nba_analytics.team_offense_game_summary", "nba_analytics.team_defense_game_summary")
 
-# The first day of the 2023 playoffs, a mid-season Saturday, the last Finals game: one per season.
-SLATE_DATES = [dt.date(2023, 4, 15), dt.date(2024, 1, 6), dt.date(2025, 6, 22)]
+# The first day of the 2023 playoffs, and the third game date of 2024-25 (its first games and the
+# whole of 2023-24 behind it): two seasons apart, so neither date is in the other's history (a
+# date's season to date and the season before), whose box scores must all be there.
+SLATE_DATES = [dt.date(2023, 4, 15), dt.date(2024, 10, 24)]
 MORNING = dt.date(2024, 1, 6)  # the slate of the next-day test; box scores through the day before
 
 
@@ -64,7 +66,7 @@ def feature_rows(warehouse: Path, dates: list[dt.date]) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def from_slates(main_command, tmp_path_factory) -> Path:
     """``task=predict`` of SLATE_DATES on a fresh warehouse whose raw files lack those dates'
-    box scores, from slates derived from them (two dates in a Parquet file, one in a CSV file)."""
+    box scores, from slates derived from them (one date in a Parquet file, one in a CSV file)."""
     workdir = tmp_path_factory.mktemp("from_slates")
     raw = raw_without(SLATE_DATES, workdir / "raw")
     slates = workdir / "slates"

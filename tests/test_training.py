@@ -16,10 +16,7 @@ import pytest
 
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURES, ID_COLUMNS, feature_matrix
 from training.baselines import BASELINE_INPUTS, baseline_predictions, fill_missing, opening_fallback_points, rules_adjustments
-from training.data import (
-    ACTUAL_MINUTES, PRIOR_SEASON_GAMES, PRIOR_SEASON_POINTS, TARGET, DataError, build_dataset, make_split, next_season,
-    prior_season_points, with_prior_season,
-)  # fmt: skip
+from training.data import ACTUAL_MINUTES, TARGET, DataError, build_dataset, make_split
 from training.evaluate import evaluate, opening_weeks, scores, tier_expr
 from training.train import best_baseline_of
 from training.sweep import SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
@@ -36,7 +33,7 @@ def feature_rows(records: list[dict]) -> pl.DataFrame:
     schema = {
         "game_id": pl.String, "game_date": pl.Date, "season": pl.String, "season_type": pl.String,
         "player_id": pl.Int32, "player_name": pl.String, "team_abbr": pl.String, "opponent_abbr": pl.String,
-        **FEATURES, TARGET: pl.Float64, ACTUAL_MINUTES: pl.Float64, PRIOR_SEASON_POINTS: pl.Float64,
+        **FEATURES, TARGET: pl.Float64, ACTUAL_MINUTES: pl.Float64,
     }  # fmt: skip
     filled = []
     for i, r in enumerate(records):
@@ -190,9 +187,6 @@ def test_rules_model_worked_by_hand():
 
 def test_baselines_read_only_feature_store_columns():
     assert set(BASELINE_INPUTS) <= set(FEATURE_COLUMNS)
-    # ... and the prior-season points training.data.load_rows joins: without them, an error.
-    with pytest.raises(ValueError, match=PRIOR_SEASON_POINTS):
-        baseline_predictions(feature_rows([baseline_row(points_avg_season=3.0)]).drop(PRIOR_SEASON_POINTS))
 
 
 def test_rules_core_and_prior_season_average_worked_by_hand():
@@ -200,16 +194,16 @@ def test_rules_core_and_prior_season_average_worked_by_hand():
     rows = feature_rows(
         [
             # A player with a previous season (avg 18.5): before his 5th game the prior season, from it on this season.
-            {**baseline_row(games_played_season=0), PRIOR_SEASON_POINTS: 18.5},  # his first game: no average this season yet
-            {**baseline_row(**l5_l10_season, games_played_season=2), PRIOR_SEASON_POINTS: 18.5},
-            {**baseline_row(**l5_l10_season, games_played_season=4), PRIOR_SEASON_POINTS: 18.5},
-            {**baseline_row(**l5_l10_season, games_played_season=5), PRIOR_SEASON_POINTS: 18.5},
-            {**baseline_row(**l5_l10_season, games_played_season=30), PRIOR_SEASON_POINTS: 18.5},
+            {**baseline_row(games_played_season=0), "points_avg_prev_season": 18.5},  # his first game: no average this season yet
+            {**baseline_row(**l5_l10_season, games_played_season=2), "points_avg_prev_season": 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=4), "points_avg_prev_season": 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=5), "points_avg_prev_season": 18.5},
+            {**baseline_row(**l5_l10_season, games_played_season=30), "points_avg_prev_season": 18.5},
             # A player without one: the season average, as season_avg (none before his first game).
             baseline_row(**l5_l10_season, games_played_season=3),
             baseline_row(games_played_season=0),
             # A missing count reads as 0 earlier games.
-            {**baseline_row(**l5_l10_season, games_played_season=None), PRIOR_SEASON_POINTS: 7.25},
+            {**baseline_row(**l5_l10_season, games_played_season=None), "points_avg_prev_season": 7.25},
         ]
     )  # fmt: skip
     out = baseline_predictions(rows)
@@ -218,31 +212,6 @@ def test_rules_core_and_prior_season_average_worked_by_hand():
     core = out["rules_core"].to_list()
     assert core[0] is None and core[6] is None
     assert core[1:6] + core[7:] == pytest.approx([11.1] * 6)  # 0.35*12 + 0.40*11 + 0.25*10 = 4.2 + 4.4 + 2.5
-
-
-def test_prior_season_points_from_played_games_of_the_season_before():
-    games = pl.DataFrame(
-        {
-            "player_id": [1, 1, 1, 1, 1, 2, 2, 3],
-            "season": ["2022-23", "2022-23", "2022-23", "2022-23", "2023-24", "2023-24", "2023-24", "2022-23"],
-            "did_not_play": [False, False, True, False, False, False, False, True],
-            "minutes": [30.0, 12.0, None, 0.0, 25.0, 20.0, 10.0, None],
-            "pts": [10, 21, 0, 0, 8, 9, 4, 0],
-        },
-        schema_overrides={"player_id": pl.Int32, "pts": pl.Int16},
-    )
-    prior = prior_season_points(games)
-    # Player 1: 2022-23 played games 10 and 21 points (the DNP and the 0:00 game do not count),
-    # known for 2023-24; his one 2023-24 game for 2024-25. Player 2: 2023-24 for 2024-25.
-    # Player 3 never played: nothing.
-    assert prior.rows() == [(1, "2023-24", 15.5, 2), (1, "2024-25", 8.0, 1), (2, "2024-25", 6.5, 2)]
-    assert prior.columns == ["player_id", "season", PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES]
-    rows = pl.DataFrame({"player_id": [1, 2, 1, 2, 3], "season": ["2023-24", "2023-24", "2024-25", "2024-25", "2024-25"]}, schema_overrides={"player_id": pl.Int32})
-    joined = with_prior_season(rows, prior)
-    assert joined[PRIOR_SEASON_POINTS].to_list() == [15.5, None, 8.0, 6.5, None]  # player 2 had no 2022-23
-    assert next_season("2023-24") == "2024-25" and next_season("1999-00") == "2000-01"
-    with pytest.raises(DataError, match="YYYY-YY"):
-        next_season("last")
 
 
 # -- scores ------------------------------------------------------------------------------------
@@ -295,7 +264,7 @@ def test_opening_weeks_same_rows_for_every_predictor_with_the_fallback():
     assert opening_fallback_points(train.filter(pl.col("games_played_season") > 0)) == (0.0, 0)
     test = feature_rows(
         [
-            {"game_date": D0, "games_played_season": 0, TARGET: 6.0, PRIOR_SEASON_POINTS: 9.0},
+            {"game_date": D0, "games_played_season": 0, TARGET: 6.0, "points_avg_prev_season": 9.0},
             {"game_date": D0, "games_played_season": 0, TARGET: 3.0},
             {"game_date": D0, "games_played_season": 2, TARGET: 10.0, "points_avg_last_5": 8.0, "points_avg_last_10": 8.0, "points_avg_season": 8.0},
             {"game_date": D0, "games_played_season": 4, TARGET: 1.0, "points_avg_last_5": 5.0, "points_avg_last_10": 5.0, "points_avg_season": 5.0},

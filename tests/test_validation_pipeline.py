@@ -140,18 +140,14 @@ def test_validate_passes_on_the_bundled_data_with_numbers_checked_by_hand(copy):
     assert one(report, feature="player_points_equal_team_points")["rows"] == team_games
     assert one(report, table="nba_raw.player_boxscores", check="duplicates")["rows"] == raw.height
 
-    # Gaps over the whole history; Phase 4 tables are not expected to have rows in the bootstrap window.
+    # Gaps over the whole history: every table has rows on every game date (Phase 4 from each opener).
     dates = sorted(set(raw["game_date"]))
-    openers = raw.filter(pl.col("season_type") == "regular").group_by("season").agg(pl.col("game_date").min())
-    opener_of = dict(openers.iter_rows())
-    season_of = dict(raw.select("game_date", "season").unique().iter_rows())
-    bootstrap = sum(1 for d in dates if (d - opener_of[season_of[d]]).days < 14)
-    for name, spec in registry().items():
+    for name in registry():
         if name == "nba_raw.quarantine":
             continue
         gap = one(report, table=name, check="gaps")
         assert gap["status"] == "pass", gap
-        assert gap["rows"] == (len(dates) - bootstrap if spec.bootstrap_days == 14 else len(dates)), name
+        assert gap["rows"] == len(dates), name
 
     stored = query(copy / "warehouse.duckdb", f"SELECT count(*), sum(passed::int) FROM nba_orchestration.validation_results WHERE run_id = '{report['run_id']}'")
     assert stored == [(len(report["results"]), len(report["results"]))]

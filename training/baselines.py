@@ -12,10 +12,9 @@ date's pre-game facts.
 - :func:`season_avg`: ``points_avg_season``, the mean over every played game this season.
 - :func:`prior_season_avg`: on a row with fewer than 5 earlier played games this season
   (``games_played_season``), the player's average points over his played games of the season
-  before (``prior_season_points_avg``: every game of that season, regular season to playoffs;
-  not a feature-store column, :func:`training.data.load_rows` joins it from
-  player_game_summary, and it is known before the season starts); otherwise, and for a player
-  without a played game the season before, ``points_avg_season`` as :func:`season_avg`.
+  before (``points_avg_prev_season``: every game of that season, regular season to playoffs,
+  known before the season starts); otherwise, and for a player without a played game the season
+  before, ``points_avg_season`` as :func:`season_avg`.
 - :func:`rules`: the old production rules model ("mock XGBoost", 25 inputs), without its random
   noise (it added ``N(0, 0.3)`` to every prediction)::
 
@@ -69,7 +68,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from training.data import PRIOR_SEASON_POINTS, TARGET
+from training.data import TARGET
 
 RULES_BASE_WEIGHTS = {"points_avg_last_5": 0.35, "points_avg_last_10": 0.40, "points_avg_season": 0.25}
 
@@ -77,10 +76,8 @@ RULES_BASE_WEIGHTS = {"points_avg_last_5": 0.35, "points_avg_last_10": 0.40, "po
 BASELINE_INPUTS: tuple[str, ...] = (
     "points_avg_last_5", "points_avg_last_10", "points_avg_season", "fatigue_score", "shot_zone_mismatch_score",
     "pace_score", "usage_avg_last_10", "usage_spike_score", "opponent_def_rating_last_10", "back_to_back", "is_home",
-    "minutes_avg_last_10", "pct_pts_2pt_season", "fg3a_rate_season", "games_played_season",
+    "minutes_avg_last_10", "pct_pts_2pt_season", "fg3a_rate_season", "games_played_season", "points_avg_prev_season",
 )  # fmt: skip
-# The one input from outside the feature store (training.data.load_rows joins it).
-PRIOR_SEASON_INPUT = PRIOR_SEASON_POINTS
 # Below this many earlier played games this season, prior_season_avg uses the season before.
 PRIOR_SEASON_BELOW_GAMES = 5
 
@@ -147,7 +144,7 @@ def season_avg() -> pl.Expr:
 
 def prior_season_avg() -> pl.Expr:
     """Under 5 earlier games this season: last season's average if he played then; else the season average."""
-    prior = pl.col(PRIOR_SEASON_INPUT).cast(pl.Float64)
+    prior = pl.col("points_avg_prev_season").cast(pl.Float64)
     early = pl.col("games_played_season").fill_null(0) < PRIOR_SEASON_BELOW_GAMES
     return pl.when(early & prior.is_not_null()).then(prior).otherwise(season_avg())
 
@@ -159,10 +156,7 @@ BASELINES: dict[str, callable] = {
 
 def baseline_predictions(frame: pl.DataFrame) -> pl.DataFrame:
     """One column per baseline (``rules``, ``rules_core``, ``last10``, ``season_avg``,
-    ``prior_season_avg``) for the rows of ``frame``, which must hold ``prior_season_points_avg``
-    (:func:`training.data.load_rows` adds it)."""
-    if PRIOR_SEASON_INPUT not in frame.columns:
-        raise ValueError(f"rows lack {PRIOR_SEASON_INPUT}: read them with training.data.load_rows (or join training.data.read_prior_season_points)")
+    ``prior_season_avg``) for feature-store rows."""
     return frame.select(**{name: fn().cast(pl.Float64) for name, fn in BASELINES.items()})
 
 

@@ -5,11 +5,7 @@
   order); prediction uses the same function, so training and serving cannot diverge.
 - Target: the player's actual points, joined from ``nba_analytics.player_game_summary`` on
   ``(game_id, player_id)``, with his actual minutes (``actual_points``, ``actual_minutes``).
-  The only other figure taken from that table is for a baseline, never for the model: the
-  player's average points over his played games (minutes > 0) of the season before the row's
-  season, every game of it (regular season, cup final, play-in, playoffs), and how many
-  (``prior_season_points_avg``, ``prior_season_games``; NULL without a played game that
-  season). That season is over before the row's season starts, so it is known before tip-off.
+  Nothing else is taken from that table.
 - Split: by game date, never by row, so no date is in two splits. Default: the feature store's
   game dates in order, the first 70 % for training, the next 15 % for validation (early stopping,
   model choice), the last 15 % for test (reported, never used to choose anything).
@@ -43,8 +39,6 @@ FEATURE_STORE = "nba_predictions.ml_feature_store"
 PLAYER_GAME_SUMMARY = "nba_analytics.player_game_summary"
 TARGET = "actual_points"
 ACTUAL_MINUTES = "actual_minutes"
-PRIOR_SEASON_POINTS = "prior_season_points_avg"
-PRIOR_SEASON_GAMES = "prior_season_games"
 EVAL_MIN_PRIOR_GAMES = 5
 SPLITS = ("train", "valid", "test")
 
@@ -84,50 +78,9 @@ def with_actuals(features: pl.DataFrame, actuals: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
-def next_season(season: str) -> str:
-    """``"2022-23"`` -> ``"2023-24"``: the season after, in the warehouse's ``YYYY-YY`` labels."""
-    try:
-        first = int(season[:4]) + 1
-    except (TypeError, ValueError):
-        raise DataError(f"season {season!r} is not of the form YYYY-YY") from None
-    return f"{first}-{(first + 1) % 100:02d}"
-
-
-def prior_season_points(games: pl.DataFrame) -> pl.DataFrame:
-    """``(player_id, season)`` -> the player's average points and played games of the season
-    before ``season``. ``games``: player_game_summary rows (player_id, season, did_not_play,
-    minutes, pts); only played games (minutes > 0) count, every season type of that season."""
-    played_games = games.filter(~pl.col("did_not_play").fill_null(True) & (pl.col("minutes").fill_null(0.0) > 0))
-    per_season = played_games.group_by("player_id", "season").agg(
-        pl.col("pts").cast(pl.Float64).mean().alias(PRIOR_SEASON_POINTS),
-        pl.len().cast(pl.Int32).alias(PRIOR_SEASON_GAMES),
-    )
-    following = {s: next_season(s) for s in per_season["season"].unique().to_list()}
-    return per_season.with_columns(pl.col("season").replace_strict(following, return_dtype=pl.String)).sort("player_id", "season")
-
-
-def read_prior_season_points(warehouse: Warehouse, end: dt.date | None = None) -> pl.DataFrame:
-    """:func:`prior_season_points` of player_game_summary (every game up to ``end``)."""
-    if not warehouse.exists(PLAYER_GAME_SUMMARY):
-        raise DataError(f"{PLAYER_GAME_SUMMARY} does not exist in {warehouse.describe()}")
-    return prior_season_points(warehouse.read(PLAYER_GAME_SUMMARY, end=end, columns=["player_id", "season", "did_not_play", "minutes", "pts"]))
-
-
-def with_prior_season(features: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
-    """Rows with ``prior_season_points_avg`` / ``prior_season_games`` joined on (player_id, season)."""
-    out = features.drop(PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES, strict=False).join(
-        prior.select("player_id", "season", PRIOR_SEASON_POINTS, PRIOR_SEASON_GAMES), on=["player_id", "season"], how="left", maintain_order="left"
-    )  # the rows' order kept: figures summed over them are the same to the last bit from run to run
-    if out.height != features.height:
-        raise DataError("prior-season points have duplicate (player_id, season) rows")
-    return out
-
-
 def load_rows(warehouse: Warehouse, start: dt.date | None = None, end: dt.date | None = None) -> pl.DataFrame:
-    """Feature-store rows in ``start..end`` with ``actual_points`` and ``actual_minutes``, and the
-    prior-season points a baseline reads (``prior_season_points_avg``, ``prior_season_games``)."""
-    rows = with_actuals(read_feature_store(warehouse, start, end), read_actuals(warehouse, start, end))
-    return with_prior_season(rows, read_prior_season_points(warehouse, end))
+    """Feature-store rows in ``start..end`` with ``actual_points`` and ``actual_minutes``."""
+    return with_actuals(read_feature_store(warehouse, start, end), read_actuals(warehouse, start, end))
 
 
 # -- the split ---------------------------------------------------------------------------------

@@ -263,9 +263,9 @@ def write_report(
         _row(["test", f"{test['start']}..{test['end']}", f"{test['rows']:,}", "evaluation rows; reported only"]),
         "",
         "Evaluation rows: the player played (minutes > 0) and had at least 5 earlier played games that season. "
-        "The model and every baseline are scored on exactly these rows. Rows come from the feature store, which has none "
-        "in the first 14 days after each season opener (the bootstrap window), so a split starting at an opener starts "
-        "on its first feature-store date.",
+        "The model and every baseline are scored on exactly these rows. Rows come from the feature store, which has rows "
+        "from each season's opener (`phase4.bootstrap_days`, default 0); the rows of a player's first games of a season "
+        "are scored apart, under Opening weeks.",
         "",
         "## Test",
         "",

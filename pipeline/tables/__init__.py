@@ -2,10 +2,14 @@
 
 One module per table, named after it. Nothing else lists the tables: the runner derives the
 DAG from the declarations returned by :func:`registry`.
+
+The one setting of the declarations that comes from the config is Phase 4's bootstrap window
+(``phase4.bootstrap_days``): callers that plan, build or check dates pass it to :func:`registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from functools import cache
@@ -16,8 +20,20 @@ __all__ = ["Input", "Lookback", "Table", "registry", "table"]
 
 
 @cache
-def registry() -> dict[str, Table]:
-    """All declared tables by full name (``dataset.table``), in dependency order."""
+def registry(bootstrap_days: int = 0) -> dict[str, Table]:
+    """All declared tables by full name (``dataset.table``), in dependency order; the Phase 4
+    tables with no rows for ``bootstrap_days`` days after each season opener (0: rows from the
+    opener on)."""
+    if bootstrap_days < 0:
+        raise ValueError(f"phase4.bootstrap_days must be 0 or more, not {bootstrap_days}")
+    return {
+        name: dataclasses.replace(spec, bootstrap_days=bootstrap_days) if spec.phase == 4 else spec
+        for name, spec in _declared().items()
+    }
+
+
+@cache
+def _declared() -> dict[str, Table]:
     found: dict[str, Table] = {}
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")

@@ -6,8 +6,9 @@ facts (who is listed, who starts, who is inactive, home/away, the opponent) come
 not played yet as well as for one whose box scores are in.
 
 Enforced twice. First by the declarations: every history input of a Phase 4 table is read with
-:data:`HISTORY` (season to date, *before* the date), so the rows of the date being built are not
-even read, and a date does not wait for its own box scores. Second by the formulas: every Phase 4
+:data:`HISTORY` (season to date, *before* the date) or :data:`HISTORY_WITH_PREVIOUS_SEASON` (the
+same and the season before), so the rows of the date being built are not even read, and a date
+does not wait for its own box scores. Second by the formulas: every Phase 4
 table builds a whole shard in one pass, and its history holds the rows of the shard's earlier
 dates, so each target date is matched only with games strictly before it:
 
@@ -25,6 +26,16 @@ Window sums are differences of cumulative sums:
 A window with no game gives sums of 0 and a game count of 0; averages are then NULL (never 0,
 never last season's, never an all-time mean).
 
+**The previous season** is the one exception to "of D's season", and it is named as such: a
+table that reads it declares :data:`HISTORY_WITH_PREVIOUS_SEASON` (the whole season before D's,
+which ends before D's opener, and D's season to date), and :func:`previous_season_sums` gives
+the ``*_prev_season`` sums of that season only, every game of it. Early in a season the
+``*_blended`` figures shrink last season toward this one as games accumulate
+(:func:`blended`); a player or team with no previous season in the data (a rookie, the first
+season) has no ``*_prev_season`` figures (NULL) and blended figures of this season alone.
+There is no bootstrap window by default: rows start on each season's opener
+(``phase4.bootstrap_days``, see :func:`pipeline.tables.registry`).
+
 Row set of a player table for date D: the players of D's pregame roster who are not inactive
 (``is_inactive``: the inactive list, ``DND`` / ``NWT`` in the box scores, or a slate's ``out`` /
 ``inactive``). Players who end up with a coach's-decision DNP do get a row: they are dressed and
@@ -39,15 +50,17 @@ from typing import Iterable, Mapping, Sequence
 import polars as pl
 
 from pipeline.tables.base import Input, Lookback
+from pipeline.tables.schedule import season_before
 from pipeline.tables.team_offense_game_summary import FREE_THROW_POSSESSION_WEIGHT
 
-BOOTSTRAP_DAYS = 14
 GAMES = "games"
 # Far before any data: an as-of lookup "strictly before" this date finds nothing.
 NO_DATE = dt.date(1900, 1, 1)
 
 # How every Phase 4 table reads history: the season to date, strictly before the date built.
 HISTORY = Lookback(season_to_date=True, before=True)
+# The same and the whole season before it, for the *_prev_season and *_blended figures.
+HISTORY_WITH_PREVIOUS_SEASON = Lookback(season_to_date=True, previous_season=True, before=True)
 
 # Pre-game facts of the date itself, from nba_raw.pregame_roster.
 PLAYER_PREGAME_COLUMNS = (
@@ -193,6 +206,42 @@ def prior_windows(
         ]
     windows = out.select(*group, "game_date", *exprs)
     return targets.join(windows, on=[*group, "game_date"], how="left")
+
+
+def previous_season_sums(targets: pl.DataFrame, log: pl.DataFrame, *, by: Sequence[str], values: Sequence[str]) -> pl.DataFrame:
+    """``targets`` (with ``by`` and ``season``) plus the sums of ``log``'s ``values`` over the
+    entity's games of the season before the target's: ``{v}_prev_season`` and
+    ``games_prev_season`` (0, and NULL sums, without a game that season: a rookie, or the first
+    season of the data). Rows of the target's own season are never summed here."""
+    group = [*by, "season"]
+    totals = (
+        log.group_by(group)
+        .agg(*(pl.col(v).cast(pl.Float64).fill_null(0.0).sum().alias(f"{v}_prev_season") for v in values), pl.len().cast(pl.Float64).alias("games_prev_season"))
+        .rename({"season": "#previous"})
+    )
+    previous = {season: season_before(season) for season in targets["season"].unique().to_list()}
+    keyed = targets.with_columns(pl.col("season").replace_strict(previous, return_dtype=pl.String).alias("#previous"))
+    return (
+        keyed.join(totals, on=[*by, "#previous"], how="left")
+        .with_columns(pl.col("games_prev_season").fill_null(0.0))
+        .drop("#previous")
+    )
+
+
+def blended(numerator: str, denominator: str, prior_games: float) -> pl.Expr:
+    """A season figure Σ numerator / Σ denominator with ``prior_games`` games of last season's
+    per-game figures added to this season's sums: (Σ_season n + k·n̄_prev) / (Σ_season d + k·d̄_prev).
+
+    Reads ``{numerator}_season``, ``{numerator}_prev_season`` (likewise for ``denominator``;
+    ``games`` for a per-game average) and ``games_prev_season``. On opening night it is last
+    season's figure; after g games, last season weighs k / (g + k). Without a previous season
+    it is this season's figure (NULL before the first game)."""
+
+    def per_game(column: str) -> pl.Expr:
+        return ratio(pl.col(f"{column}_prev_season"), pl.col("games_prev_season")).fill_null(0.0)
+
+    k = pl.when(pl.col("games_prev_season") > 0).then(pl.lit(float(prior_games))).otherwise(0.0)
+    return ratio(pl.col(f"{numerator}_season") + k * per_game(numerator), pl.col(f"{denominator}_season") + k * per_game(denominator))
 
 
 def league_before(dates_frame: pl.DataFrame, log: pl.DataFrame, values: Sequence[str]) -> pl.DataFrame:

@@ -26,21 +26,27 @@ class Lookback:
     """Which earlier game dates a table reads from one input, besides the date it builds.
 
     ``days``: calendar days before the date. ``season_to_date``: every date from the opener of
-    the date's season. Both include the date itself, unless ``before``: then the window ends the
-    day before, the date's own rows are never read, and the date does not wait for that input
-    (Phase 4 reads its history this way, so a date whose games are not played yet can be built).
+    the date's season; with ``previous_season`` also, every date of the season before it (from
+    its opener; nothing more where the data has no such season). Each includes the date itself,
+    unless ``before``: then the window ends the day before, the date's own rows are never read,
+    and the date does not wait for that input (Phase 4 reads its history this way, so a date
+    whose games are not played yet can be built).
     """
 
     days: int = 0
     season_to_date: bool = False
     before: bool = False
+    previous_season: bool = False
 
     def __post_init__(self) -> None:
         if self.before and not (self.season_to_date or self.days):
             raise ValueError("Lookback(before=True) needs days or season_to_date: the window would be empty")
+        if self.previous_season and not self.season_to_date:
+            raise ValueError("Lookback(previous_season=True) extends a season-to-date window: set season_to_date too")
 
     def describe(self) -> str:
         window = "season to date" if self.season_to_date else f"{self.days} days" if self.days else "same date"
+        window = f"previous season and {window}" if self.previous_season else window
         return f"{window}, before the date" if self.before else window
 
 
@@ -79,7 +85,8 @@ class Table:
     # Config values the build reads, as {argument: dotted config key}; they are part of the
     # input fingerprint, so changing one rebuilds the table.
     params: Mapping[str, str] = field(default_factory=dict)
-    # Phase 4 writes no rows for this many days after each season opener.
+    # No rows for this many days after each season opener (run_state ``skipped_bootstrap``): the
+    # Phase 4 tables take ``phase4.bootstrap_days`` through :func:`pipeline.tables.registry`.
     bootstrap_days: int = 0
     # Bump when the formula changes: the fingerprint changes and resume rebuilds every date.
     version: int = 1

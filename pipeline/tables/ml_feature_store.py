@@ -37,8 +37,11 @@ table are derived here:
   ``minutes_projected`` = 240 · minutes_share_of_roster; ``team_points_vacated`` = the team's
   points_avg_last_10 − roster_points_last_10 (scoring of recent games whose players are not
   here). Chosen on validation MAE (4.401 → 4.385 for this group alone).
-
-The first 14 days after each season opener are Phase 4's bootstrap window (no rows).
+- The previous season (``player_daily_cache``, ``upcoming_team_game_context``): the player's
+  ``*_prev_season`` figures and ``points_vs_prev_season``, his ``*_blended`` figures (last
+  season's on opening night, this season's as games accumulate), the team's and the opponent's
+  blended pace and ratings, and ``team_games_season`` / ``opponent_games_season`` (how far into
+  the season each team is). They give a row from the season's first game something to go on.
 """
 
 from __future__ import annotations
@@ -48,103 +51,140 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach, ratio
+from pipeline.tables._phase4 import PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach, ratio
 from pipeline.tables.base import Input, table
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 
 ID_SCHEMA: dict[str, pl.DataType] = dict(PLAYER_ID_SCHEMA)
 ID_COLUMNS: list[str] = list(ID_SCHEMA)
 
-# Feature name -> type, in model order.
-FEATURES: dict[str, pl.DataType] = {
+# The model's features by group (the ablation in benchmarks/model_ablation.py adds or drops a
+# group at a time): feature name -> type, in model order.
+FEATURE_GROUPS: dict[str, dict[str, pl.DataType]] = {
     # Recent form (player_daily_cache)
-    "points_avg_last_3": pl.Float64,
-    "points_avg_last_5": pl.Float64,
-    "points_avg_last_10": pl.Float64,
-    "points_avg_season": pl.Float64,
-    "points_std_last_10": pl.Float64,
-    "points_last_game": pl.Float64,
-    "minutes_avg_last_3": pl.Float64,
-    "minutes_avg_last_5": pl.Float64,
-    "minutes_avg_last_10": pl.Float64,
-    "minutes_avg_season": pl.Float64,
-    "minutes_last_game": pl.Float64,
-    "usage_avg_last_5": pl.Float64,
-    "usage_avg_last_10": pl.Float64,
-    "usage_avg_season": pl.Float64,
-    "fga_per_game_last_10": pl.Float64,
-    "fta_per_game_last_10": pl.Float64,
-    "fg3a_per_game_last_10": pl.Float64,
-    "fga_per_game_season": pl.Float64,
-    "points_per_minute_last_10": pl.Float64,
-    "points_per_minute_season": pl.Float64,
-    "ts_pct_last_10": pl.Float64,
-    "ts_pct_season": pl.Float64,
-    "rebounds_avg_last_10": pl.Float64,
-    "assists_avg_last_10": pl.Float64,
-    "games_played_season": pl.Int16,
-    "start_rate_last_10": pl.Float64,
+    "recent form": {
+        "points_avg_last_3": pl.Float64,
+        "points_avg_last_5": pl.Float64,
+        "points_avg_last_10": pl.Float64,
+        "points_avg_season": pl.Float64,
+        "points_std_last_10": pl.Float64,
+        "points_last_game": pl.Float64,
+        "minutes_avg_last_3": pl.Float64,
+        "minutes_avg_last_5": pl.Float64,
+        "minutes_avg_last_10": pl.Float64,
+        "minutes_avg_season": pl.Float64,
+        "minutes_last_game": pl.Float64,
+        "usage_avg_last_5": pl.Float64,
+        "usage_avg_last_10": pl.Float64,
+        "usage_avg_season": pl.Float64,
+        "fga_per_game_last_10": pl.Float64,
+        "fta_per_game_last_10": pl.Float64,
+        "fg3a_per_game_last_10": pl.Float64,
+        "fga_per_game_season": pl.Float64,
+        "points_per_minute_last_10": pl.Float64,
+        "points_per_minute_season": pl.Float64,
+        "ts_pct_last_10": pl.Float64,
+        "ts_pct_season": pl.Float64,
+        "rebounds_avg_last_10": pl.Float64,
+        "assists_avg_last_10": pl.Float64,
+        "games_played_season": pl.Int16,
+        "start_rate_last_10": pl.Float64,
+    },
     # Pre-game context (upcoming_player_game_context)
-    "days_rest": pl.Int16,
-    "back_to_back": pl.Boolean,
-    "games_last_7d": pl.Int16,
-    "minutes_last_7d": pl.Float64,
-    "games_last_14d": pl.Int16,
-    "minutes_last_14d": pl.Float64,
-    "back_to_backs_last_14d": pl.Int16,
-    "is_home": pl.Boolean,
-    "starter": pl.Boolean,
-    "is_playoffs": pl.Boolean,
-    "played_in_last_10_team_games": pl.Int16,
-    "plays_share_last_10_team_games": pl.Float64,
-    "inactive_teammates": pl.Int16,
-    "inactive_teammates_usage_share": pl.Float64,
-    "active_roster_usage_share": pl.Float64,
+    "pre-game context": {
+        "days_rest": pl.Int16,
+        "back_to_back": pl.Boolean,
+        "games_last_7d": pl.Int16,
+        "minutes_last_7d": pl.Float64,
+        "games_last_14d": pl.Int16,
+        "minutes_last_14d": pl.Float64,
+        "back_to_backs_last_14d": pl.Int16,
+        "is_home": pl.Boolean,
+        "starter": pl.Boolean,
+        "is_playoffs": pl.Boolean,
+        "played_in_last_10_team_games": pl.Int16,
+        "plays_share_last_10_team_games": pl.Float64,
+        "inactive_teammates": pl.Int16,
+        "inactive_teammates_usage_share": pl.Float64,
+        "active_roster_usage_share": pl.Float64,
+    },
     # Team and opponent (upcoming_team_game_context)
-    "team_win_pct_season": pl.Float64,
-    "team_pace_last_10": pl.Float64,
-    "team_off_rating_last_10": pl.Float64,
-    "opponent_win_pct_season": pl.Float64,
-    "opponent_pace_last_10": pl.Float64,
-    "opponent_def_rating_last_10": pl.Float64,
-    "opponent_def_rating_season": pl.Float64,
-    "opponent_days_rest": pl.Int16,
-    "opponent_back_to_back": pl.Boolean,
-    "expected_game_pace": pl.Float64,
-    "rest_advantage": pl.Int16,
+    "team and opponent": {
+        "team_win_pct_season": pl.Float64,
+        "team_pace_last_10": pl.Float64,
+        "team_off_rating_last_10": pl.Float64,
+        "opponent_win_pct_season": pl.Float64,
+        "opponent_pace_last_10": pl.Float64,
+        "opponent_def_rating_last_10": pl.Float64,
+        "opponent_def_rating_season": pl.Float64,
+        "opponent_days_rest": pl.Int16,
+        "opponent_back_to_back": pl.Boolean,
+        "expected_game_pace": pl.Float64,
+        "rest_advantage": pl.Int16,
+    },
     # Zones (player_shot_zone_analysis, opponent's team_defense_zone_analysis)
-    "pct_pts_2pt_season": pl.Float64,
-    "pct_pts_3pt_season": pl.Float64,
-    "pct_pts_ft_season": pl.Float64,
-    "fg3a_rate_season": pl.Float64,
-    "fta_rate_season": pl.Float64,
-    "opp_fg2_pct_allowed_vs_league": pl.Float64,
-    "opp_fg3_pct_allowed_vs_league": pl.Float64,
-    "opp_fta_rate_allowed_vs_league": pl.Float64,
-    "opponent_points_allowed_avg_last_10": pl.Float64,
+    "shot zones": {
+        "pct_pts_2pt_season": pl.Float64,
+        "pct_pts_3pt_season": pl.Float64,
+        "pct_pts_ft_season": pl.Float64,
+        "fg3a_rate_season": pl.Float64,
+        "fta_rate_season": pl.Float64,
+        "opp_fg2_pct_allowed_vs_league": pl.Float64,
+        "opp_fg3_pct_allowed_vs_league": pl.Float64,
+        "opp_fta_rate_allowed_vs_league": pl.Float64,
+        "opponent_points_allowed_avg_last_10": pl.Float64,
+    },
     # Composite factors (player_composite_factors)
-    "fatigue_score": pl.Float64,
-    "shot_zone_mismatch_score": pl.Float64,
-    "pace_score": pl.Float64,
-    "projected_usage": pl.Float64,
-    "usage_spike_score": pl.Float64,
+    "composite factors": {
+        "fatigue_score": pl.Float64,
+        "shot_zone_mismatch_score": pl.Float64,
+        "pace_score": pl.Float64,
+        "projected_usage": pl.Float64,
+        "usage_spike_score": pl.Float64,
+    },
     # Tonight's roster (derived here)
-    "players_listed": pl.Int16,
-    "roster_points_last_10": pl.Float64,
-    "roster_minutes_last_10": pl.Float64,
-    "starters_points_last_10": pl.Float64,
-    "points_share_of_roster": pl.Float64,
-    "points_projected": pl.Float64,
-    "minutes_share_of_roster": pl.Float64,
-    "minutes_projected": pl.Float64,
-    "team_points_vacated": pl.Float64,
+    "tonight's roster": {
+        "players_listed": pl.Int16,
+        "roster_points_last_10": pl.Float64,
+        "roster_minutes_last_10": pl.Float64,
+        "starters_points_last_10": pl.Float64,
+        "points_share_of_roster": pl.Float64,
+        "points_projected": pl.Float64,
+        "minutes_share_of_roster": pl.Float64,
+        "minutes_projected": pl.Float64,
+        "team_points_vacated": pl.Float64,
+    },
     # Derived here
-    "starter_role_change": pl.Float64,
-    "minutes_trend": pl.Float64,
-    "points_trend": pl.Float64,
-    "points_usage_adjusted": pl.Float64,
+    "role and trends": {
+        "starter_role_change": pl.Float64,
+        "minutes_trend": pl.Float64,
+        "points_trend": pl.Float64,
+        "points_usage_adjusted": pl.Float64,
+    },
+    # Previous season, this season blended with it, and how far into this season each team is
+    # (player_daily_cache, upcoming_team_game_context)
+    "previous season": {
+        "team_games_season": pl.Int16,
+        "opponent_games_season": pl.Int16,
+        "games_played_prev_season": pl.Int16,
+        "points_avg_prev_season": pl.Float64,
+        "minutes_avg_prev_season": pl.Float64,
+        "usage_avg_prev_season": pl.Float64,
+        "points_per_minute_prev_season": pl.Float64,
+        "start_rate_prev_season": pl.Float64,
+        "points_avg_blended": pl.Float64,
+        "minutes_avg_blended": pl.Float64,
+        "usage_avg_blended": pl.Float64,
+        "points_per_minute_blended": pl.Float64,
+        "points_vs_prev_season": pl.Float64,
+        "team_pace_blended": pl.Float64,
+        "team_off_rating_blended": pl.Float64,
+        "opponent_pace_blended": pl.Float64,
+        "opponent_def_rating_blended": pl.Float64,
+    },
 }
+FEATURES: dict[str, pl.DataType] = {name: dtype for group in FEATURE_GROUPS.values() for name, dtype in group.items()}
 FEATURE_COLUMNS: list[str] = list(FEATURES)
 
 SCHEMA = {**PLAYER_ID_SCHEMA, **FEATURES, "feature_version": pl.Int16}
@@ -161,18 +201,23 @@ CACHE_COLUMNS = (
     "minutes_last_game", "usage_avg_last_5", "usage_avg_last_10", "usage_avg_season", "fga_per_game_last_10",
     "fta_per_game_last_10", "fg3a_per_game_last_10", "fga_per_game_season", "points_per_minute_last_10",
     "points_per_minute_season", "ts_pct_last_10", "ts_pct_season", "rebounds_avg_last_10", "assists_avg_last_10",
-    "games_played_season", "starts_last_10",
+    "games_played_season", "starts_last_10", "games_played_prev_season", "points_avg_prev_season",
+    "minutes_avg_prev_season", "usage_avg_prev_season", "points_per_minute_prev_season", "start_rate_prev_season",
+    "points_avg_blended", "minutes_avg_blended", "usage_avg_blended", "points_per_minute_blended", "points_vs_prev_season",
 )  # fmt: skip
 TEAM_COLUMNS = (
-    "game_date", "team_abbr", "points_avg_last_10", "win_pct_season", "pace_last_10", "off_rating_last_10", "opponent_win_pct_season",
+    "game_date", "team_abbr", "team_games_season", "opponent_games_season", "points_avg_last_10", "win_pct_season", "pace_last_10", "off_rating_last_10", "opponent_win_pct_season",
     "opponent_pace_last_10", "opponent_def_rating_last_10", "opponent_def_rating_season", "opponent_days_rest",
-    "opponent_back_to_back", "expected_game_pace",
+    "opponent_back_to_back", "expected_game_pace", "pace_blended", "off_rating_blended", "opponent_pace_blended",
+    "opponent_def_rating_blended",
 )  # fmt: skip
 TEAM_RENAME = {
     "points_avg_last_10": "team_points_avg_last_10",
     "win_pct_season": "team_win_pct_season",
     "pace_last_10": "team_pace_last_10",
     "off_rating_last_10": "team_off_rating_last_10",
+    "pace_blended": "team_pace_blended",
+    "off_rating_blended": "team_off_rating_blended",
 }
 ZONE_COLUMNS = (
     "game_date", "player_id", "pct_pts_2pt_season", "pct_pts_3pt_season", "pct_pts_ft_season", "fg3a_rate_season", "fta_rate_season",
@@ -226,7 +271,6 @@ def feature_matrix(frame: pl.DataFrame) -> np.ndarray:
         Input("nba_precompute.player_composite_factors", columns=COMPOSITE_COLUMNS),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
 )
 def ml_feature_store(

@@ -54,8 +54,6 @@ traded or waived, and explodes in end-of-season games with most of the roster re
 A teammate who has been out for the whole window frees nothing new: the team already played
 without him. 0 when no teammate is listed inactive or the inactive ones had no recent plays;
 NULL without a played game this season (no recent usage).
-
-The first 14 days after each season opener are Phase 4's bootstrap window (no rows).
 """
 
 from __future__ import annotations
@@ -64,7 +62,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach
+from pipeline.tables._phase4 import PLAYER_ID_SCHEMA, PLAYER_KEY, TEAM_KEY, attach
 from pipeline.tables.base import Input, table
 from pipeline.tables.team_defense_zone_analysis import relative_to_league
 
@@ -195,7 +193,6 @@ def usage_spike() -> tuple[pl.Expr, pl.Expr, pl.Expr]:
         Input("nba_precompute.team_defense_zone_analysis", columns=DEFENSE_COLUMNS),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
 )
 def player_composite_factors(

@@ -17,9 +17,21 @@ strictly before the date:
 - ``starts_last_10``: games started among the last 10 played.
 - ``points_last_game`` / ``minutes_last_game``: the last played game before the date.
 
-The lookback is season to date, so the last-N windows are within the season too; the first 14
-days after each season opener are the bootstrap window (no rows, run_state
-``skipped_bootstrap``).
+The lookback is season to date, so the last-N windows are within the season too. Beside it, the
+player's whole previous season (every played game of the season before the date's, whatever the
+season type; nothing of it where he did not play or the data has no such season):
+
+- ``games_played_prev_season`` (0 without one); ``points_avg_prev_season``,
+  ``minutes_avg_prev_season``, ``usage_avg_prev_season``, ``points_per_minute_prev_season``,
+  ``fga_per_game_prev_season``, ``start_rate_prev_season``: as above, over that season (NULL
+  without a game in it).
+- ``points_avg_blended``, ``minutes_avg_blended``, ``usage_avg_blended``,
+  ``points_per_minute_blended``: the season figure with ``prior_games`` (``phase4.prior_games``)
+  games of last season's per-game figures added to this season's sums (see
+  :func:`pipeline.tables._phase4.blended`): last season's figure on opening night, this
+  season's more and more as games accumulate, this season's alone without a previous season.
+- ``points_vs_prev_season`` = points_avg_season − points_avg_prev_season: how far this season
+  has moved from the last.
 """
 
 from __future__ import annotations
@@ -29,14 +41,15 @@ import datetime as dt
 import polars as pl
 
 from pipeline.tables._phase4 import (
-    BOOTSTRAP_DAYS,
     PLAYER_ID_SCHEMA,
     PLAYER_KEY,
     notes,
     played_log,
-    HISTORY,
+    HISTORY_WITH_PREVIOUS_SEASON,
     ROSTER,
+    blended,
     player_rows,
+    previous_season_sums,
     prior_windows,
     ratio,
 )
@@ -76,6 +89,18 @@ SCHEMA = {
     "rebounds_avg_last_10": pl.Float64,
     "assists_avg_last_10": pl.Float64,
     "starts_last_10": pl.Int16,
+    "games_played_prev_season": pl.Int16,
+    "points_avg_prev_season": pl.Float64,
+    "minutes_avg_prev_season": pl.Float64,
+    "usage_avg_prev_season": pl.Float64,
+    "points_per_minute_prev_season": pl.Float64,
+    "fga_per_game_prev_season": pl.Float64,
+    "start_rate_prev_season": pl.Float64,
+    "points_avg_blended": pl.Float64,
+    "minutes_avg_blended": pl.Float64,
+    "usage_avg_blended": pl.Float64,
+    "points_per_minute_blended": pl.Float64,
+    "points_vs_prev_season": pl.Float64,
     "cache_notes": pl.String,
 }
 
@@ -90,8 +115,9 @@ def _avg(value: str, window: str) -> pl.Expr:
     return ratio(pl.col(f"{value}_{window}"), pl.col(f"games_{window}"))
 
 
-def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` (player rows of the target dates) with the player's form before each date."""
+def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame, prior_games: float) -> pl.DataFrame:
+    """``rows`` (player rows of the target dates) with the player's form before each date, and
+    over his previous season."""
     log = played_log(
         player_game_summary,
         pts_sq=pl.col("pts").cast(pl.Float64) ** 2,
@@ -102,6 +128,8 @@ def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.Da
     )
     values = ["pts", "pts_sq", "minutes", "usage_x_min", "min_with_usage", "fga", "fta", "fg3a", "shots", "reb", "ast", "started"]
     w = prior_windows(rows, log, by=["player_id"], values=values, last_n=WINDOWS)
+    w = previous_season_sums(w, log, by=["player_id"], values=values)
+    prev_games = pl.col("games_prev_season")
     n10 = pl.col("games_last10")
     variance = ratio(pl.col("pts_sq_last10") - pl.col("pts_last10") ** 2 / n10, n10 - 1)
     return w.with_columns(
@@ -134,6 +162,18 @@ def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.Da
         rebounds_avg_last_10=_avg("reb", "last10"),
         assists_avg_last_10=_avg("ast", "last10"),
         starts_last_10=pl.col("started_last10"),
+        games_played_prev_season=prev_games,
+        points_avg_prev_season=_avg("pts", "prev_season"),
+        minutes_avg_prev_season=_avg("minutes", "prev_season"),
+        usage_avg_prev_season=ratio(pl.col("usage_x_min_prev_season"), pl.col("min_with_usage_prev_season")),
+        points_per_minute_prev_season=ratio(pl.col("pts_prev_season"), pl.col("minutes_prev_season")),
+        fga_per_game_prev_season=_avg("fga", "prev_season"),
+        start_rate_prev_season=_avg("started", "prev_season"),
+        points_avg_blended=blended("pts", "games", prior_games),
+        minutes_avg_blended=blended("minutes", "games", prior_games),
+        usage_avg_blended=blended("usage_x_min", "min_with_usage", prior_games),
+        points_per_minute_blended=blended("pts", "minutes", prior_games),
+        points_vs_prev_season=_avg("pts", "season") - _avg("pts", "prev_season"),
         cache_notes=notes(
             pl.when(pl.col("games_season") == 0).then(pl.lit("no game played this season before this date")),
             pl.when(pl.col("games_season").is_between(1, 9)).then(
@@ -149,15 +189,17 @@ def form_windows(player_game_summary: pl.DataFrame, rows: pl.DataFrame) -> pl.Da
     key=PLAYER_KEY,
     inputs=[
         ROSTER,
-        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
+        Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY_WITH_PREVIOUS_SEASON),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
+    params={"prior_games": "phase4.prior_games"},
     cluster_by=("player_id",),
     split_by_team=True,
-    version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date
+    version=3,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date; 3: the previous season
 )
-def player_daily_cache(dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame) -> pl.DataFrame:
+def player_daily_cache(
+    dates: list[dt.date], pregame_roster: pl.DataFrame, player_game_summary: pl.DataFrame, prior_games: float
+) -> pl.DataFrame:
     """Rolling player form (points, minutes, usage, shooting) before each game date."""
     rows = player_rows(pregame_roster, dates)
-    return form_windows(player_game_summary, rows).select(list(SCHEMA)).sort("game_date", "game_id", "team_abbr", "player_id")
+    return form_windows(player_game_summary, rows, prior_games).select(list(SCHEMA)).sort("game_date", "game_id", "team_abbr", "player_id")

@@ -16,8 +16,7 @@ the player's played games of the same season strictly before the date (season to
 - ``primary_scoring_zone``: the zone with the largest season share of points.
 
 NULL only when there is nothing to divide (no game played yet this season, no points, no
-attempts in a zone); ``zone_null_reason`` says which. The first 14 days after each season
-opener are Phase 4's bootstrap window (no rows).
+attempts in a zone); ``zone_null_reason`` says which.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import datetime as dt
 import polars as pl
 
 from pipeline.tables._phase4 import (
-    BOOTSTRAP_DAYS,
     PLAYER_ID_SCHEMA,
     PLAYER_KEY,
     notes,
@@ -86,7 +84,6 @@ def zone_points(window: str) -> dict[str, pl.Expr]:
         Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
     split_by_team=True,
     version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date

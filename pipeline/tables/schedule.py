@@ -2,7 +2,8 @@
 every listed game: played (box scores) or not yet (a slate), from ``nba_raw.pregame_roster``.
 
 The season opener (first regular-season date of a season), which Phase 4's bootstrap window and
-season-to-date lookbacks start from, is read from this table, never hard-coded.
+season-to-date lookbacks start from, is read from this table, never hard-coded. Seasons are
+labelled ``YYYY-YY`` (``"2023-24"``); :func:`season_before` names the one before.
 """
 
 from __future__ import annotations
@@ -60,3 +61,12 @@ def season_openers(schedule_frame: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("season")
     )
+
+
+def season_before(season: str) -> str:
+    """``"2023-24"`` -> ``"2022-23"``: the season before, in the ``YYYY-YY`` labels."""
+    try:
+        first = int(season[:4]) - 1
+    except (TypeError, ValueError):
+        raise ValueError(f"season {season!r} is not of the form YYYY-YY") from None
+    return f"{first}-{(first + 1) % 100:02d}"

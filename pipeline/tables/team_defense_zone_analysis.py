@@ -9,7 +9,8 @@ before the date:
   ``opp_fg3_pct_allowed_*`` = Σ opponent FG3M / Σ opponent FG3A;
   ``opp_fta_rate_allowed_season`` = Σ opponent FTA / Σ opponent FGA (free throws conceded per
   shot); ``opp_fg3a_share_allowed_season`` = Σ opponent FG3A / Σ opponent FGA.
-- ``league_*_season``: the same ratios over every team-game of the season before the date.
+- ``league_*_season``: the same ratios over every team-game of the season before the date
+  (``league_games_season`` of them: NULL ratios on the opener, where there is none).
 - ``fg2_pct_allowed_vs_league`` = 100 · (opp_fg2_pct_allowed_season − league_fg2_pct_season),
   in percentage points (positive: opponents shoot better than the league average, a weak
   defence in that zone); likewise ``fg3_pct_allowed_vs_league`` and
@@ -18,8 +19,7 @@ before the date:
   ``free_throw``) with the largest / smallest allowed-vs-league ratio relative to the league
   (e.g. (fg3 allowed − league fg3) / league fg3).
 
-NULL only without an earlier game this season (``zone_null_reason`` says so). The first 14
-days after each season opener are Phase 4's bootstrap window (no rows).
+NULL only without an earlier game this season (``zone_null_reason`` says so).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import BOOTSTRAP_DAYS, HISTORY, TEAM_KEY, league_before, prior_windows, ratio, team_rows
+from pipeline.tables._phase4 import HISTORY, TEAM_KEY, league_before, prior_windows, ratio, team_rows
 from pipeline.tables.base import Input, table
 
 SCHEMA = {
@@ -46,6 +46,7 @@ SCHEMA = {
     "opp_fg3a_share_allowed_season": pl.Float64,
     "opp_fg2_pct_allowed_last_10": pl.Float64,
     "opp_fg3_pct_allowed_last_10": pl.Float64,
+    "league_games_season": pl.Int16,
     "league_fg2_pct_season": pl.Float64,
     "league_fg3_pct_season": pl.Float64,
     "league_fta_rate_season": pl.Float64,
@@ -93,9 +94,8 @@ def relative_to_league(zone: str) -> pl.Expr:
         Input("nba_analytics.team_defense_game_summary", columns=DEFENSE_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("team_abbr",),
-    version=2,  # 2: history read before the date
+    version=3,  # 2: history read before the date; 3: league_games_season
 )
 def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, team_defense_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Opponent FG% allowed on twos and threes and free throws conceded, against the league."""
@@ -105,7 +105,7 @@ def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, tea
     rows = team_rows(schedule, dates)
     w = prior_windows(rows, log, by=["team_abbr"], values=VALUES, last_n=(10,))
     league = league_before(rows, log, VALUES).select(
-        "season", "game_date", *(pl.col(f"{v}_season").alias(f"league_{v}_season") for v in VALUES)
+        "season", "game_date", pl.col("games_season").alias("league_games_season"), *(pl.col(f"{v}_season").alias(f"league_{v}_season") for v in VALUES)
     )
     team_season, team_last10, league_season = zone_ratios("", "season"), zone_ratios("", "last10"), zone_ratios("league_", "season")
     out = w.join(league, on=["season", "game_date"], how="left").with_columns(

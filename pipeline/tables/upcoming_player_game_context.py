@@ -24,8 +24,6 @@ One row per player listed for a game on the date and not listed inactive. Two ki
     same sum over the players listed and not inactive (this player included). 1 minus both is
     the recent share of players not listed at all (traded, waived, or out without being
     listed). Player composite factors turn the inactive share into projected usage.
-
-The first 14 days after each season opener are Phase 4's bootstrap window (no rows).
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import datetime as dt
 import polars as pl
 
 from pipeline.tables._phase4 import (
-    BOOTSTRAP_DAYS,
     PLAYER_KEY,
     notes,
     on_dates,
@@ -142,7 +139,6 @@ def inactive_teammates(
         Input("nba_analytics.player_game_summary", columns=HISTORY_COLUMNS, lookback=HISTORY),
     ],
     phase=4,
-    bootstrap_days=BOOTSTRAP_DAYS,
     cluster_by=("player_id",),
     split_by_team=True,
     version=2,  # 2: the date's rows from nba_raw.pregame_roster, history read before the date

@@ -54,7 +54,7 @@ def make_gate(
     ``cfg.validation`` now, so a config mistake stops the run before anything is built."""
     if console is None:
         from pipeline.progress import console
-    tables = dict(tables or registry())
+    tables = dict(tables or registry(cfg.phase4.bootstrap_days))
     settings = load_settings(cfg.get("validation"), tables)
     # Dates each table will still be rebuilt on later in this run: not compared against yet.
     pending: dict[str, set[dt.date]] = {n: set(p.build) for n, p in plan.tables.items() if p.build} if plan else {}
@@ -125,7 +125,7 @@ def check_before_training(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.
     """
     if console is None:
         from pipeline.progress import console
-    tables = registry()
+    tables = registry(cfg.phase4.bootstrap_days)
     settings = load_settings(cfg.get("validation"), tables)
     calendar = Calendar.from_schedule(warehouse.read("nba_raw.schedule"))
     results = Validator(settings, warehouse, calendar, RunState.load(warehouse), tables).run({FEATURE_STORE: dates})

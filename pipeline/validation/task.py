@@ -26,7 +26,7 @@ from pipeline.warehouse.source import RawSource
 def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     from pipeline.progress import console
 
-    tables = registry()
+    tables = registry(cfg.phase4.bootstrap_days)
     settings = load_settings(cfg.get("validation"), tables)
     requested = resolve_tables(list(cfg.tables), tables)
     source = RawSource.from_config(cfg.data)
