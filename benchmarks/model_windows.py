@@ -6,7 +6,11 @@ Windows (``training.split.*``):
 - ``default``: the feature store's game dates 70 / 15 / 15 (train / validation / test);
 - ``seed``: the seed's own target window, 2024-02-04..2024-04-14 (where the old rules model's
   historical 4.27 was measured, on another system's rows), training only on earlier games:
-  ``valid_start=2023-12-15 test_start=2024-02-04 test_end=2024-04-14``.
+  ``valid_start=2023-12-15 test_start=2024-02-04 test_end=2024-04-14``;
+- ``default_14d``: the default split's cut dates as they were while Phase 4 skipped the first 14
+  days of each season (``valid_start=2024-11-29 test_start=2025-03-05``): the opening weeks now
+  add dates, which moves the default cuts earlier, so this window compares with figures measured
+  before on the same test dates.
 
 For each window the model is fitted and scored once per seed (``training.params.seed``: the
 configured seed, then +1, +2, ...; the first is the model ``task=train`` fits), on the window's
@@ -44,6 +48,7 @@ from training.train import TrainSettings, best_baseline_of, fit, score
 WINDOWS: dict[str, dict[str, str | None]] = {
     "default": {},
     "seed": {"valid_start": "2023-12-15", "test_start": "2024-02-04", "test_end": "2024-04-14"},
+    "default_14d": {"valid_start": "2024-11-29", "test_start": "2025-03-05", "test_end": "2025-06-22"},
 }
 
 
