@@ -10,7 +10,11 @@ Windows (``training.split.*``):
 - ``default_14d``: the default split's cut dates as they were while Phase 4 skipped the first 14
   days of each season (``valid_start=2024-11-29 test_start=2025-03-05``): the opening weeks now
   add dates, which moves the default cuts earlier, so this window compares with figures measured
-  before on the same test dates.
+  before on the same test dates;
+- ``opening``: the first month of 2024-25 (2024-10-22..2024-11-21), training on every earlier
+  season and validating on the end of 2023-24 (``valid_start=2024-03-01``): every player's first
+  games of a season, where the opening-weeks figures (rows with fewer than 5 earlier games this
+  season, against ``prior_season_avg`` and the other baselines) are the point.
 
 For each window the model is fitted and scored once per seed (``training.params.seed``: the
 configured seed, then +1, +2, ...; the first is the model ``task=train`` fits), on the window's
@@ -43,12 +47,13 @@ from _harness import PROJECT_ROOT, config
 from pipeline.warehouse import open_warehouse
 from training.data import build_dataset, load_rows, make_split
 from training.report import SHORT_LABELS
-from training.train import TrainSettings, best_baseline_of, fit, score
+from training.train import TrainSettings, best_baseline_of, fit, score, score_opening_weeks
 
 WINDOWS: dict[str, dict[str, str | None]] = {
     "default": {},
     "seed": {"valid_start": "2023-12-15", "test_start": "2024-02-04", "test_end": "2024-04-14"},
     "default_14d": {"valid_start": "2024-11-29", "test_start": "2025-03-05", "test_end": "2025-06-22"},
+    "opening": {"valid_start": "2024-03-01", "test_start": "2024-10-22", "test_end": "2024-11-21"},
 }
 
 
@@ -93,6 +98,8 @@ def main(argv: list[str]) -> None:
                 f"{dataset.train.height:,} training rows, {dataset.valid.height:,} validation rows, {dataset.test.height:,} test rows"
             )
             maes: list[float] = []
+            opening_maes: list[float] = []
+            opening: dict | None = None
             baselines: dict[str, dict] | None = None
             for i in range(args.seeds):
                 seed = first_seed + i
@@ -102,6 +109,8 @@ def main(argv: list[str]) -> None:
                 _, test_eval, _ = score(dataset, result)
                 overall = test_eval["overall"]
                 maes.append(overall["model"]["mae"])
+                opening = score_opening_weeks(dataset, result.booster)
+                opening_maes.append(opening["overall"]["model"]["mae"])
                 current = {name: s for name, s in overall.items() if name != "model"}
                 assert baselines is None or {n: s["mae"] for n, s in current.items()} == {n: s["mae"] for n, s in baselines.items()}
                 baselines = current
@@ -116,6 +125,13 @@ def main(argv: list[str]) -> None:
             print(f"  rows: {dataset.test.height:,} test evaluation rows ({test_eval['start']}..{test_eval['end']})")
             print(f"  model test MAE, mean over {len(maes)} seed(s): {mean:.3f}{spread}")
             print(f"  best baseline: {SHORT_LABELS.get(best['name'], best['name'])} {best['mae']:.3f}; old rules model {baselines['rules']['mae']:.3f}")
+            opening_baselines = {n: v for n, v in opening["overall"].items() if n != "model"}
+            opening_best = best_baseline_of(statistics.fmean(opening_maes), opening_baselines)
+            print(
+                f"  opening weeks ({opening['rows']:,} test rows with < 5 earlier games this season): model {statistics.fmean(opening_maes):.3f}, "
+                f"best baseline {SHORT_LABELS.get(opening_best['name'], opening_best['name'])} {opening_best['mae']:.3f} "
+                f"({opening_best['ratio']:.3f}x), prior-season avg {opening_baselines['prior_season_avg']['mae']:.3f}"
+            )
             print(f"  [{window}] model / best baseline ({SHORT_LABELS.get(best['name'], best['name'])}): {best['ratio']:.3f}x")
 
 

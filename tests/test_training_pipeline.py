@@ -159,6 +159,8 @@ def test_opening_weeks_score_every_predictor_on_the_same_rows(trained, rows):
     assert {s["rows"] for s in ow["overall"].values()} == {ow["rows"]}
     assert [g["earlier_games"] for g in ow["by_earlier_games"]] == ["0", "1-2", "3-4"]
     assert sum(g["rows"] for g in ow["by_earlier_games"]) == ow["rows"]
+    # The model beats every baseline there too, the previous season carried over included.
+    assert ow["overall"]["model"]["mae"] < min(s["mae"] for name, s in ow["overall"].items() if name != "model")
     zero = ow["by_earlier_games"][0]["rows"]
     # No season average before a player's first game: those baselines used the fallback there.
     assert ow["fallback"]["used_on"]["season_avg"] == zero and 0 < ow["fallback"]["rows"]

@@ -167,8 +167,9 @@ def _opening_section(ow: dict | None) -> list[str]:
         "",
         f"Test rows where the player played with fewer than 5 earlier played games this season (`games_played_season`): "
         f"{ow['rows']:,} player-games. They are not evaluation rows (those need at least 5), so the figures above leave them out. "
-        "The feature store has no rows in the first 14 days after a season opener, so these rows start in a season's "
-        "third week at the earliest; late in a season they are players joining it late (debuts, signings, returns).",
+        "Early in a season they are every player's first games (the feature store has rows from each opener, "
+        "with the previous season blended in); late in a season they are players joining it late (debuts, signings, "
+        "returns). `benchmarks/model_windows.py` scores a season's first month (its `opening` window).",
         "",
         "Every predictor is scored on the same rows. Where a baseline has no value (a player without a played game this "
         "season has no last-5, last-10 or season average, so no rules, rules-core, last-10 or season-average prediction), "
