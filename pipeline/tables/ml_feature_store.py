@@ -44,7 +44,7 @@ table are derived here:
   the season each team is). They give a row from the season's first game something to go on.
   Chosen on validation MAE (3 seeds, ``benchmarks/model_ablation.py``): 4.4025 → 4.3843 on the
   default split, 4.4238 → 4.4121 on the seed's window. Candidates measured and left out (each
-  within ±0.002 of validation MAE, alone and with this group): games missed before tonight, the
+  moved validation MAE by less than 0.0025 either way, alone): games missed before tonight, the
   opponent's defence by the player's position, blowout risk (the gap in net ratings), rest and
   travel of both teams, the opponent's missing players.
 """
