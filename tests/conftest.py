@@ -173,7 +173,7 @@ def calendar(source: RawSource) -> Calendar:
 def phase3_warehouse(tmp_path_factory) -> Path:
     """The full bundled history through Phase 3, built once by a real run; copy before mutating."""
     workdir = tmp_path_factory.mktemp("phase3")
-    run = run_pipeline(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
+    run = run_in_process(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
     assert run.returncode == 0, run.output
     return workdir / "warehouse.duckdb"
 
