@@ -181,10 +181,12 @@ def phase3_warehouse(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def main_command(tmp_path_factory) -> tuple[Path, str]:
     """README's main command on DuckDB, once per session: every table over the whole bundled
-    history, the gates, then the model (written to ``model/``). Never written to afterwards:
-    copy the warehouse before changing it."""
+    history, the gates (their report under ``reports/``), then the model (written to
+    ``model/``). Never written to afterwards: copy the warehouse before changing it."""
     workdir = tmp_path_factory.mktemp("main_command")
-    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
+    run = run_pipeline(
+        workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}", f"validation.reports_dir={workdir / 'reports'}"
+    )
     assert run.returncode == 0, run.output
     return workdir, run.output
 
