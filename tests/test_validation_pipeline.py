@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from conftest import RAW_DIR, Run, query, run_pipeline
+from conftest import RAW_DIR, Run, query, run_in_process
 from pipeline.tables import registry
 
 PGS = "nba_analytics.player_game_summary"
@@ -42,7 +42,7 @@ def reports(workdir: Path, kind: str) -> list[dict]:
 
 
 def pipeline_run(workdir: Path, *overrides: str) -> Run:
-    return run_pipeline(workdir, f"validation.reports_dir={workdir / 'reports'}", *overrides)
+    return run_in_process(workdir, f"validation.reports_dir={workdir / 'reports'}", *overrides)
 
 
 def validate(workdir: Path, *overrides: str) -> tuple[Run, dict]:
