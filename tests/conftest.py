@@ -3,10 +3,14 @@ BigQuery emulator: tests/backends.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +40,9 @@ class Run:
         return self.stdout + self.stderr
 
 
-def run_pipeline(
-    workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600, warehouse: list[str] | None = None
-) -> Run:
-    """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``
-    (``warehouse``: the overrides of another warehouse, e.g. ``Backend.overrides``).
-
-    A full run does not train the model unless a test asks (``training.after_run=true``)."""
-    args = [
-        sys.executable, "-m", "pipeline",
+def pipeline_overrides(workdir: Path, overrides: tuple[str, ...], warehouse: list[str] | None) -> list[str]:
+    """The command line of a test's pipeline run (``run_pipeline``, ``run_in_process``)."""
+    return [
         *(warehouse or [f"warehouse.path={workdir / 'warehouse.duckdb'}"]),
         f"logs.dir={workdir / 'logs'}",
         f"training.models_root={workdir / 'models'}",
@@ -52,6 +50,16 @@ def run_pipeline(
         "ray.num_cpus=2",
         *overrides,
     ]  # fmt: skip
+
+
+def run_pipeline(
+    workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600, warehouse: list[str] | None = None
+) -> Run:
+    """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``
+    (``warehouse``: the overrides of another warehouse, e.g. ``Backend.overrides``).
+
+    A full run does not train the model unless a test asks (``training.after_run=true``)."""
+    args = [sys.executable, "-m", "pipeline", *pipeline_overrides(workdir, overrides, warehouse)]
     proc = subprocess.run(
         args,
         cwd=workdir,
@@ -61,6 +69,75 @@ def run_pipeline(
         timeout=timeout,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+_ray_started_here = False
+
+
+def run_in_process(workdir: Path, *overrides: str, env: dict[str, str] | None = None, warehouse: list[str] | None = None) -> Run:
+    """The run ``run_pipeline`` makes, with the same command line, in this process instead of a
+    subprocess: the Hydra config composed from it, ``run_task`` (what ``python -m pipeline``
+    calls) with ``workdir`` as the working directory, its terminal output captured and its
+    return value as the exit code (an exception escaping it: exit code 1 and its traceback, as
+    from the command). The Ray runtime the pipeline starts stays up for the module's next runs
+    (and is stopped after the module): its start and stop are most of a small run's time.
+
+    For runs that test what a run builds, records or prints; a test of the command line itself,
+    a kill, the lock or two runs at once keeps ``run_pipeline``."""
+    global _ray_started_here
+    from hydra import compose, initialize_config_dir
+
+    import pipeline.__main__  # noqa: F401 - registers ${project_root:}
+    from pipeline.progress import console
+    from pipeline.tasks import run_task
+
+    args = pipeline_overrides(workdir, overrides, warehouse)
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args)
+    saved_env, saved_cwd, root = dict(os.environ), os.getcwd(), logging.getLogger()
+    saved_level, saved_width = root.level, console._width
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update({"COLUMNS": "200", **(env or {})})
+        os.chdir(workdir)
+        console.width = 150  # as in a subprocess, whose stderr is not a terminal (pipeline.progress)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = run_task(cfg, overrides=args)
+            except Exception:  # noqa: BLE001 - the command would print it and exit with 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        _ray_started_here = _ray_started_here or ray_is_running()
+        for handler in [h for h in root.handlers if getattr(h, "_pipeline", False)]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(saved_level)
+        console._width = saved_width
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def ray_is_running() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_in_process_ray():
+    """Stop the Ray runtime ``run_in_process`` left running, once the module is done."""
+    global _ray_started_here
+    yield
+    if _ray_started_here and ray_is_running():
+        import ray
+
+        ray.shutdown()
+    _ray_started_here = False
 
 
 def unwrapped(text: str) -> str:
@@ -96,7 +173,7 @@ def calendar(source: RawSource) -> Calendar:
 def phase3_warehouse(tmp_path_factory) -> Path:
     """The full bundled history through Phase 3, built once by a real run; copy before mutating."""
     workdir = tmp_path_factory.mktemp("phase3")
-    run = run_pipeline(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
+    run = run_in_process(workdir, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
     assert run.returncode == 0, run.output
     return workdir / "warehouse.duckdb"
 
@@ -104,10 +181,12 @@ def phase3_warehouse(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def main_command(tmp_path_factory) -> tuple[Path, str]:
     """README's main command on DuckDB, once per session: every table over the whole bundled
-    history, the gates, then the model (written to ``model/``). Never written to afterwards:
-    copy the warehouse before changing it."""
+    history, the gates (their report under ``reports/``), then the model (written to
+    ``model/``). Never written to afterwards: copy the warehouse before changing it."""
     workdir = tmp_path_factory.mktemp("main_command")
-    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
+    run = run_pipeline(
+        workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}", f"validation.reports_dir={workdir / 'reports'}"
+    )
     assert run.returncode == 0, run.output
     return workdir, run.output
 

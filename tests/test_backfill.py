@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
-from conftest import PHASE3_TABLES, RAW_DIR, query, run_pipeline, unwrapped
+from conftest import PHASE3_TABLES, RAW_DIR, query, run_in_process, run_pipeline, unwrapped
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
 
@@ -132,7 +132,7 @@ OPENING = ("dates.start=2022-10-18", f"dates.end={OPENING_END}")
 
 def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path):
     failing = "2022-11-05"
-    first = run_pipeline(
+    first = run_in_process(
         tmp_path, f"tables={PHASE3_TABLES}", *OPENING, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"}
     )
     assert first.returncode == 1
@@ -150,7 +150,7 @@ def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path
     for table in ("nba_analytics.player_game_summary", "nba_analytics.team_defense_game_summary"):
         assert before.filter(table=table, date=failing).height == 0
 
-    second = run_pipeline(tmp_path, f"tables={PHASE3_TABLES}", *OPENING)
+    second = run_in_process(tmp_path, f"tables={PHASE3_TABLES}", *OPENING)
     assert second.returncode == 0, second.output
     after = states(warehouse)
     assert set(after["status"]) == {"ok"}
@@ -172,7 +172,7 @@ def test_the_printed_retry_command_finishes_the_run(tmp_path):
     the command the run prints builds both, and nothing else."""
     failing = "2023-11-05"
     request = ("tables=[player_game_summary]", "backfill.with_dependents=false", *NOVEMBER)
-    first = run_pipeline(tmp_path, *request, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"})
+    first = run_in_process(tmp_path, *request, env={FAULTS: f"nba_analytics.team_offense_game_summary@{failing}:fail"})
     assert first.returncode == 1
     printed = first.output.split("held back, with:", 1)[1].strip().splitlines()[0]
     assert printed.startswith("python -m pipeline ") and "'tables=[nba_analytics.player_game_summary,nba_analytics.team_offense_game_summary]'" in printed
@@ -193,7 +193,7 @@ def test_the_printed_retry_command_finishes_the_run(tmp_path):
 
 def test_changed_raw_day_rebuilds_exactly_that_date_and_its_dependents(raw_copy, tmp_path):
     common = (f"data.raw_dir={raw_copy}", f"tables={PHASE3_TABLES}", *NOVEMBER)
-    assert run_pipeline(tmp_path, *common).returncode == 0
+    assert run_in_process(tmp_path, *common).returncode == 0
     warehouse = tmp_path / "warehouse.duckdb"
     before = states(warehouse)
     changed = "2023-11-08"
@@ -202,9 +202,9 @@ def test_changed_raw_day_rebuilds_exactly_that_date_and_its_dependents(raw_copy,
     one_row = (pl.col("game_date").cast(pl.String) == changed) & (pl.col("player_name") == "Stephen Curry")
     frame.with_columns(pf=pl.when(one_row).then(pl.col("pf") + 1).otherwise(pl.col("pf"))).write_parquet(path)
 
-    plan = run_pipeline(tmp_path, "task=plan", *common)
+    plan = run_in_process(tmp_path, "task=plan", *common)
     assert plan.returncode == 0 and "inputs changed" in plan.output
-    rerun = run_pipeline(tmp_path, *common)
+    rerun = run_in_process(tmp_path, *common)
     assert rerun.returncode == 0, rerun.output
     redone = rebuilt_by(before, states(warehouse))
     assert {p for p in redone if p[0] in PHASE_2_3} == {(t, changed) for t in PHASE_2_3}
@@ -214,7 +214,7 @@ def test_changed_raw_day_rebuilds_exactly_that_date_and_its_dependents(raw_copy,
 
 
 def test_transient_errors_are_retried_with_backoff(tmp_path):
-    run = run_pipeline(
+    run = run_in_process(
         tmp_path, "tables=[team_offense_game_summary]", *NOVEMBER, "backfill.retry_backoff_seconds=0.1",
         env={FAULTS: "nba_analytics.team_offense_game_summary@2023-11-03:transient=2"},
     )  # fmt: skip
@@ -223,7 +223,7 @@ def test_transient_errors_are_retried_with_backoff(tmp_path):
     assert attempts == [(3, "ok")]
     assert "transient error" in run.output
 
-    out_of_retries = run_pipeline(
+    out_of_retries = run_in_process(
         tmp_path, "tables=[team_offense_game_summary]", *NOVEMBER, "backfill.resume=false", "backfill.max_attempts=2",
         "backfill.retry_backoff_seconds=0.1", env={FAULTS: "nba_analytics.team_offense_game_summary@2023-11-03:transient=5"},
     )  # fmt: skip
@@ -303,7 +303,7 @@ def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(
 
 def test_dates_list_rebuilds_exactly_those_dates_and_status_reports(phase3_copy, tmp_path):
     before = states(phase3_copy)
-    run = run_pipeline(tmp_path, "tables=[team_offense_game_summary]", "dates.list=[2024-01-10,2024-01-12]", "backfill.with_dependents=false")
+    run = run_in_process(tmp_path, "tables=[team_offense_game_summary]", "dates.list=[2024-01-10,2024-01-12]", "backfill.with_dependents=false")
     assert run.returncode == 0, run.output
     assert rebuilt_by(before, states(phase3_copy)) == {
         ("nba_analytics.team_offense_game_summary", "2024-01-10"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import PHASE3_TABLES, RAW_DIR, query, read_table, run_pipeline
+from conftest import PHASE3_TABLES, RAW_DIR, query, read_table, run_in_process
 from pipeline.tables import registry
 
 pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
@@ -75,7 +75,7 @@ def snapshot(path) -> dict[str, pl.DataFrame]:
 def test_running_twice_leaves_every_table_identical(phase3_copy, tmp_path):
     before = snapshot(phase3_copy)
     every_table = "[" + ",".join(PHASE3_AND_RAW) + "]"
-    rebuilt = run_pipeline(tmp_path, f"tables={every_table}", "backfill.with_dependents=false", "backfill.resume=false")
+    rebuilt = run_in_process(tmp_path, f"tables={every_table}", "backfill.with_dependents=false", "backfill.resume=false")
     assert rebuilt.returncode == 0, rebuilt.output
     after = snapshot(phase3_copy)
     for name in PHASE3_AND_RAW:
@@ -84,6 +84,6 @@ def test_running_twice_leaves_every_table_identical(phase3_copy, tmp_path):
     runs = query(phase3_copy, "SELECT count(DISTINCT run_id) FROM nba_orchestration.run_state")[0][0]
     assert runs == 1
     # ... and a plain rerun finds nothing to do.
-    again = run_pipeline(tmp_path, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
+    again = run_in_process(tmp_path, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
     assert again.returncode == 0
     assert "nothing to do" in again.output

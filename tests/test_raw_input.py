@@ -7,7 +7,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import query, run_pipeline, unwrapped
+from conftest import query, run_in_process, unwrapped
 
 pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
 
@@ -44,7 +44,7 @@ def state_by_status(warehouse, table="nba_raw.player_boxscores") -> dict[str, li
 def test_bad_row_fails_its_shard_naming_file_and_row(raw_copy, tmp_path, change, problem):
     row, target = break_row(raw_copy, change)
     # Three game dates per shard: 11-01..11-03 (the bad row's) and 11-04..11-06 (no games on 11-07).
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", "shard.days=3", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", "shard.days=3", *WEEK)
     assert run.returncode == 1
     assert f"{raw_copy / SEASON_FILE} row {row}" in unwrapped(run.output)
     assert problem in run.output
@@ -69,7 +69,7 @@ def test_duplicate_player_row_names_both_rows(raw_copy, tmp_path):
     frame = pl.read_parquet(path)
     first = frame.with_row_index("row", offset=1).filter(pl.col("game_date").cast(pl.String) == BAD_DATE).row(0, named=True)
     pl.concat([frame, frame.slice(first["row"] - 1, 1)]).write_parquet(path)
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", *WEEK)
     assert run.returncode == 1
     text = unwrapped(run.output)
     assert f"row {frame.height + 1}" in text
@@ -80,7 +80,7 @@ def test_missing_column_fails_that_files_dates_only(raw_copy, tmp_path):
     path = raw_copy / SEASON_FILE
     pl.read_parquet(path).drop("fga").write_parquet(path)
     # Three game dates per shard: the 2022-23 finals (06-07, 06-09, 06-12) make a shard of their own.
-    run = run_pipeline(
+    run = run_in_process(
         tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "shard.days=3", "dates.start=2023-06-05", "dates.end=2023-11-01"
     )
     assert run.returncode == 1
@@ -95,7 +95,7 @@ def test_missing_column_fails_that_files_dates_only(raw_copy, tmp_path):
 def test_quarantine_mode_loads_the_rest_and_keeps_the_bad_rows(raw_copy, tmp_path):
     row, target = break_row(raw_copy, {"minutes_raw": "-79:0-6"})
     # The quarantine is built with the raw tables, although the run does not ask for it.
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
     assert run.returncode == 0, run.output
     assert "1 raw row(s) quarantined" in run.output
     warehouse = tmp_path / "warehouse.duckdb"
@@ -111,7 +111,7 @@ def test_a_quarantined_team_log_row_is_summed_from_its_players(raw_copy, tmp_pat
     frame = pl.read_parquet(path).with_row_index("row", offset=1)
     target = frame.filter(pl.col("game_date").cast(pl.String) == BAD_DATE).row(0, named=True)
     frame.with_columns(pf=pl.when(pl.col("row") == target["row"]).then(-1).otherwise(pl.col("pf"))).drop("row").write_parquet(path)
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "data.on_bad_rows=quarantine", "tables=[player_game_summary]", *WEEK)
     assert run.returncode == 0, run.output
     assert "1 raw row(s) quarantined" in run.output
     warehouse = tmp_path / "warehouse.duckdb"
@@ -130,14 +130,14 @@ def test_optional_birth_dates_are_read_where_a_file_has_them(raw_copy, tmp_path)
     # As text in ISO form (a Date column reads the same).
     born = pl.when(pl.col("player_id") == player).then(pl.lit("1990-05-17"))
     frame.with_columns(birth_date=born).write_parquet(path)
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_game_summary]", *WEEK)
     assert run.returncode == 0, run.output
     dates = query(tmp_path / "warehouse.duckdb", "SELECT DISTINCT player_id, birth_date::VARCHAR FROM nba_analytics.player_game_summary WHERE birth_date IS NOT NULL")
     assert dates == [(player, "1990-05-17")]
 
     # A birth date that does not read as one stops that file's dates, naming the file, row and value.
     frame.with_columns(birth_date=pl.lit("seventeenth of May")).write_parquet(path)
-    run = run_pipeline(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "backfill.resume=false", *WEEK)
+    run = run_in_process(tmp_path, f"data.raw_dir={raw_copy}", "tables=[player_boxscores]", "backfill.resume=false", *WEEK)
     assert run.returncode == 1
     text = unwrapped(run.output)
     assert f"{path}: a column does not have the expected type: column 'birth_date' row 1 holds 'seventeenth of May', which does not read as Date" in text

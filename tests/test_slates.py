@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from conftest import RAW_DIR, query, read_table, run_pipeline, unwrapped
+from conftest import RAW_DIR, query, read_table, run_in_process, unwrapped
 from pipeline.tables.pregame_roster import slate_from_boxscores
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
@@ -74,7 +74,7 @@ def from_slates(main_command, tmp_path_factory) -> Path:
     derived = slate_from_boxscores(boxscores_on(SLATE_DATES))
     derived.filter(pl.col("game_date") < SLATE_DATES[-1]).write_parquet(slates / "slates.parquet")
     derived.filter(pl.col("game_date") == SLATE_DATES[-1]).write_csv(slates / f"slate_{SLATE_DATES[-1]}.csv")
-    run = run_pipeline(
+    run = run_in_process(
         workdir, "task=predict", f"data.raw_dir={raw}", f"data.slate_dir={slates}",
         f"dates.list=[{','.join(map(str, SLATE_DATES))}]", f"training.model_dir={model_dir(main_command)}",
     )  # fmt: skip
@@ -138,7 +138,7 @@ def morning(main_command, tmp_path_factory) -> dict:
     slates = workdir / "slates"
     slates.mkdir()
     slate.write_csv(slates / f"slate_{MORNING}.csv")
-    run = run_pipeline(
+    run = run_in_process(
         workdir, "task=predict", f"data.slate_dir={slates}", f"data.boxscores_through={MORNING - dt.timedelta(days=1)}",
         f"dates.start={MORNING}", f"dates.end={MORNING}", f"training.model_dir={model_dir(main_command)}",
     )  # fmt: skip
@@ -180,12 +180,12 @@ def test_bad_slate_rows_fail_naming_file_row_and_value(tmp_path):
     slates.mkdir()
     slate.write_csv(slates / "tonight.csv")
     common = (f"data.slate_dir={slates}", "tables=[pregame_roster]", f"dates.start={MORNING}", f"dates.end={MORNING}")
-    run = run_pipeline(tmp_path, *common)
+    run = run_in_process(tmp_path, *common)
     assert run.returncode != 0
     text = unwrapped(run.output)
     assert "tonight.csv row 4" in text and "status 'probable' is not one of active, questionable, out, inactive" in text
 
-    run = run_pipeline(tmp_path, *common, "data.on_bad_rows=quarantine")
+    run = run_in_process(tmp_path, *common, "data.on_bad_rows=quarantine")
     assert run.returncode == 0, run.output
     roster = read_table(tmp_path / "warehouse.duckdb", ROSTER).filter(game_date=MORNING)
     assert roster.height == slate.height - 1 and set(roster["source"]) == {"slate"}
@@ -200,7 +200,7 @@ def test_a_slate_file_of_the_wrong_type_holds_back_only_its_dates(tmp_path):
     other = MORNING + dt.timedelta(days=1)
     broken = slate_from_boxscores(boxscores_on([other])).with_columns(starter=pl.lit("maybe"))
     broken.write_csv(slates / "broken.csv")
-    run = run_pipeline(tmp_path, f"data.slate_dir={slates}", "tables=[pregame_roster]", f"dates.start={MORNING}", f"dates.end={other}")
+    run = run_in_process(tmp_path, f"data.slate_dir={slates}", "tables=[pregame_roster]", f"dates.start={MORNING}", f"dates.end={other}")
     assert run.returncode != 0
     text = unwrapped(run.output)
     assert "broken.csv: a column does not have the expected type: column 'starter' row 1 holds 'maybe'" in text
@@ -232,9 +232,9 @@ def test_grading_after_the_box_scores_arrive_uses_the_mornings_predictions(morni
     no_slates = tmp_path / "no_slates"
     no_slates.mkdir()
     day = (f"dates.start={MORNING}", f"dates.end={MORNING}")
-    arrived = run_pipeline(tmp_path, f"data.slate_dir={no_slates}", "tables=[player_game_summary,ml_feature_store]", *day)
+    arrived = run_in_process(tmp_path, f"data.slate_dir={no_slates}", "tables=[player_game_summary,ml_feature_store]", *day)
     assert arrived.returncode == 0, arrived.output
-    again = run_pipeline(tmp_path, "task=predict", f"data.slate_dir={no_slates}", f"training.model_dir={model}", *day)
+    again = run_in_process(tmp_path, "task=predict", f"data.slate_dir={no_slates}", f"training.model_dir={model}", *day)
     assert again.returncode == 0, again.output
     stored = read_table(tmp_path / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
     evening = stored.filter(~pl.col("made_before_tipoff"))
@@ -242,7 +242,7 @@ def test_grading_after_the_box_scores_arrive_uses_the_mornings_predictions(morni
     changed = evening.join(morning_rows, on="player_id", suffix="_morning").filter(pl.col("predicted_points") != pl.col("predicted_points_morning"))
     assert changed.height > 0  # the rebuilt features do predict differently
 
-    graded = run_pipeline(tmp_path, "task=grade", *day)
+    graded = run_in_process(tmp_path, "task=grade", *day)
     assert graded.returncode == 0, graded.output
     accuracy = read_table(tmp_path / "warehouse.duckdb", "nba_predictions.prediction_accuracy").filter(game_date=MORNING)
     from_morning = accuracy.join(morning_rows.select("player_id", "predicted_at", "predicted_points"), on="player_id", suffix="_morning")

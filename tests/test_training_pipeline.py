@@ -37,7 +37,7 @@ from training.predict import predict_dates
 from training.report import BASELINE_LABELS, SHORT_LABELS
 from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
-from conftest import PROJECT_ROOT, query, read_table, run_pipeline, unwrapped
+from conftest import PROJECT_ROOT, query, read_table, run_in_process, run_pipeline, unwrapped
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
@@ -506,7 +506,7 @@ def test_a_feature_store_failing_its_gate_is_not_trained_on(workdir, tmp_path):
     models = tmp_path / "models"
 
     # A whole-chain run whose Phase 4 gate fails on the feature store ends without a model.
-    run = run_pipeline(tmp_path, FAILING_FEATURE_STORE, "dates.list=[2025-03-05]", "training.after_run=true")
+    run = run_in_process(tmp_path, FAILING_FEATURE_STORE, "dates.list=[2025-03-05]", "training.after_run=true")
     assert run.returncode == 1, run.output
     assert "validation gate failed for nba_predictions.ml_feature_store" in run.output
     assert "the model was not trained" in run.output and "test MAE" not in run.output

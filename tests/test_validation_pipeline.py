@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from conftest import RAW_DIR, Run, query, run_pipeline
+from conftest import RAW_DIR, Run, query, run_in_process
 from pipeline.tables import registry
 
 PGS = "nba_analytics.player_game_summary"
@@ -42,7 +42,7 @@ def reports(workdir: Path, kind: str) -> list[dict]:
 
 
 def pipeline_run(workdir: Path, *overrides: str) -> Run:
-    return run_pipeline(workdir, f"validation.reports_dir={workdir / 'reports'}", *overrides)
+    return run_in_process(workdir, f"validation.reports_dir={workdir / 'reports'}", *overrides)
 
 
 def validate(workdir: Path, *overrides: str) -> tuple[Run, dict]:
@@ -64,12 +64,11 @@ def one(report: dict, **match) -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Run]:
-    """Every table over the whole bundled history, built once by a real run with its gates."""
-    workdir = tmp_path_factory.mktemp("validation_full")
-    run = pipeline_run(workdir)
-    assert run.returncode == 0, run.output
-    return workdir / "warehouse.duckdb", run
+def built(main_command) -> tuple[Path, Run]:
+    """Every table over the whole bundled history, built once by a real run with its gates:
+    README's main command (conftest.main_command, its gate report under ``reports/``)."""
+    workdir, output = main_command
+    return workdir / "warehouse.duckdb", Run(0, output, "")
 
 
 @pytest.fixture
