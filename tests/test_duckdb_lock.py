@@ -43,6 +43,18 @@ def test_holder_file_is_there_while_held_and_gone_after(warehouse):
     assert [p.name for p in warehouse.path.parent.iterdir()] == ["warehouse.duckdb.lock"]  # no temporary file left
 
 
+def test_the_next_holder_can_open_the_database_as_soon_as_the_lock_is_released(warehouse):
+    """The run let in by the flock opens the file at once: this run's connection (DuckDB's own
+    lock on the file) is closed before the flock goes, not when the warehouse object is."""
+    opens = [sys.executable, "-c", f"import duckdb; duckdb.connect({str(warehouse.path)!r}).close()"]
+    with warehouse.lock(holder=holder_info("run-a", "python -m pipeline"), wait_seconds=0, stale_seconds=0):
+        warehouse.con.execute("CREATE TABLE held (x INTEGER)")
+        blocked = subprocess.run(opens, capture_output=True, text=True)
+        assert blocked.returncode != 0 and "lock" in blocked.stderr.lower()  # held while the run holds the lock
+    opened = subprocess.run(opens, capture_output=True, text=True)
+    assert opened.returncode == 0, opened.stderr
+
+
 def test_refused_between_the_winners_flock_and_its_holder_file_still_names_it(warehouse):
     fd = flock_held(warehouse)
     try:

@@ -129,7 +129,9 @@ class Warehouse(ABC):
 
         A holder that died without releasing the lock must not hold it forever: where the
         backend cannot see a dead holder at once (a file lock is released by the kernel; a row
-        in a remote table is not), a holder silent for ``stale_seconds`` is taken over, loudly."""
+        in a remote table is not), a holder silent for ``stale_seconds`` is taken over, loudly.
+        When the lock is released, the next holder can use the warehouse at once: nothing of
+        this run (an open connection, a file handle) stands in its way."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without a connection
         pass

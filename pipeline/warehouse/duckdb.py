@@ -339,6 +339,10 @@ class DuckDBWarehouse(Warehouse):
                 yield
             finally:
                 # While the flock is still ours: once it goes, the file may be the next holder's.
+                # DuckDB keeps its own lock on the database file while a connection is open:
+                # closed here, the run the flock lets in next can open the file at once (it
+                # failed with "Conflicting lock" when this process closed it a moment later).
+                self.close()
                 holder_path.unlink(missing_ok=True)
         finally:
             os.close(fd)  # closing the descriptor releases the flock; the kernel does so on a kill too
