@@ -215,7 +215,10 @@ def previous_season_sums(targets: pl.DataFrame, log: pl.DataFrame, *, by: Sequen
     season of the data). Rows of the target's own season are never summed here."""
     group = [*by, "season"]
     totals = (
-        log.group_by(group)
+        # Sorted first: a float sum in another row order can differ in its last bits, and the
+        # warehouse returns rows in no set order.
+        log.sort(*group, "game_date")
+        .group_by(group)
         .agg(*(pl.col(v).cast(pl.Float64).fill_null(0.0).sum().alias(f"{v}_prev_season") for v in values), pl.len().cast(pl.Float64).alias("games_prev_season"))
         .rename({"season": "#previous"})
     )
