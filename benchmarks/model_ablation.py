@@ -33,7 +33,7 @@ from model_windows import WINDOWS, ensure_warehouse
 from _harness import PROJECT_ROOT, config
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_GROUPS
 from pipeline.warehouse import open_warehouse
-from training.data import Dataset, build_dataset, load_rows, make_split
+from training.data import build_dataset, load_rows, make_split
 from training.fit import LoopConfig, fit_plain
 from training.train import TrainSettings
 
@@ -59,17 +59,18 @@ def columns_of(groups: list[str]) -> list[int]:
     return [i for i, name in enumerate(FEATURE_COLUMNS) if name in kept]
 
 
-def fit_scores(settings: TrainSettings, dataset: Dataset, columns: list[int], seed: int) -> tuple[float, float, int]:
-    """(validation MAE, test MAE, best iteration) of one fit on ``columns`` of the feature matrix."""
+Matrices = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def fit_scores(settings: TrainSettings, matrices: Matrices, columns: list[int], seed: int) -> tuple[float, float, int]:
+    """(validation MAE, test MAE, best iteration) of one fit on ``columns`` of the feature
+    matrices (``Dataset.matrices`` of each split, built once per window)."""
     params = {**settings.lightgbm(), "seed": seed}
     loop = LoopConfig(params, settings.num_boost_round, settings.early_stopping_rounds, [FEATURE_COLUMNS[i] for i in columns])
-    (x_train, y_train), (x_valid, y_valid) = dataset.matrices("train"), dataset.matrices("valid")
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (matrices[part] for part in ("train", "valid", "test"))
     result = fit_plain(loop, (x_train[:, columns], y_train), (x_valid[:, columns], y_valid))
-    booster = result.booster
-    x_test, y_test = dataset.matrices("test")
-    valid_mae = float(np.mean(np.abs(booster.predict(x_valid[:, columns]) - y_valid)))
-    test_mae = float(np.mean(np.abs(booster.predict(x_test[:, columns]) - y_test)))
-    return valid_mae, test_mae, result.best_iteration
+    test_mae = float(np.mean(np.abs(result.booster.predict(x_test[:, columns]) - y_test)))
+    return result.valid_mae, test_mae, result.best_iteration
 
 
 def main(argv: list[str]) -> None:
@@ -95,6 +96,7 @@ def main(argv: list[str]) -> None:
         overrides = [f"training.split.{key}={value}" for key, value in WINDOWS[window].items()]
         settings = TrainSettings.from_config(config(f"warehouse.path={path}", *overrides, *extra))
         dataset = build_dataset(rows, make_split(dates, settings.split), min_prior_games=settings.min_prior_games)
+        matrices = {part: dataset.matrices(part) for part in ("train", "valid", "test")}
         seeds = [int(settings.params["seed"]) + i for i in range(args.seeds)]
         print(
             f"\n[{window}] {' '.join(overrides) or '(default split)'}: {dataset.train.height:,} training rows, "
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> None:
         for name, groups in variants(new, args.drop_all).items():
             started = time.perf_counter()
             columns = columns_of(groups)
-            fits = [fit_scores(settings, dataset, columns, seed) for seed in seeds]
+            fits = [fit_scores(settings, matrices, columns, seed) for seed in seeds]
             valid = statistics.fmean(f[0] for f in fits)
             test = statistics.fmean(f[1] for f in fits)
             reference = reference or (valid, test)
