@@ -10,7 +10,8 @@ once per seed (``training.params.seed``, +1, +2, ...) on:
 - ``all - <group>``: every feature but one group (``--drop-all``: every group, not just the new ones).
 
 It prints validation MAE (the mean over the seeds: what model choices are made on) and, for
-information only, test MAE, each with its change against ``before``. The fit is the training
+information only, test MAE (of the early-stopping fit: no ``training.refit``, which does not move
+validation MAE), each with its change against ``before``. The fit is the training
 loop of ``task=train`` without Ray (``training.fit.fit_plain``: with one worker, the same model
 bit for bit), on the columns of the groups kept. The warehouse is built first when missing, as
 in ``model_windows.py``.

@@ -19,7 +19,9 @@ Windows (``training.split.*``):
 For each window the model is fitted and scored once per seed (``training.params.seed``: the
 configured seed, then +1, +2, ...; the first is the model ``task=train`` fits), on the window's
 evaluation rows, against every baseline of ``training/baselines.py`` on the same rows (the
-baselines do not depend on the seed). The fit is the training loop of ``task=train``: a plain
+baselines do not depend on the seed). The fits are those of ``task=train``: early stopping on the
+validation split, then (``training.refit``, on by default) the refit on training + validation
+rows that is the model kept. Each fit is the training loop of ``task=train``: a plain
 ``lightgbm.train`` with one Ray Train worker's settings (the same model bit for bit as Ray Train
 with ``training.num_workers=1``, see benchmarks/train.py), through Ray Train with more workers.
 No validation gate is run: check the warehouse with ``task=validate`` if it is not the bundled
@@ -47,7 +49,7 @@ from _harness import PROJECT_ROOT, config
 from pipeline.warehouse import open_warehouse
 from training.data import build_dataset, load_rows, make_split
 from training.report import SHORT_LABELS
-from training.train import TrainSettings, best_baseline_of, fit, score, score_opening_weeks
+from training.train import TrainSettings, best_baseline_of, fit, refit, score, score_opening_weeks
 
 WINDOWS: dict[str, dict[str, str | None]] = {
     "default": {},
@@ -105,8 +107,9 @@ def main(argv: list[str]) -> None:
                 seed = first_seed + i
                 seeded = TrainSettings.from_config(config(f"warehouse.path={path}", *overrides, *extra, f"training.params.seed={seed}"))
                 started = time.perf_counter()
-                result = fit(seeded, dataset, base_cfg, run_name=f"bench-windows-{window}-{seed}", backend=backend)
-                _, test_eval, _ = score(dataset, result)
+                chosen = fit(seeded, dataset, base_cfg, run_name=f"bench-windows-{window}-{seed}", backend=backend)
+                result = refit(seeded, dataset, chosen, base_cfg, run_name=f"bench-windows-{window}-{seed}-refit", backend=backend)
+                _, test_eval, _ = score(dataset, chosen, result)
                 overall = test_eval["overall"]
                 maes.append(overall["model"]["mae"])
                 opening = score_opening_weeks(dataset, result.booster)
@@ -116,7 +119,7 @@ def main(argv: list[str]) -> None:
                 baselines = current
                 print(
                     f"  seed {seed}: model test MAE {overall['model']['mae']:.3f} on {overall['model']['rows']:,} rows "
-                    f"(best iteration {result.best_iteration}, {time.perf_counter() - started:.1f}s)"
+                    f"(best iteration {chosen.best_iteration}{', refitted' if result is not chosen else ''}, {time.perf_counter() - started:.1f}s)"
                 )
             print("  baselines on the same rows: " + ", ".join(f"{SHORT_LABELS.get(n, n)} {s['mae']:.3f}" for n, s in sorted(baselines.items(), key=lambda kv: kv[1]["mae"])))
             mean = statistics.fmean(maes)

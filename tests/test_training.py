@@ -104,8 +104,15 @@ def test_dataset_rows_no_date_in_two_splits_and_the_right_selections():
     assert ds.train[ACTUAL_MINUTES].min() > 0
     for part in (ds.valid, ds.test):
         assert part["games_played_season"].to_list() == [7] * part.height
+    # The refit's rows: the training selection over the train and validation dates, never a test date.
+    valid_played = ds.rows.filter((pl.col("split") == "valid") & (pl.col(ACTUAL_MINUTES) > 0))
+    assert ds.refit.height == ds.train.height + valid_played.height == 2 * (len(split_dates["train"]) + len(split_dates["valid"]))
+    assert ds.refit.head(ds.train.height).equals(ds.train)
+    assert set(ds.refit["game_date"].to_list()) == split_dates["train"] | split_dates["valid"]
+    assert ds.refit[ACTUAL_MINUTES].min() > 0
     strict = build_dataset(feature_rows(records), make_split(dates), min_prior_games=5)
     assert strict.train["games_played_season"].min() >= 5
+    assert strict.refit["games_played_season"].min() >= 5
     # The model matrix is exactly FEATURE_COLUMNS of the rows.
     x, y = ds.matrices("train")
     assert x.shape == (ds.train.height, len(FEATURE_COLUMNS))
@@ -116,12 +123,17 @@ def test_dataset_rows_no_date_in_two_splits_and_the_right_selections():
 def test_fingerprint_follows_the_rows_used_not_their_order():
     dates = days(10)
     records = [{"game_date": d, "games_played_season": 6, TARGET: float(i), ACTUAL_MINUTES: 20.0} for i, d in enumerate(dates)]
+    # Played rows with too few earlier games for evaluation: training (and refit) rows only.
+    records += [{"game_date": d, "games_played_season": 1, TARGET: 3.0, ACTUAL_MINUTES: 8.0} for d in dates]
     frame = feature_rows(records)
     split = make_split(dates)
     a = build_dataset(frame, split).fingerprint
     assert build_dataset(frame.reverse(), split).fingerprint == a
-    changed = frame.with_columns(pl.when(pl.col("game_date") == dates[-1]).then(99.0).otherwise(pl.col(TARGET)).alias(TARGET))
-    assert build_dataset(changed, split).fingerprint != a
+    # A change on any split's date changes it: test, validation (the refit's rows), training.
+    for day, games in ((dates[-1], 6), (split.valid_start, 1), (dates[0], 1)):
+        row = (pl.col("game_date") == day) & (pl.col("games_played_season") == games)
+        changed = frame.with_columns(pl.when(row).then(99.0).otherwise(pl.col(TARGET)).alias(TARGET))
+        assert build_dataset(changed, split).fingerprint != a, day
 
 
 # -- baselines, worked by hand -----------------------------------------------------------------

@@ -64,6 +64,39 @@ def test_calibration_recovers_known_quantiles_per_tier():
     np.testing.assert_allclose(again.bounds(predicted, bins)[0], p10, atol=1e-5)
 
 
+def test_out_of_time_widening_is_the_least_that_covers_80_percent_of_the_later_half():
+    """Residuals uniform on [-5, 5] in the first half of the dates. If the second half is the same
+    law, 10 / 90 % already cover 80 % of it (widening 0); if it is 10 % wider, [q10, q90] of the
+    first half covers only 8 / 11 of it, and the levels widen just until 80 % of the second half is
+    inside: about 6 / 94 % (± 4.4 of ± 5.5). The calibration keeps the levels, on disk too."""
+    rng = np.random.default_rng(11)
+    n = 8000
+    dates = [D1] * n + [D2] * n
+    tiers = ["role"] * (2 * n)
+    predicted = rng.uniform(10, 20, 2 * n)
+    noise = rng.uniform(-5, 5, 2 * n)
+    same = predicted + noise
+    levels, measured = intervals.out_of_time_levels(predicted, same, tiers, dates)
+    assert measured["rows"] == n and measured["from"] == str(D2)
+    assert levels == (intervals.LOWER, intervals.UPPER) and measured["widening"] == 0.0
+    drifted = predicted + noise * np.where(np.arange(2 * n) < n, 1.0, 1.1)
+    levels, measured = intervals.out_of_time_levels(predicted, drifted, tiers, dates)
+    widening = measured["widening"]
+    assert widening == pytest.approx(0.04, abs=0.011) and levels == pytest.approx((0.10 - widening, 0.90 + widening))
+    trials = list(measured["coverage_by_widening"].items())
+    assert trials[-1][0] == f"{widening:.3f}" and trials[-1][1] >= 0.80
+    assert all(covered < 0.80 for _, covered in trials[:-1]) and trials[0][1] == pytest.approx(8 / 11, abs=0.02)
+    # Calibrated with those levels, its intervals cover 80 % of the later law: [q_low, q_high] of
+    # the first half's residuals, uniform on [-5, 5], around the prediction.
+    cal = calibrate(predicted[:n], drifted[:n], tiers[:n], levels=levels)
+    p10, p90 = cal.bounds(predicted[n:], cal.assign(predicted[n:], tiers[n:]))
+    assert coverage(drifted[n:], p10, p90, tiers[n:])["coverage"] == pytest.approx(0.80, abs=0.01)
+    np.testing.assert_allclose(p90 - predicted[n:], 5 * (2 * levels[1] - 1), atol=0.3)
+    again = Calibration.from_json(cal.to_json())
+    assert again.levels == pytest.approx(levels)
+    np.testing.assert_allclose(again.bounds(predicted[n:], cal.assign(predicted[n:], tiers[n:]))[1], p90, atol=1e-5)
+
+
 def test_bins_keep_enough_rows_and_merge_ties():
     # 400 rows of one prediction value and 350 spread out: quantile cuts would leave a small bin.
     predicted = np.concatenate([np.full(400, 10.0), np.linspace(10.5, 30, 350)])

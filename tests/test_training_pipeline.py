@@ -120,6 +120,29 @@ def test_beats_every_baseline_on_the_same_rows(trained):
     # Fitted through Ray Train, stopped early on the validation MAE.
     assert m["fit"]["backend"] == "ray_train" and m["fit"]["num_workers"] == 1
     assert m["fit"]["best_iteration"] + m["params"]["early_stopping_rounds"] == m["fit"]["rounds"] < m["params"]["num_boost_round"]
+    # The model kept is that fit's settings again, for the rounds it chose, on training + validation
+    # rows (never a test date); validation is scored with the early-stopping fit, as LightGBM did.
+    refit = m["fit"]["refit"]
+    assert m["params"]["refit"] is True and refit["rounds"] == m["fit"]["best_iteration"]
+    assert refit["rows"] > m["train"]["rows"] + m["valid"]["rows"] and refit["start"] == m["train"]["start"]
+    assert m["valid"]["end"] <= refit["end"] < m["split"]["test_start"]
+    assert m["valid"]["mae"] == pytest.approx(m["valid"]["lightgbm_l1"], abs=1e-9)
+
+
+def test_refit_off_keeps_the_early_stopping_fit(trained, workdir, tmp_path):
+    """training.refit=false: the model kept is the early-stopping fit itself. Its validation
+    scores are the default model's (both come from that fit); its test predictions are not."""
+    out, default = trained
+    cfg = compose_cfg(workdir / "warehouse.duckdb", tmp_path, "training.refit=false")
+    with DuckDBWarehouse(workdir / "warehouse.duckdb", read_only=True) as warehouse:
+        plain = train_and_report(cfg, warehouse, output_dir=tmp_path / "no-refit", backend="plain", print_summary=False).metrics
+    assert plain["fit"]["refit"] is None and plain["params"]["refit"] is False
+    assert plain["fit"]["best_iteration"] == default["fit"]["best_iteration"]
+    assert plain["valid"]["mae"] == default["valid"]["mae"]
+    assert load_model(tmp_path / "no-refit").booster.num_trees() == load_model(out).booster.num_trees() == default["fit"]["best_iteration"]
+    assert plain["test"]["mae"] != default["test"]["mae"]
+    assert "the model kept is the early-stopping fit (`training.refit=false`)" in (tmp_path / "no-refit" / "report.md").read_text()
+    assert f"fitted again for {default['fit']['refit']['rounds']} rounds" in (out / "report.md").read_text()
 
 
 def test_headline_names_the_best_baseline_on_the_same_rows(trained, main_command):

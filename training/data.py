@@ -19,6 +19,9 @@
   earlier games (``training.train_rows.min_prior_games``). A dressed player who did not play has
   no points to learn from; whether he plays is not known before tip-off, so prediction still
   covers him.
+- Refit rows (``training.refit``): the training rows of the train and validation splits together
+  (the same selection on both), for the model fitted again once early stopping has chosen its
+  number of rounds. Never a test date.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ class Dataset:
     train: pl.DataFrame  # training rows of the train split
     valid: pl.DataFrame  # evaluation rows of the validation split (early stopping, choice)
     test: pl.DataFrame  # evaluation rows of the test split
+    refit: pl.DataFrame  # training rows of the train and validation splits (the refit's rows)
     fingerprint: str
 
     def opening(self, part: str = "test") -> pl.DataFrame:
@@ -216,6 +220,7 @@ def build_dataset(rows: pl.DataFrame, split: Split, *, min_prior_games: int = 0)
     """Split ``rows`` (feature-store rows with actuals) into training and evaluation sets."""
     labelled = assign_split(rows, split).filter(pl.col("split").is_not_null())
     train = labelled.filter((pl.col("split") == "train") & training_rows(min_prior_games))
+    refit = labelled.filter(pl.col("split").is_in(["train", "valid"]) & training_rows(min_prior_games))
     valid = labelled.filter((pl.col("split") == "valid") & evaluation_rows())
     test = labelled.filter((pl.col("split") == "test") & evaluation_rows())
     for name, part in (("train", train), ("valid", valid), ("test", test)):
@@ -223,5 +228,7 @@ def build_dataset(rows: pl.DataFrame, split: Split, *, min_prior_games: int = 0)
             raise DataError(f"no {name} rows in {split.as_dict()}")
         if part[TARGET].is_null().any():
             raise DataError(f"{name} rows without actual points: player_game_summary is incomplete")
-    used = pl.concat([train, valid, test]).select(*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES, "split")
-    return Dataset(labelled, split, train, valid, test, data_fingerprint(used))
+    # Every row a fit or a score reads, once: the refit rows hold the training rows.
+    used = pl.concat([refit, valid, test]).unique(subset=["game_id", "player_id"], keep="first", maintain_order=True)
+    used = used.select(*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES, "split")
+    return Dataset(labelled, split, train, valid, test, refit, data_fingerprint(used))

@@ -9,6 +9,10 @@ early-stopping callback and reports to Ray Train **once**, at the end, with the 
 checkpoint of rank 0: per-iteration reports would make every round a round trip through the
 controller.
 
+A refit (``training.refit``, :func:`training.train.refit`) runs the same loop without validation
+rows: exactly the number of rounds the early-stopping fit chose, on the training and validation
+rows together.
+
 ``training.num_workers=0`` runs the same loop through Ray Train's local mode (in the driver
 process, no worker actors). :func:`fit_plain` runs the same loop without Ray at all: the benchmark's
 reference, and with one worker the same model bit for bit.
@@ -64,33 +68,37 @@ class LoopConfig:
 def train_booster(
     config: LoopConfig,
     train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray] | None,
     extra_params: Mapping[str, Any] | None = None,
 ) -> tuple[lgb.Booster, int]:
     """``lightgbm.train`` with early stopping on the validation MAE; nothing reported per round.
+    Without ``valid`` (a refit): exactly ``config.num_boost_round`` rounds, no early stopping.
 
     Returns the booster (cut at its best iteration) and the number of rounds run."""
     params = {**config.params, **(extra_params or {})}
     train_set = lgb.Dataset(train[0], label=train[1], feature_name=config.feature_names, params={"verbose": -1})
-    valid_set = lgb.Dataset(valid[0], label=valid[1], reference=train_set)
     rounds = [0]
 
     def count(env: lgb.callback.CallbackEnv) -> None:
         rounds[0] = env.iteration + 1
 
-    booster = lgb.train(
-        params,
-        train_set,
-        num_boost_round=config.num_boost_round,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[count, lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)],
-    )
+    callbacks: list = [count]
+    validation: dict[str, Any] = {}
+    if valid is not None:
+        validation = {"valid_sets": [lgb.Dataset(valid[0], label=valid[1], reference=train_set)], "valid_names": ["valid"]}
+        callbacks.append(lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False))
+    booster = lgb.train(params, train_set, num_boost_round=config.num_boost_round, callbacks=callbacks, **validation)
     return booster, rounds[0]
 
 
+def validation_mae(booster: lgb.Booster) -> float | None:
+    """LightGBM's validation l1 at the best iteration; ``None`` for a fit without validation rows."""
+    return float(booster.best_score["valid"][VALID_METRIC]) if "valid" in booster.best_score else None
+
+
 def train_loop(loop_config: dict) -> None:
-    """One Ray Train worker: its share of the training rows, all validation rows, one report."""
+    """One Ray Train worker: its share of the training rows, all validation rows (none for a
+    refit), one report."""
     import ray
     import ray.train
     from ray.train.lightgbm import get_network_params
@@ -100,7 +108,7 @@ def train_loop(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     config: LoopConfig = loop_config["config"]
     x_train, y_train = ray.get(loop_config["train"])
-    valid = ray.get(loop_config["valid"])
+    valid = ray.get(loop_config["valid"]) if loop_config["valid"] is not None else None
     extra = {}
     if world > 1:
         x_train, y_train = x_train[rank::world], y_train[rank::world]
@@ -109,7 +117,7 @@ def train_loop(loop_config: dict) -> None:
     metrics = {
         "best_iteration": int(booster.best_iteration or booster.current_iteration()),
         "rounds": rounds,
-        "valid_mae": float(booster.best_score["valid"][VALID_METRIC]),
+        "valid_mae": validation_mae(booster),
         "worker_seconds": time.perf_counter() - started,
     }
     tmp = tempfile.mkdtemp(prefix="nba-train-checkpoint-")
@@ -131,7 +139,7 @@ class FitResult:
     booster: lgb.Booster
     best_iteration: int
     rounds: int
-    valid_mae: float  # LightGBM's validation l1 at the best iteration
+    valid_mae: float | None  # LightGBM's validation l1 at the best iteration; None for a refit (no validation rows)
     seconds: float  # wall time of the fit call (Ray Train start-up included)
     worker_seconds: float  # time inside the training loop
     backend: str
@@ -158,7 +166,7 @@ def _ray_env(health_check_interval_s: float | None, preemption_watcher: bool) ->
 def fit_ray(
     config: LoopConfig,
     train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray] | None,
     *,
     num_workers: int = 1,
     cpus_per_worker: float = 1,
@@ -167,7 +175,8 @@ def fit_ray(
     health_check_interval_s: float | None = 0.2,
     preemption_watcher: bool = False,
 ) -> FitResult:
-    """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray)."""
+    """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray).
+    ``valid=None``: a refit of exactly ``config.num_boost_round`` rounds."""
     _ray_env(health_check_interval_s, preemption_watcher)
     import ray
     import ray.train
@@ -179,7 +188,12 @@ def fit_ray(
     try:
         trainer = LightGBMTrainer(
             train_loop,
-            train_loop_config={"config": config, "train": ray.put(train), "valid": ray.put(valid), "local": num_workers == 0},
+            train_loop_config={
+                "config": config,
+                "train": ray.put(train),
+                "valid": ray.put(valid) if valid is not None else None,
+                "local": num_workers == 0,
+            },
             scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
             run_config=ray.train.RunConfig(storage_path=str(Path(storage).resolve()), name=run_name),
         )
@@ -198,7 +212,7 @@ def fit_ray(
         booster=booster,
         best_iteration=int(metrics["best_iteration"]),
         rounds=int(metrics["rounds"]),
-        valid_mae=float(metrics["valid_mae"]),
+        valid_mae=None if metrics["valid_mae"] is None else float(metrics["valid_mae"]),
         seconds=time.perf_counter() - started,
         worker_seconds=float(metrics["worker_seconds"]),
         backend="ray_train_local" if num_workers == 0 else "ray_train",
@@ -206,7 +220,7 @@ def fit_ray(
     )
 
 
-def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray] | None) -> FitResult:
     """The same fit with a plain ``lightgbm.train`` call in this process (the reference)."""
     started = time.perf_counter()
     booster, rounds = train_booster(config, train, valid)
@@ -218,7 +232,7 @@ def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: t
         booster=model,
         best_iteration=best,
         rounds=rounds,
-        valid_mae=float(booster.best_score["valid"][VALID_METRIC]),
+        valid_mae=validation_mae(booster),
         seconds=seconds,
         worker_seconds=seconds,
         backend="lightgbm",

@@ -193,6 +193,18 @@ def _opening_section(ow: dict | None) -> list[str]:
     return [*head, *lines, ""]
 
 
+def _levels(iv: dict) -> str:
+    lower, upper = iv.get("interval", (0.10, 0.90))
+    oot = iv.get("out_of_time")
+    text = f"{lower:.1%} and {upper:.1%}"
+    if oot and oot.get("rows"):
+        text += (
+            f" (10 % and 90 % widened by {oot['widening']:.1%}: the least that covers 80 % out of time on the validation split, "
+            f"calibrated on its dates before {oot['from']} and scored on the {oot['rows']:,} rows from then on)"
+        )
+    return text
+
+
 def _interval_section(iv: dict | None) -> list[str]:
     """"Prediction intervals": the 80 % interval's coverage on the test rows, overall and per tier."""
     if not iv:
@@ -200,10 +212,10 @@ def _interval_section(iv: dict | None) -> list[str]:
     lines = [
         "## Prediction intervals",
         "",
-        "Every prediction carries an 80 % interval [p10, p90]: the prediction plus the 10 % and 90 % quantiles of the "
+        "Every prediction carries an 80 % interval [p10, p90]: the prediction plus quantiles of the "
         "validation residuals (actual − predicted) of its minutes tier and predicted-points bin, interpolated between "
-        "order statistics (`intervals.json`, `training/intervals.py`). Calibrated on the validation rows only; scored here "
-        "on the test rows. An interval assumes the player plays.",
+        "order statistics (`intervals.json`, `training/intervals.py`), at levels "
+        f"{_levels(iv)}. Calibrated on the validation rows only; scored here on the test rows. An interval assumes the player plays.",
         "",
         _row(["tier", "rows", "actual points inside [p10, p90]", "mean width (points)"]),
         _row(["---", "---:", "---:", "---:"]),
@@ -220,6 +232,16 @@ def _interval_section(iv: dict | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _refit_lines(refit: dict | None) -> list[str]:
+    if not refit:
+        return ["- the model kept is the early-stopping fit (`training.refit=false`)"]
+    return [
+        f"- the model kept: the same settings fitted again for {refit['rounds']} rounds on the training and validation rows "
+        f"together ({refit['rows']:,} rows, {refit['start']}..{refit['end']}; `training.refit`); the validation scores above "
+        "are the early-stopping fit's, which never learnt from those rows"
+    ]
 
 
 def write_report(
@@ -296,6 +318,7 @@ def write_report(
         f"- LightGBM through Ray Train ({metrics['fit']['backend']}, {metrics['fit']['num_workers']} worker(s)), "
         f"best iteration {metrics['fit']['best_iteration']} of {metrics['fit']['rounds']} rounds "
         f"(early stopping on validation MAE after {metrics['params']['early_stopping_rounds']} rounds without improvement)",
+        *_refit_lines(metrics["fit"].get("refit")),
         f"- parameters: `{metrics['params']['lightgbm']}`",
         f"- {len(metrics['features'])} features (FEATURE_COLUMNS of the feature store, version {metrics['feature_version']})",
         f"- data fingerprint `{metrics['data_fingerprint']}`, git commit `{metrics['git_commit']}`",

@@ -2,10 +2,12 @@
 
 :func:`train_and_report` is the whole of ``task=train`` after the warehouse is open, and what
 ``task=run`` calls at its end: feature-store rows and their targets, the date split, a LightGBM
-fit through Ray Train with early stopping on validation MAE, the model and every baseline scored
-on the same evaluation rows (the headline: the model against the best of them), the opening weeks
-(test rows with fewer than 5 earlier games) scored apart, 80 % prediction intervals calibrated on the validation rows and
-scored on the test rows (:mod:`training.intervals`), and the output directory (``model.txt``,
+fit through Ray Train with early stopping on validation MAE, the same fit again on training and
+validation rows for the rounds early stopping chose (``training.refit``: the model kept), the
+model and every baseline scored on the same evaluation rows (the headline: the model against the
+best of them; validation rows with the early-stopping fit, which never learnt from them), the
+opening weeks (test rows with fewer than 5 earlier games) scored apart, 80 % prediction intervals
+calibrated on the validation rows (the early-stopping fit's residuals) and scored on the test rows (:mod:`training.intervals`), and the output directory (``model.txt``,
 ``model.json``, ``intervals.json``, ``metrics.json``, ``report.md``, PNG plots).
 """
 
@@ -50,6 +52,7 @@ class TrainSettings:
 
     split: dict[str, Any]
     min_prior_games: int
+    refit: bool
     num_workers: int
     cpus_per_worker: float
     params: dict[str, Any]
@@ -69,6 +72,7 @@ class TrainSettings:
         return cls(
             split=OmegaConf.to_container(t.split, resolve=True),
             min_prior_games=int(t.train_rows.min_prior_games or 0),
+            refit=bool(t.refit),
             num_workers=int(t.num_workers),
             cpus_per_worker=float(t.cpus_per_worker),
             params=params,
@@ -93,6 +97,7 @@ class TrainSettings:
             "early_stopping_rounds": self.early_stopping_rounds,
             "num_workers": self.num_workers,
             "min_prior_games": self.min_prior_games,
+            "refit": self.refit,
         }
 
 
@@ -121,7 +126,9 @@ class TrainResult:
             "  baselines on the same rows: "
             + ", ".join(f"{SHORT_LABELS.get(name, name)} {base[name]['mae']:.3f}" for name in [best["name"], *others])
             + (f"; old rules model {base['rules']['mae']:.3f} (reference; model / old rules = {test['mae'] / base['rules']['mae']:.3f})" if "rules" in base and best["name"] != "rules" else ""),
-            f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}); "
+            f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}"
+            + (f"; the model kept refitted on training + validation rows, {m['fit']['refit']['rows']:,}" if m["fit"].get("refit") else "")
+            + "); "
             f"historical {HISTORICAL_RULES_MAE} was measured on another system's rows (2024-02-04..2024-04-14)",
             *self._opening_lines(),
             *self._interval_lines(),
@@ -215,13 +222,43 @@ def _multirun_job() -> tuple[str | None, int | None]:
 
 
 def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
+    """The early-stopping fit: training rows, stopped on the validation rows' MAE. It chooses the
+    number of rounds, and its validation predictions are the model's validation scores."""
     loop = LoopConfig(
         params=settings.lightgbm(),
         num_boost_round=settings.num_boost_round,
         early_stopping_rounds=settings.early_stopping_rounds,
         feature_names=list(FEATURE_COLUMNS),
     )
-    train, valid = dataset.matrices("train"), dataset.matrices("valid")
+    return _run_fit(settings, loop, dataset.matrices("train"), dataset.matrices("valid"), cfg, run_name, backend)
+
+
+def refit(settings: TrainSettings, dataset: Dataset, chosen: FitResult, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
+    """The model kept (``training.refit``): the same settings fitted again on the training and
+    validation rows together (``Dataset.refit``) for exactly the rounds ``chosen`` stopped at.
+    The validation split is the months just before the test dates; the refit learns from them
+    too, where the early-stopping fit only measured on them. ``chosen`` itself when the setting
+    is off."""
+    if not settings.refit:
+        return chosen
+    loop = LoopConfig(
+        params=settings.lightgbm(),
+        num_boost_round=chosen.best_iteration,
+        early_stopping_rounds=0,
+        feature_names=list(FEATURE_COLUMNS),
+    )
+    return _run_fit(settings, loop, dataset.matrices("refit"), None, cfg, run_name, backend)
+
+
+def _run_fit(
+    settings: TrainSettings,
+    loop: LoopConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray] | None,
+    cfg: DictConfig | None,
+    run_name: str,
+    backend: str,
+) -> FitResult:
     if backend == "plain":
         return fit_plain(loop, train, valid)
     from pipeline.ray_runtime import start_ray
@@ -251,17 +288,22 @@ def _window(frame: pl.DataFrame) -> dict[str, str]:
     return {"start": frame["game_date"].min().isoformat(), "end": frame["game_date"].max().isoformat()}
 
 
-def score(dataset: Dataset, fit_result: FitResult) -> tuple[dict, dict, dict[str, np.ndarray]]:
-    """Evaluations of model + baselines on the validation and test evaluation rows."""
+def score(dataset: Dataset, chosen: FitResult, model: FitResult | None = None) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Evaluations of model + baselines on the validation and test evaluation rows.
+
+    ``model``: the model kept (:func:`refit`; default ``chosen``). The validation rows are scored
+    with ``chosen``, the early-stopping fit, which did not learn from them; a refit did, so its
+    validation scores would flatter it. The test rows are scored with the model kept."""
+    model = model or chosen
     predictions = {}
     evaluations = {}
-    for part in ("valid", "test"):
+    for part, booster in (("valid", chosen.booster), ("test", model.booster)):
         rows = getattr(dataset, part)
-        model = fit_result.booster.predict(feature_matrix(rows))
+        predicted = booster.predict(feature_matrix(rows))
         baselines = baseline_predictions(rows)
-        preds = {"model": model, **{name: baselines[name].to_numpy() for name in baselines.columns}}
+        preds = {"model": predicted, **{name: baselines[name].to_numpy() for name in baselines.columns}}
         evaluations[part] = evaluate(rows, preds)
-        predictions[part] = model
+        predictions[part] = predicted
     return evaluations["valid"], evaluations["test"], predictions
 
 
@@ -297,11 +339,14 @@ def calibrate_intervals(dataset: Dataset, predictions: dict[str, np.ndarray]) ->
     sample) and on the test rows (out of sample: what the report quotes)."""
     tiers = {part: getattr(dataset, part).select(tier_expr()).to_series().to_list() for part in ("valid", "test")}
     valid = dataset.valid
+    actual = valid[TARGET].to_numpy()
+    levels, out_of_time = intervals.out_of_time_levels(predictions["valid"], actual, tiers["valid"], valid["game_date"].to_list())
     calibration = intervals.calibrate(
         predictions["valid"],
-        valid[TARGET].to_numpy(),
+        actual,
         tiers["valid"],
         calibrated_on={"split": "valid", **_window(valid), "rows": valid.height},
+        levels=levels,
     )
     scored = {}
     for part in ("valid", "test"):
@@ -309,9 +354,12 @@ def calibrate_intervals(dataset: Dataset, predictions: dict[str, np.ndarray]) ->
         p10, p90 = calibration.bounds(predictions[part], bins)
         scored[part] = intervals.coverage(getattr(dataset, part)[TARGET].to_numpy(), p10, p90, tiers[part])
     summary = {
+        "interval": list(levels),
+        "out_of_time": out_of_time,
         **scored["test"],
         "valid": {k: scored["valid"][k] for k in ("rows", "coverage", "mean_width")},
-        "method": "residual quantiles (linear interpolation) per minutes tier x predicted-points bin, calibrated on the validation rows",
+        "method": "residual quantiles (linear interpolation) per minutes tier x predicted-points bin, calibrated on the validation rows, "
+        "at 10 / 90 % widened until they cover 80 % out of time on the validation split (first half calibrates, second half scores)",
         "bins": {name: len(group) for name, group in calibration.groups.items()},
     }
     return calibration, summary
@@ -324,6 +372,7 @@ def build_metrics(
     settings: TrainSettings,
     dataset: Dataset,
     fit_result: FitResult,
+    model_fit: FitResult,
     valid_eval: dict,
     test_eval: dict,
     output_dir: Path,
@@ -375,6 +424,8 @@ def build_metrics(
             "num_workers": fit_result.num_workers,
             "best_iteration": fit_result.best_iteration,
             "rounds": fit_result.rounds,
+            # The model kept: fitted again on training + validation rows, or the early-stopping fit itself.
+            "refit": {"rows": dataset.refit.height, **_window(dataset.refit), "rounds": model_fit.rounds} if model_fit is not fit_result else None,
         },
         "split": dataset.split.as_dict(),
         "data_fingerprint": dataset.fingerprint,
@@ -428,18 +479,23 @@ def train_and_report(
     fit_result = fit(settings, dataset, cfg, run_name=f"v5-{run_id}", backend=backend)
     timings["fit"] = time.perf_counter() - mark
     timings["fit_in_worker"] = fit_result.worker_seconds
+    mark = time.perf_counter()
+    model_fit = refit(settings, dataset, fit_result, cfg, run_name=f"v5-{run_id}-refit", backend=backend)
+    timings["refit"] = time.perf_counter() - mark
+    booster = model_fit.booster
 
     mark = time.perf_counter()
-    valid_eval, test_eval, predictions = score(dataset, fit_result)
+    valid_eval, test_eval, predictions = score(dataset, fit_result, model_fit)
     calibration, interval_metrics = calibrate_intervals(dataset, predictions)
-    opening_metrics = score_opening_weeks(dataset, fit_result.booster)
-    model_id = artifacts.model_id_of(fit_result.booster, created)
+    opening_metrics = score_opening_weeks(dataset, booster)
+    model_id = artifacts.model_id_of(booster, created)
     metrics = build_metrics(
         model_id=model_id,
         created=created,
         settings=settings,
         dataset=dataset,
         fit_result=fit_result,
+        model_fit=model_fit,
         valid_eval=valid_eval,
         test_eval=test_eval,
         output_dir=out,
@@ -450,7 +506,7 @@ def train_and_report(
     timings["evaluate"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    artifacts.save_model(out, fit_result.booster, artifacts.model_meta(model_id, fit_result.booster, metrics["params"], created))
+    artifacts.save_model(out, booster, artifacts.model_meta(model_id, booster, metrics["params"], created))
     calibration.save(out)
     residuals = pl.concat(
         [
@@ -465,7 +521,7 @@ def train_and_report(
         test_actual=dataset.test[TARGET].to_numpy().astype(np.float64),
         test_predicted=predictions["test"],
         residuals=residuals,
-        importance=importance_shares(fit_result.booster),
+        importance=importance_shares(booster),
     )
     timings["report"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
