@@ -39,6 +39,7 @@ import time
 import traceback
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import polars as pl
@@ -58,8 +59,11 @@ from pipeline.warehouse.source import SOURCES, RawFiles, RawSource
 
 log = logging.getLogger(__name__)
 
-# Test-only fault injection: "table@YYYY-MM-DD:action[,...]" with action fail, sleep=SECONDS or
-# transient=N (raise a transient error on the first N attempts).
+# Test-only fault injection: "table@YYYY-MM-DD:action[,...]" with action fail, sleep=SECONDS,
+# transient=N (raise a transient error on the first N attempts) or wait_for=PATH (hold the shard
+# until PATH exists, having created PATH.waiting: a test decides when the run goes on, instead of
+# guessing a sleep).
+WAIT_FOR_LIMIT_SECONDS = 600
 FAULTS_ENV = "NBA_PIPELINE_FAULTS"
 
 
@@ -153,6 +157,13 @@ class Fault:
             raise RuntimeError(f"injected failure for {self.table} on {self.day} ({FAULTS_ENV})")
         if kind == "sleep":
             time.sleep(float(arg))
+        elif kind == "wait_for":
+            Path(f"{arg}.waiting").touch()  # tells the test this shard, inside the run's lock, is parked
+            deadline = time.monotonic() + WAIT_FOR_LIMIT_SECONDS
+            while not os.path.exists(arg):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"injected wait for {self.table} on {self.day}: {arg} did not appear in {WAIT_FOR_LIMIT_SECONDS}s")
+                time.sleep(0.1)
         elif kind == "transient" and attempt <= int(arg or 1):
             raise TransientError(f"injected transient failure for {self.table} on {self.day}, attempt {attempt}")
 

@@ -128,16 +128,23 @@ def ray_is_running() -> bool:
     return ray.is_initialized()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _stop_in_process_ray():
-    """Stop the Ray runtime ``run_in_process`` left running, once the module is done."""
+def stop_in_process_ray() -> None:
+    """Stop the Ray runtime ``run_in_process`` left running. Before a test starts Ray in a
+    subprocess: two local Rays on one machine contend for the dashboard agent's port, which
+    costs the second one's start several seconds."""
     global _ray_started_here
-    yield
     if _ray_started_here and ray_is_running():
         import ray
 
         ray.shutdown()
     _ray_started_here = False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_in_process_ray():
+    """Stop the Ray runtime ``run_in_process`` left running, once the module is done."""
+    yield
+    stop_in_process_ray()
 
 
 def unwrapped(text: str) -> str:

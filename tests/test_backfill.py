@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
-from conftest import PHASE3_TABLES, RAW_DIR, query, run_in_process, run_pipeline, unwrapped
+from conftest import PHASE3_TABLES, RAW_DIR, query, run_in_process, run_pipeline, stop_in_process_ray, unwrapped
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
 
@@ -72,6 +72,7 @@ def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path, b
         "dates.start=2022-12-01", "dates.end=2023-02-28",
     ]  # fmt: skip
     env = {**os.environ, FAULTS: "nba_analytics.player_game_summary@2023-01-15:sleep=300"}
+    stop_in_process_ray()
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -181,6 +182,7 @@ def test_the_printed_retry_command_finishes_the_run(tmp_path):
     assert before.filter(table="nba_analytics.player_game_summary", date=failing).height == 0
 
     args = shlex.split(printed)[3:]
+    stop_in_process_ray()
     retry = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert retry.returncode == 0, retry.stdout + retry.stderr
     after = states(warehouse)
@@ -232,28 +234,48 @@ def test_transient_errors_are_retried_with_backoff(tmp_path):
 
 
 def test_two_runs_at_once_one_is_refused_and_the_tables_are_right(tmp_path, backend):
+    """A run holding the warehouse (parked inside its lock until the test lets it go, so the two
+    surely overlap, however busy the machine): a second run is refused, or with
+    lock.wait_seconds waits and then runs; the tables are right after both."""
     def start(*extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         args = [sys.executable, "-m", "pipeline", *backend.overrides, f"logs.dir={tmp_path / 'logs'}", "ray.num_cpus=2", f"tables={PHASE3_TABLES}", *FIRST_WEEK, *extra]
         return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
-    procs = [start(), start()]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 1], outputs
-    refused = unwrapped(outputs[[p.returncode for p in procs].index(1)])
-    assert re.search(r"is in use by another run \(held by run \S+, pid \d+, host ", refused), refused
+    def holding(name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+        """A run whose shard of 2023-11-03 waits for the file ``name``, once that shard is waiting."""
+        barrier = tmp_path / name
+        run = start(*extra, env={FAULTS: f"nba_analytics.player_game_summary@2023-11-03:wait_for={barrier}"})
+        wait_until(lambda: Path(f"{barrier}.waiting").exists(), run, "the holding run to park its shard")
+        return run, barrier
+
+    def wait_until(condition, run: subprocess.Popen, what: str) -> None:
+        deadline = time.monotonic() + 300
+        while not condition():
+            assert run.poll() is None, f"the run ended before {what}:\n{run.communicate()[0]}"
+            assert time.monotonic() < deadline, f"no {what} in 300 s"
+            time.sleep(0.2)
+
+    stop_in_process_ray()
+    holder, barrier = holding("first")
+    second = start()
+    refused = second.communicate(timeout=300)[0]
+    barrier.touch()
+    held = holder.communicate(timeout=300)[0]
+    assert (holder.returncode, second.returncode) == (0, 1), held + refused
+    assert re.search(r"is in use by another run \(held by run \S+, pid \d+, host ", unwrapped(refused)), refused
     assert set(states(backend)["status"]) <= {"ok", "skipped_bootstrap"}
     no_duplicates(backend)
 
-    # Asked to wait, whichever comes second waits for the first instead of refusing.
-    # Each run holds the lock at least 5 s longer (a slow shard), so the two surely overlap.
-    slow = {FAULTS: "nba_analytics.player_game_summary@2023-11-03:sleep=5"}
-    procs = [start("backfill.resume=false", "lock.wait_seconds=300", env=slow) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    waited = [o for o in map(unwrapped, outputs) if "waiting up to 300s for the warehouse: held by run" in o]
-    assert len(waited) == 1, outputs
-    assert "warehouse lock acquired after waiting" in waited[0]
+    # Asked to wait, the second run waits for the first instead of refusing, and then runs.
+    holder, barrier = holding("again", "backfill.resume=false")
+    logs_before = set((tmp_path / "logs").glob("*.log"))
+    waiter = start("backfill.resume=false", "lock.wait_seconds=300")
+    waiting = "waiting up to 300s for the warehouse: held by run"
+    wait_until(lambda: any(waiting in p.read_text() for p in set((tmp_path / "logs").glob("*.log")) - logs_before), waiter, "waiting")
+    barrier.touch()
+    outputs = [p.communicate(timeout=300)[0] for p in (holder, waiter)]
+    assert [holder.returncode, waiter.returncode] == [0, 0], outputs
+    assert waiting in unwrapped(outputs[1]) and "warehouse lock acquired after waiting" in unwrapped(outputs[1])
     no_duplicates(backend)
 
 
