@@ -160,7 +160,7 @@ class Fault:
         elif kind == "wait_for":
             Path(f"{arg}.waiting").touch()  # tells the test this shard, inside the run's lock, is parked
             deadline = time.monotonic() + WAIT_FOR_LIMIT_SECONDS
-            while not os.path.exists(arg):
+            while not Path(arg).exists():
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"injected wait for {self.table} on {self.day}: {arg} did not appear in {WAIT_FOR_LIMIT_SECONDS}s")
                 time.sleep(0.1)

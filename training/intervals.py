@@ -265,18 +265,18 @@ def out_of_time_levels(
     predicted, actual = np.asarray(predicted, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     tiers, dates = np.asarray(list(tiers), dtype=object), np.asarray(list(dates), dtype=object)
     days = sorted(set(dates.tolist()))
-    first = dates < days[len(days) // 2] if len(days) > 1 else np.ones(dates.size, dtype=bool)
-    if first.all() or not first.any():  # one date: nothing to measure out of time on
+    if len(days) < 2:  # nothing to measure out of time on
         return (LOWER, UPPER), {"widening": 0.0, "rows": 0}
-    earlier = calibrate(predicted[first], actual[first], tiers[first], **bins)
+    first = dates < days[len(days) // 2]
     later = ~first
+    earlier = calibrate(predicted[first], actual[first], tiers[first], **bins)
     measured = {}
     for step in range(round(MAX_WIDENING / WIDENING_STEP) + 1):
         widening = step * WIDENING_STEP
         levels = (LOWER - widening, UPPER + widening)
         trial = Calibration(earlier.groups, levels=levels)
         p10, p90 = trial.bounds(predicted[later], trial.assign(predicted[later], tiers[later]))
-        covered = float(((actual[later] >= p10) & (actual[later] <= p90)).mean())
+        covered = coverage(actual[later], p10, p90, tiers[later])["coverage"]
         measured[f"{widening:.3f}"] = covered  # keyed by text, as metrics.json will have it
         if covered >= TARGET_COVERAGE - 1e-12:
             break

@@ -224,12 +224,7 @@ def _multirun_job() -> tuple[str | None, int | None]:
 def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
     """The early-stopping fit: training rows, stopped on the validation rows' MAE. It chooses the
     number of rounds, and its validation predictions are the model's validation scores."""
-    loop = LoopConfig(
-        params=settings.lightgbm(),
-        num_boost_round=settings.num_boost_round,
-        early_stopping_rounds=settings.early_stopping_rounds,
-        feature_names=list(FEATURE_COLUMNS),
-    )
+    loop = _loop(settings, settings.num_boost_round, settings.early_stopping_rounds)
     return _run_fit(settings, loop, dataset.matrices("train"), dataset.matrices("valid"), cfg, run_name, backend)
 
 
@@ -241,13 +236,12 @@ def refit(settings: TrainSettings, dataset: Dataset, chosen: FitResult, cfg: Dic
     is off."""
     if not settings.refit:
         return chosen
-    loop = LoopConfig(
-        params=settings.lightgbm(),
-        num_boost_round=chosen.best_iteration,
-        early_stopping_rounds=0,
-        feature_names=list(FEATURE_COLUMNS),
-    )
+    loop = _loop(settings, chosen.best_iteration, early_stopping_rounds=0)
     return _run_fit(settings, loop, dataset.matrices("refit"), None, cfg, run_name, backend)
+
+
+def _loop(settings: TrainSettings, num_boost_round: int, early_stopping_rounds: int) -> LoopConfig:
+    return LoopConfig(settings.lightgbm(), num_boost_round, early_stopping_rounds, list(FEATURE_COLUMNS))
 
 
 def _run_fit(
