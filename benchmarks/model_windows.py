@@ -48,8 +48,8 @@ from _harness import PROJECT_ROOT, config
 
 from pipeline.warehouse import open_warehouse
 from training.data import build_dataset, load_rows, make_split
-from training.report import SHORT_LABELS
-from training.train import TrainSettings, best_baseline_of, fit, refit, score, score_opening_weeks
+from training.baselines import SHORT_LABELS, best_baseline_of
+from training.train import TrainSettings, fit, refit, score, score_opening_weeks
 
 WINDOWS: dict[str, dict[str, str | None]] = {
     "default": {},

@@ -18,7 +18,7 @@ from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURES, ID_COLUM
 from training.baselines import BASELINE_INPUTS, baseline_predictions, fill_missing, opening_fallback_points, rules_adjustments
 from training.data import ACTUAL_MINUTES, TARGET, DataError, build_dataset, make_split
 from training.evaluate import evaluate, opening_weeks, scores, tier_expr
-from training.train import best_baseline_of
+from training.baselines import best_baseline_of
 from training.sweep import SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
 
 D0 = dt.date(2024, 1, 1)
@@ -315,7 +315,8 @@ def test_sweep_summary_sorted_by_validation_mae(tmp_path):
             "valid": {"mae": valid},
             "test": {"mae": test},
             "fit": {"best_iteration": 100 + job},
-            "baselines": {"rules": {"mae": 5.0}},
+            "baselines": {"rules": {"mae": 5.0}, "rules_core": {"mae": 4.8}},
+            "best_baseline": {"name": "rules_core", "mae": 4.8, "ratio": test / 4.8},
             "ratios": {"test_mae_vs_rules": test / 5.0},
             "output_dir": str(tmp_path / str(job)),
         }
@@ -327,6 +328,8 @@ def test_sweep_summary_sorted_by_validation_mae(tmp_path):
     assert (tmp_path / SUMMARY_CSV).exists()
     text = (tmp_path / SUMMARY_MD).read_text()
     assert text.index("| 1 | 1 |") < text.index("| 2 | 0 |") < text.index("| 3 | 2 |")
+    # Test MAE against the best baseline, named, then the old rules model for reference.
+    assert "| 4.6000 | rules core 4.8000 | 0.958 | 0.920 |" in text
     assert write_sweep_summary(tmp_path / "3") is None
 
 

@@ -34,7 +34,8 @@ from training.evaluate import tier_expr
 from training.intervals import coverage
 from training.lines import PREGAME_ROSTER
 from training.predict import predict_dates
-from training.report import BASELINE_LABELS, SHORT_LABELS
+from training.baselines import SHORT_LABELS
+from training.report import BASELINE_LABELS
 from training.train import VOLATILE_KEYS, TrainSettings, dataset_for, existing_model_for, train_and_report
 
 from conftest import PROJECT_ROOT, query, read_table, run_in_process, run_pipeline, unwrapped
@@ -370,7 +371,15 @@ def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
     assert [j["fit"]["backend"] for j in jobs] == ["ray_train_local"] * 2
     summary = pl.read_csv(sweep / "sweep_summary.csv")
     assert summary["valid_mae"].to_list() == sorted(j["valid"]["mae"] for j in jobs)
-    assert "sorted by validation MAE" in (sweep / "sweep_summary.md").read_text()
+    # Each job against the best baseline on its own test rows, named, as in its report; old rules for reference.
+    by_job = {row["job"]: row for row in summary.iter_rows(named=True)}
+    for number, job in zip(("0", "1"), jobs):
+        row = by_job[int(number)]
+        assert (row["best_baseline"], row["test_vs_best_baseline"]) == (job["best_baseline"]["name"], job["best_baseline"]["ratio"])
+        assert row["test_vs_rules"] == job["ratios"]["test_mae_vs_rules"] != row["test_vs_best_baseline"]
+    markdown = (sweep / "sweep_summary.md").read_text()
+    assert "sorted by validation MAE" in markdown and "| test / best baseline |" in markdown
+    assert f"| {SHORT_LABELS[jobs[0]['best_baseline']['name']]} {jobs[0]['best_baseline']['mae']:.4f} |" in markdown
     assert "sweep summary" in proc.stderr
 
 

@@ -154,6 +154,23 @@ BASELINES: dict[str, callable] = {
 }  # fmt: skip
 
 
+# Each predictor's name in sentences: the headline, the printed summaries, the sweep summary.
+SHORT_LABELS = {
+    "model": "model",
+    "rules": "old rules model",
+    "rules_core": "rules core",
+    "last10": "last-10 avg",
+    "season_avg": "season avg",
+    "prior_season_avg": "prior-season avg",
+}
+
+
+def best_baseline_of(model_mae: float, baselines: dict[str, dict]) -> dict:
+    """The baseline with the lowest MAE on the same rows (the first listed on a tie), and model / it."""
+    name = min(baselines, key=lambda n: baselines[n]["mae"])
+    return {"name": name, "mae": baselines[name]["mae"], "ratio": model_mae / baselines[name]["mae"]}
+
+
 def baseline_predictions(frame: pl.DataFrame) -> pl.DataFrame:
     """One column per baseline (``rules``, ``rules_core``, ``last10``, ``season_avg``,
     ``prior_season_avg``) for feature-store rows."""

@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from training.baselines import SHORT_LABELS  # noqa: E402
+
 HISTORICAL_RULES_MAE = 4.27
 HISTORICAL_RULES_ROWS = "another system's rows, 2024-02-04..2024-04-14 (9,829 predictions of the old production rules model)"
 BASELINE_LABELS = {
@@ -32,15 +34,6 @@ BASELINE_LABELS = {
     "last10": "last-10 average",
     "season_avg": "season average",
     "prior_season_avg": "prior-season average (< 5 games)",
-}
-# In sentences: the headline, the printed summary.
-SHORT_LABELS = {
-    "model": "model",
-    "rules": "old rules model",
-    "rules_core": "rules core",
-    "last10": "last-10 avg",
-    "season_avg": "season avg",
-    "prior_season_avg": "prior-season avg",
 }
 COLORS = {
     "model": "#1f77b4", "rules": "#d62728", "rules_core": "#9467bd", "last10": "#ff7f0e", "season_avg": "#2ca02c",

@@ -5,7 +5,9 @@ runs the jobs one after another in one process; each writes its model directory 
 ``<hydra.sweep.dir>/<job number>/``). When the sweep ends, :class:`SweepSummary` (a Hydra
 callback registered by conf/training/v5.yaml) writes ``sweep_summary.md`` and
 ``sweep_summary.csv`` into the sweep directory and prints the table. The job with the lowest
-validation MAE is the one chosen; the test MAE is shown for the record and never used to choose.
+validation MAE is the one chosen; the test MAE is shown for the record and never used to choose,
+beside the best baseline on the same test rows (named) and the model's ratio to it, with the
+old rules model's ratio as a reference, as in each job's report.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from training.artifacts import METRICS_FILE
+from training.baselines import SHORT_LABELS
 
 POINTER_FILE = "model_dir.txt"  # in a job's Hydra directory when its model went elsewhere
 SUMMARY_MD = "sweep_summary.md"
@@ -48,7 +51,9 @@ def summary_frame(metrics: list[dict]) -> pl.DataFrame:
                 "valid_mae": m["valid"]["mae"],
                 "best_iteration": m["fit"]["best_iteration"],
                 "test_mae": m["test"]["mae"],
-                "test_rules_mae": m["baselines"]["rules"]["mae"],
+                "best_baseline": m["best_baseline"]["name"],
+                "test_best_baseline_mae": m["best_baseline"]["mae"],
+                "test_vs_best_baseline": m["best_baseline"]["ratio"],
                 "test_vs_rules": m["ratios"]["test_mae_vs_rules"],
                 "model_dir": m["output_dir"],
             }
@@ -56,6 +61,10 @@ def summary_frame(metrics: list[dict]) -> pl.DataFrame:
     if not records:
         return pl.DataFrame()
     return pl.DataFrame(records).sort("valid_mae", "job")
+
+
+def _baseline(row: dict) -> str:
+    return f"{SHORT_LABELS.get(row['best_baseline'], row['best_baseline'])} {row['test_best_baseline_mae']:.4f}"
 
 
 def write_sweep_summary(sweep_dir: Path) -> pl.DataFrame | None:
@@ -72,13 +81,13 @@ def write_sweep_summary(sweep_dir: Path) -> pl.DataFrame | None:
         "",
         "The first row is the chosen configuration (lowest validation MAE). Test MAE is reported only, never used to choose.",
         "",
-        "| rank | job | overrides | valid MAE | best iteration | test MAE (reported only) | test rules MAE | test / rules | model dir |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| rank | job | overrides | valid MAE | best iteration | test MAE (reported only) | best baseline (test) | test / best baseline | test / old rules | model dir |",
+        "| ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for rank, row in enumerate(frame.iter_rows(named=True), start=1):
         lines.append(
             f"| {rank} | {row['job']} | `{row['overrides']}` | {row['valid_mae']:.4f} | {row['best_iteration']} | "
-            f"{row['test_mae']:.4f} | {row['test_rules_mae']:.4f} | {row['test_vs_rules']:.3f} | {row['model_dir']} |"
+            f"{row['test_mae']:.4f} | {_baseline(row)} | {row['test_vs_best_baseline']:.3f} | {row['test_vs_rules']:.3f} | {row['model_dir']} |"
         )
     (sweep_dir / SUMMARY_MD).write_text("\n".join(lines) + "\n")
     return frame
@@ -90,12 +99,13 @@ def print_summary(frame: pl.DataFrame, sweep_dir: Path) -> None:
     from pipeline.progress import console
 
     table = Table(title=f"sweep {sweep_dir}: sorted by validation MAE (test MAE reported only)", title_justify="left")
-    for column in ("rank", "job", "overrides", "valid MAE", "best it.", "test MAE", "test / rules"):
+    for column in ("rank", "job", "overrides", "valid MAE", "best it.", "test MAE", "best baseline", "test / best", "test / old rules"):
         table.add_column(column, justify="left" if column in ("job", "overrides") else "right")
     for rank, row in enumerate(frame.iter_rows(named=True), start=1):
         table.add_row(
-            str(rank), row["job"], row["overrides"], f"{row['valid_mae']:.4f}", str(row["best_iteration"]), f"{row['test_mae']:.4f}", f"{row['test_vs_rules']:.3f}"
-        )
+            str(rank), row["job"], row["overrides"], f"{row['valid_mae']:.4f}", str(row["best_iteration"]), f"{row['test_mae']:.4f}",
+            _baseline(row), f"{row['test_vs_best_baseline']:.3f}", f"{row['test_vs_rules']:.3f}",
+        )  # fmt: skip
     console.print(table)
     console.print(f"sweep summary: {sweep_dir / SUMMARY_MD}", highlight=False)
 

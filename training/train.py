@@ -30,11 +30,11 @@ from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, f
 from pipeline.validation.gate import check_before_training
 from pipeline.warehouse import Warehouse
 from training import artifacts, intervals
-from training.baselines import baseline_predictions, fill_missing, opening_fallback_points
+from training.baselines import SHORT_LABELS, baseline_predictions, best_baseline_of, fill_missing, opening_fallback_points
 from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset, DataError, build_dataset, load_rows, make_split
 from training.evaluate import evaluate, opening_weeks, tier_expr
 from training.fit import FitResult, LoopConfig, fit_plain, fit_ray, lightgbm_params
-from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, SHORT_LABELS, write_report
+from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, write_report
 
 log = logging.getLogger("pipeline.training")
 
@@ -320,12 +320,6 @@ def score_opening_weeks(dataset: Dataset, booster) -> dict:
     }
     out["selection"] = f"test split, minutes > 0 and games_played_season < {EVAL_MIN_PRIOR_GAMES}"
     return out
-
-
-def best_baseline_of(model_mae: float, baselines: dict[str, dict]) -> dict:
-    """The baseline with the lowest MAE on the same rows (the first listed on a tie), and model / it."""
-    name = min(baselines, key=lambda n: baselines[n]["mae"])
-    return {"name": name, "mae": baselines[name]["mae"], "ratio": model_mae / baselines[name]["mae"]}
 
 
 def calibrate_intervals(dataset: Dataset, predictions: dict[str, np.ndarray]) -> tuple[intervals.Calibration, dict]:
