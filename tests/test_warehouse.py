@@ -121,6 +121,22 @@ def test_where_narrows_the_replaced_rows_to_one_writer(warehouse):
     assert sorted(warehouse.read(LOG.name).rows()) == [("a", days[0], "ok"), ("a", days[1], "ok"), ("b", days[0], "failed"), ("b", days[1], "ok")]
 
 
+def test_a_none_in_where_means_null_when_reading_and_when_replacing(warehouse):
+    """Both backends alike: ``where={column: None}`` reads and replaces the NULL rows only (SQL's
+    ``= NULL`` would match nothing, so a replacement would add rows beside the old ones)."""
+
+    def log(table: str | None, day: dt.date, status: str) -> PartitionWrite:
+        rows = pl.DataFrame({"table_name": [table], "game_date": [day], "status": [status]}, schema=LOG.columns)
+        return PartitionWrite(LOG.name, [day], rows, where={"table_name": table})
+
+    day = D(2024, 1, 5)
+    warehouse.write([log("a", day, "ok"), log(None, day, "ok")])
+    assert warehouse.read(LOG.name, where={"table_name": None}).rows() == [(None, day, "ok")]
+    warehouse.write([log(None, day, "failed")])
+    assert sorted(warehouse.read(LOG.name).rows(), key=str) == sorted([("a", day, "ok"), (None, day, "failed")], key=str)
+    assert warehouse.read(LOG.name, where={"table_name": "a"}).rows() == [("a", day, "ok")]
+
+
 def test_a_table_partitioned_by_another_date_column_is_read_listed_and_replaced_by_it(warehouse):
     warehouse.ensure_table(RESULTS)
 

@@ -46,7 +46,8 @@ class PartitionWrite:
     """Replace the rows of ``table`` on ``dates`` with ``rows`` and the ``staged`` rows.
 
     ``where`` narrows the replaced rows further by column equality, for tables shared by
-    several writers (``run_state`` rows belong to one table_name each). ``partition_by`` is the
+    several writers (``run_state`` rows belong to one table_name each); a ``None`` value
+    replaces the rows where that column is NULL, as it reads them (:meth:`Warehouse.read`). ``partition_by`` is the
     date column ``dates`` are values of: the table's own (``TableSchema.partition_by``).
     ``staged`` names rows put aside earlier with :meth:`Warehouse.stage`, by this process or by
     another (a Ray worker): the write moves them into the table and drops them.
@@ -86,7 +87,9 @@ class Warehouse(ABC):
         partition_by: str = "game_date",
     ) -> pl.DataFrame:
         """Rows with ``start <= partition_by <= end`` (either bound may be open) and, for each
-        ``where`` item, the column equal to the value (or in it, for a list of values)."""
+        ``where`` item, the column equal to the value (or in it, for a list of values); a
+        ``None`` value selects the rows where the column is NULL (not SQL's ``= NULL``, which
+        selects nothing)."""
 
     @abstractmethod
     def write(self, writes: Sequence[PartitionWrite]) -> None:

@@ -506,7 +506,10 @@ class BigQueryWarehouse(Warehouse):
             for i, w in enumerate(writes):
                 keys = f"`{keys_table}`"
                 clauses = [f"`{w.partition_by}` IN (SELECT partition_date FROM {keys} WHERE write_index = {i})"]
-                clauses += [f"`{c}` IN (SELECT `{c}` FROM {keys} WHERE write_index = {i})" for c in w.where]
+                clauses += [
+                    f"`{c}` IS NULL" if value is None else f"`{c}` IN (SELECT `{c}` FROM {keys} WHERE write_index = {i})"
+                    for c, value in w.where.items()
+                ]
                 script.append(f"DELETE FROM {self.sql_name(w.table)} WHERE {' AND '.join(clauses)};")
                 names = ", ".join(f"`{c}`" for c in self.columns(w.table))  # a staged table has them all
                 script += [f"INSERT INTO {self.sql_name(w.table)} ({names}) SELECT {names} FROM `{table_id}`;" for table_id in staged[i]]

@@ -428,6 +428,9 @@ def _filters(
         if isinstance(value, (list, tuple, set, frozenset)):
             clauses.append(f'"{column}" IN (SELECT unnest($w{i}))')
             value = list(value)
+        elif value is None:  # the interface's meaning of None; `= NULL` would select nothing
+            clauses.append(f'"{column}" IS NULL')
+            continue
         else:
             clauses.append(f'"{column}" = $w{i}')
         params[f"w{i}"] = value
