@@ -85,15 +85,24 @@ def print_plan(plan: Plan, calendar: Calendar) -> None:
 # -- task=status -------------------------------------------------------------------------------
 
 
+AWAITING_BOX_SCORES = "awaiting_box_scores"
+
+
 def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
-    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped, rows."""
+    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped, rows.
+
+    A date known from a slate only (no box scores yet) is not missing from a table of box-score
+    results (``needs_box_scores``: Phase 2's box scores, Phase 3): it is awaiting its box scores,
+    and counted apart."""
     records = []
-    for name in ctx.tables:
+    for name, table in ctx.tables.items():
         for day in ctx.calendar.dates:
             row = ctx.state.get(name, day)
-            records.append(
-                (name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), row.status if row else "missing", row.rows_written if row else 0)
-            )
+            if row:
+                status = row.status
+            else:
+                status = AWAITING_BOX_SCORES if table.needs_box_scores and not ctx.calendar.is_played(day) else "missing"
+            records.append((name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), status, row.rows_written if row else 0))
     frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
     keys = ["table", "season", "month"] if by_month else ["table", "season"]
     return (
@@ -103,6 +112,7 @@ def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
             failed=(pl.col("status") == FAILED).sum(),
             missing=(pl.col("status") == "missing").sum(),
             bootstrap_skipped=(pl.col("status") == SKIPPED_BOOTSTRAP).sum(),
+            awaiting_box_scores=(pl.col("status") == AWAITING_BOX_SCORES).sum(),
             rows=pl.col("rows").sum(),
         )
     )
@@ -119,6 +129,13 @@ def print_status(ctx: Context, by_month: bool) -> int:
             cells = [f"[red]{c}" for c in cells]
         grid.add_row(*cells)
     console.print(grid)
+    slate_only = [day for day in ctx.calendar.dates if not ctx.calendar.is_played(day)]
+    if slate_only:
+        console.print(
+            f"{len(slate_only)} date(s) known from a slate only, before their box scores "
+            f"({runs_text(date_runs(slate_only, ctx.calendar.dates), shown=None)}): the box-score tables count them as awaiting_box_scores",
+            highlight=False,
+        )
     failures: dict[str, list[tuple[dt.date, str]]] = defaultdict(list)
     for (name, day), row in sorted(ctx.state.rows.items()):
         if row.status == FAILED:

@@ -337,8 +337,8 @@ def test_dates_list_rebuilds_exactly_those_dates_and_status_reports(phase3_copy,
     line = next(text for text in status.output.splitlines() if "nba_analytics.player_game_summary" in text and "2024-01" in text)
     cells = [c.strip() for c in line.strip("│┃ ").split("│")]
     days, rows = query(phase3_copy, "SELECT count(DISTINCT game_date), count(*) FROM nba_analytics.player_game_summary WHERE game_date BETWEEN '2024-01-01' AND '2024-01-31'")[0]
-    # table, season, month, ok, failed, missing, bootstrap_skipped, rows
-    assert cells == ["nba_analytics.player_game_summary", "2023-24", "2024-01", str(days), "0", "0", "0", f"{rows:,}"]
+    # table, season, month, ok, failed, missing, bootstrap_skipped, awaiting_box_scores, rows
+    assert cells == ["nba_analytics.player_game_summary", "2023-24", "2024-01", str(days), "0", "0", "0", "0", f"{rows:,}"]
 
 
 @pytest.mark.parametrize("task", ["run", "status"])

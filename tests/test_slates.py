@@ -16,10 +16,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 
-from conftest import RAW_DIR, query, read_table, run_in_process, unwrapped
+from conftest import PROJECT_ROOT, RAW_DIR, pipeline_overrides, query, read_table, run_in_process, unwrapped
+from pipeline.build import Context
 from pipeline.tables.pregame_roster import slate_from_boxscores
+from pipeline.tasks import status_frame
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
 from training.data import read_feature_store
@@ -109,6 +112,26 @@ def test_the_slate_dates_come_from_the_slates_and_build_nothing_of_phase_3(from_
     assert built == []
     # The history before them was built: the day before each slate date has Phase 3 rows.
     assert query(from_slates, "SELECT count(*) FROM nba_analytics.player_game_summary WHERE game_date = '2024-01-05'")[0][0] > 0
+
+
+def test_status_counts_the_slate_dates_as_awaiting_box_scores_not_missing(from_slates):
+    """``task=status`` on that warehouse (with the same raw files and slates): a box-score table's
+    slate-only date is awaiting its box scores, not missing; Phase 4 has it built."""
+    workdir = from_slates.parent
+    sources = (f"data.raw_dir={workdir / 'raw'}", f"data.slate_dir={workdir / 'slates'}")
+    run = run_in_process(workdir, "task=status", *sources)
+    assert run.returncode == 0, run.output
+    assert f"2 date(s) known from a slate only, before their box scores ({SLATE_DATES[0]}, {SLATE_DATES[1]})" in unwrapped(run.output)
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=pipeline_overrides(workdir, sources, None))
+    with DuckDBWarehouse(from_slates, read_only=True) as warehouse:
+        frame = status_frame(Context.open(cfg, warehouse), by_month=False)
+    awaiting = {(t, season): n for t, season, n in frame.select("table", "season", "awaiting_box_scores").iter_rows() if n}
+    # The player box scores are loaded on the slate dates too (no rows: the pre-game roster reads
+    # them for the played dates beside the slates), so only the other box-score tables await them.
+    awaiting_tables = (*PHASE3, "nba_raw.team_boxscores")
+    assert awaiting == {(table, season): 1 for table in awaiting_tables for season in ("2022-23", "2024-25")}
+    assert frame.filter(table=CONTEXT, season="2024-25")["ok"].item() >= 1
 
 
 # -- the morning after the last box score ---------------------------------------------------------
