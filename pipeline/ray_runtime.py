@@ -8,19 +8,37 @@ import os
 import ray
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
+
+# Ray gives a new local node a fixed 30 s for its raylet to register with the GCS. On a busy
+# machine (two cores shared with other jobs, a killed run's Ray still exiting) that can run out
+# although nothing is wrong, and a second start succeeds (what the first one started shares this
+# process's fate: it ends with the run at the latest).
+STARTUP_TIMEOUT_MESSAGE = "timed out during startup"
+LOCAL_START_ATTEMPTS = 2
+
 
 def start_ray(config: DictConfig) -> None:
     if ray.is_initialized():
         return
     # Ray's own usage reporting would try the network; this pipeline talks only to its warehouse.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        # Without an address, a Ray of this run's own: never one that another run on this
-        # machine started (Ray would join the newest, which may be shutting down as that run ends).
-        address=config.address or "local",
-        num_cpus=config.num_cpus if config.address is None else None,
-        include_dashboard=config.include_dashboard,
-        log_to_driver=config.log_to_driver,
-        logging_level=logging.ERROR,  # Ray's own notices (e.g. about token auth on a local cluster) stay in its session logs
-        configure_logging=True,
-    )
+    attempts = LOCAL_START_ATTEMPTS if config.address is None else 1  # joining a cluster starts no node
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                # Without an address, a Ray of this run's own: never one that another run on this
+                # machine started (Ray would join the newest, which may be shutting down as that run ends).
+                address=config.address or "local",
+                num_cpus=config.num_cpus if config.address is None else None,
+                include_dashboard=config.include_dashboard,
+                log_to_driver=config.log_to_driver,
+                logging_level=logging.ERROR,  # Ray's own notices (e.g. about token auth on a local cluster) stay in its session logs
+                configure_logging=True,
+            )
+            return
+        except Exception as error:  # Ray raises a bare Exception for this
+            if STARTUP_TIMEOUT_MESSAGE not in str(error) or attempt == attempts:
+                raise
+            log.warning("Ray's local node did not start in time (%s): starting it again (attempt %d of %d)", error, attempt + 1, attempts)
+            ray.shutdown()
