@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import polars as pl
 
-from pipeline.tables.base import Lookback
+from pipeline.tables.base import Lookback, Table
 from pipeline.tables.schedule import season_before, season_openers
 
 
@@ -39,6 +39,11 @@ class Calendar:
 
     def is_played(self, day: dt.date) -> bool:
         return self.played is None or day in self.played
+
+    def awaits_box_scores(self, spec: Table, day: dt.date) -> bool:
+        """``spec`` holds box-score results (``needs_box_scores``) and ``day`` is known only from a
+        slate: the table has no rows for it yet, and none are expected."""
+        return spec.needs_box_scores and not self.is_played(day)
 
     @property
     def first(self) -> dt.date:

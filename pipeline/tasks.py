@@ -101,7 +101,7 @@ def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
             if row:
                 status = row.status
             else:
-                status = AWAITING_BOX_SCORES if table.needs_box_scores and not ctx.calendar.is_played(day) else "missing"
+                status = AWAITING_BOX_SCORES if ctx.calendar.awaits_box_scores(table, day) else "missing"
             records.append((name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), status, row.rows_written if row else 0))
     frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
     keys = ["table", "season", "month"] if by_month else ["table", "season"]

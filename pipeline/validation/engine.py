@@ -51,8 +51,8 @@ class Validator:
     def expected(self, table: str, dates: Iterable[dt.date]) -> list[dt.date]:
         """The game dates among ``dates`` the table should have rows for: outside its bootstrap
         window, and, for a table of box-score results, played."""
-        results = self.tables[table].needs_box_scores
-        return sorted(d for d in dates if not self.in_bootstrap(table, d) and not (results and not self.calendar.is_played(d)))
+        spec = self.tables[table]
+        return sorted(d for d in dates if not self.in_bootstrap(table, d) and not self.calendar.awaits_box_scores(spec, d))
 
     def covered(self, table: str, dates: Iterable[dt.date], request: Mapping[str, Sequence[dt.date]]) -> set[dt.date]:
         """The dates among ``dates`` the table is being checked on or was built on: a date a table
