@@ -74,6 +74,17 @@ def run_pipeline(
 _ray_started_here = False
 
 
+def pipeline_config(args: list[str]):
+    """The Hydra config ``python -m pipeline`` composes from the command-line overrides ``args``
+    (``pipeline_overrides``)."""
+    from hydra import compose, initialize_config_dir
+
+    import pipeline.__main__  # noqa: F401 - registers ${project_root:}
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=args)
+
+
 def run_in_process(workdir: Path, *overrides: str, env: dict[str, str] | None = None, warehouse: list[str] | None = None) -> Run:
     """The run ``run_pipeline`` makes, with the same command line, in this process instead of a
     subprocess: the Hydra config composed from it, ``run_task`` (what ``python -m pipeline``
@@ -85,15 +96,11 @@ def run_in_process(workdir: Path, *overrides: str, env: dict[str, str] | None = 
     For runs that test what a run builds, records or prints; a test of the command line itself,
     a kill, the lock or two runs at once keeps ``run_pipeline``."""
     global _ray_started_here
-    from hydra import compose, initialize_config_dir
-
-    import pipeline.__main__  # noqa: F401 - registers ${project_root:}
     from pipeline.progress import console
     from pipeline.tasks import run_task
 
     args = pipeline_overrides(workdir, overrides, warehouse)
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args)
+    cfg = pipeline_config(args)
     saved_env, saved_cwd, root = dict(os.environ), os.getcwd(), logging.getLogger()
     saved_level, saved_width = root.level, console._width
     out, err = io.StringIO(), io.StringIO()

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 
-from conftest import PROJECT_ROOT, RAW_DIR, pipeline_overrides, query, read_table, run_in_process, unwrapped
+from conftest import RAW_DIR, pipeline_config, pipeline_overrides, query, read_table, run_in_process, unwrapped
 from pipeline.build import Context
 from pipeline.tables.pregame_roster import slate_from_boxscores
 from pipeline.tasks import status_frame
@@ -122,8 +121,7 @@ def test_status_counts_the_slate_dates_as_awaiting_box_scores_not_missing(from_s
     run = run_in_process(workdir, "task=status", *sources)
     assert run.returncode == 0, run.output
     assert f"2 date(s) known from a slate only, before their box scores ({SLATE_DATES[0]}, {SLATE_DATES[1]})" in unwrapped(run.output)
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=pipeline_overrides(workdir, sources, None))
+    cfg = pipeline_config(pipeline_overrides(workdir, sources, None))
     with DuckDBWarehouse(from_slates, read_only=True) as warehouse:
         frame = status_frame(Context.open(cfg, warehouse), by_month=False)
     awaiting = {(t, season): n for t, season, n in frame.select("table", "season", "awaiting_box_scores").iter_rows() if n}
