@@ -10,11 +10,16 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-# Ray gives a new local node a fixed 30 s for its raylet to register with the GCS. On a busy
-# machine (two cores shared with other jobs, a killed run's Ray still exiting) that can run out
-# although nothing is wrong, and a second start succeeds (what the first one started shares this
-# process's fate: it ends with the run at the latest).
-STARTUP_TIMEOUT_MESSAGE = "timed out during startup"
+# Ray gives a new local node 30 s for its GCS to publish its port, and a fixed 30 s more for its
+# raylet to register. On a busy machine (two cores shared with other jobs, a killed run's Ray still
+# exiting) either can run out although nothing is wrong, and a second start succeeds (what the
+# first one started shares this process's fate: it ends with the run at the latest). The GCS wait
+# has a knob of Ray's own, raised here unless the operator set it; the raylet's has none.
+STARTUP_TIMEOUT_MESSAGES = (
+    "timed out during startup",  # the raylet's registration
+    "Timed out waiting for file",  # the GCS's port file
+)
+GCS_PORT_WAIT_SECONDS = "90"
 LOCAL_START_ATTEMPTS = 2
 
 
@@ -23,6 +28,7 @@ def start_ray(config: DictConfig) -> None:
         return
     # Ray's own usage reporting would try the network; this pipeline talks only to its warehouse.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", GCS_PORT_WAIT_SECONDS)
     attempts = LOCAL_START_ATTEMPTS if config.address is None else 1  # joining a cluster starts no node
     for attempt in range(1, attempts + 1):
         try:
@@ -38,7 +44,7 @@ def start_ray(config: DictConfig) -> None:
             )
             return
         except Exception as error:  # Ray raises a bare Exception for this
-            if STARTUP_TIMEOUT_MESSAGE not in str(error) or attempt == attempts:
+            if not any(message in str(error) for message in STARTUP_TIMEOUT_MESSAGES) or attempt == attempts:
                 raise
             log.warning("Ray's local node did not start in time (%s): starting it again (attempt %d of %d)", error, attempt + 1, attempts)
             ray.shutdown()

@@ -8,8 +8,10 @@ import io
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +147,30 @@ def stop_in_process_ray() -> None:
 
         ray.shutdown()
     _ray_started_here = False
+
+
+def kill_process_group(pgid: int, timeout: float = 60) -> None:
+    """SIGKILL a subprocess's whole session (started with ``start_new_session=True``), and wait
+    until none of it is alive: a killed run's Ray helpers that are still exiting slow the next
+    Ray's start, enough on a busy machine to run out Ray's start-up timeouts."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive := live_members(pgid):
+        assert time.monotonic() < deadline, f"process group {pgid} still has live processes {alive} {timeout} s after SIGKILL"
+        time.sleep(0.2)
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of a group that are not yet zombies (a zombie holds no resources)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses, so split after its last ")".
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state not in ("Z", "X"):
+                members.append(int(stat.parent.name))
+    return members
 
 
 @pytest.fixture(scope="module", autouse=True)

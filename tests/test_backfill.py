@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
-from conftest import PHASE3_TABLES, RAW_DIR, query, run_in_process, run_pipeline, stop_in_process_ray, unwrapped
+from conftest import PHASE3_TABLES, RAW_DIR, kill_process_group, query, run_in_process, run_pipeline, stop_in_process_ray, unwrapped
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
 
@@ -85,10 +85,7 @@ def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path, b
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray's helpers in the same session, if still alive
-        except ProcessLookupError:
-            pass
+        kill_process_group(proc.pid)  # Ray's helpers in the same session, if still alive
     assert proc.returncode == -signal.SIGKILL
     before = states(backend)
     done_before = before.filter(table="nba_analytics.player_game_summary", status="ok")

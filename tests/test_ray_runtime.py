@@ -1,7 +1,7 @@
 """Starting Ray: a local node that times out starting (a busy machine) is started again, once.
 
 The timeout itself cannot be caused on demand, so ``ray.init`` is wrapped: its first call raises
-Ray's own startup-timeout error, the next ones start the real Ray."""
+one of Ray's own startup-timeout errors, the next ones start the real Ray."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from pipeline import ray_runtime
 
 RAY_TIMEOUT = Exception(
     "The current node timed out during startup. This could happen because some of the raylet failed to startup or the GCS has become overloaded."
+)
+GCS_PORT_TIMEOUT = RuntimeError(
+    "Timed out waiting for file /tmp/ray/session_2026-12-03_09-31-07_123456_4242/gcs_server_port_0a1b2c3d"
 )
 LOCAL = OmegaConf.create({"address": None, "num_cpus": 1, "include_dashboard": False, "log_to_driver": False})
 
@@ -43,8 +46,9 @@ def failing_first(monkeypatch, errors: list[Exception]) -> list[dict]:
     return calls
 
 
-def test_a_local_node_that_times_out_starting_is_started_again(no_ray, monkeypatch, caplog):
-    calls = failing_first(monkeypatch, [RAY_TIMEOUT])
+@pytest.mark.parametrize("timeout", [RAY_TIMEOUT, GCS_PORT_TIMEOUT], ids=["raylet registration", "GCS port file"])
+def test_a_local_node_that_times_out_starting_is_started_again(no_ray, monkeypatch, caplog, timeout):
+    calls = failing_first(monkeypatch, [timeout])
     with caplog.at_level(logging.WARNING, logger="pipeline.ray_runtime"):
         ray_runtime.start_ray(LOCAL)
     assert ray.is_initialized() and len(calls) == 2
