@@ -49,7 +49,7 @@ from _harness import PROJECT_ROOT, config
 from pipeline.warehouse import open_warehouse
 from training.data import build_dataset, load_rows, make_split
 from training.baselines import SHORT_LABELS, best_baseline_of
-from training.train import TrainSettings, fit, refit, score, score_opening_weeks
+from training.train import TrainSettings, fit, score, score_opening_weeks
 
 WINDOWS: dict[str, dict[str, str | None]] = {
     "default": {},
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> None:
                 seeded = TrainSettings.from_config(config(f"warehouse.path={path}", *overrides, *extra, f"training.params.seed={seed}"))
                 started = time.perf_counter()
                 chosen = fit(seeded, dataset, base_cfg, run_name=f"bench-windows-{window}-{seed}", backend=backend)
-                result = refit(seeded, dataset, chosen, base_cfg, run_name=f"bench-windows-{window}-{seed}-refit", backend=backend)
+                result = chosen.kept
                 _, test_eval, _ = score(dataset, chosen, result)
                 overall = test_eval["overall"]
                 maes.append(overall["model"]["mae"])

@@ -9,9 +9,10 @@ early-stopping callback and reports to Ray Train **once**, at the end, with the 
 checkpoint of rank 0: per-iteration reports would make every round a round trip through the
 controller.
 
-A refit (``training.refit``, :func:`training.train.refit`) runs the same loop without validation
-rows: exactly the number of rounds the early-stopping fit chose, on the training and validation
-rows together.
+A refit (``training.refit``) follows in the same run, in the same workers: without validation
+rows, exactly the number of rounds the early-stopping fit chose, on the training and validation
+rows together (each worker its share of them, as above). One run for both: a Ray Train run costs
+several seconds of start-up however short its fit.
 
 ``training.num_workers=0`` runs the same loop through Ray Train's local mode (in the driver
 process, no worker actors). :func:`fit_plain` runs the same loop without Ray at all: the benchmark's
@@ -37,7 +38,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +46,7 @@ import lightgbm as lgb
 import numpy as np
 
 MODEL_FILE = "model.txt"
+REFIT_MODEL_FILE = "refit_model.txt"
 VALID_METRIC = "l1"  # LightGBM's name for mean absolute error
 
 # Always set for every fit, whatever the config says (see the module docstring).
@@ -96,35 +98,64 @@ def validation_mae(booster: lgb.Booster) -> float | None:
     return float(booster.best_score["valid"][VALID_METRIC]) if "valid" in booster.best_score else None
 
 
+def best_iteration_of(booster: lgb.Booster) -> int:
+    return int(booster.best_iteration or booster.current_iteration())
+
+
+def fit_then_refit(
+    config: LoopConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray] | None,
+    refit: tuple[np.ndarray, np.ndarray] | None,
+    extra_params: Mapping[str, Any] | None = None,
+) -> tuple[tuple[lgb.Booster, int, float], tuple[lgb.Booster, int, float] | None]:
+    """The loop every backend runs: the early-stopping fit, then, given ``refit`` rows, the same
+    settings again on them for exactly the rounds it chose. Each as (booster, rounds run, seconds)."""
+    started = time.perf_counter()
+    booster, rounds = train_booster(config, train, valid, extra_params)
+    chosen = (booster, rounds, time.perf_counter() - started)
+    if refit is None:
+        return chosen, None
+    started = time.perf_counter()
+    refit_config = replace(config, num_boost_round=best_iteration_of(booster), early_stopping_rounds=0)
+    refitted, refit_rounds = train_booster(refit_config, refit, None, extra_params)
+    return chosen, (refitted, refit_rounds, time.perf_counter() - started)
+
+
 def train_loop(loop_config: dict) -> None:
-    """One Ray Train worker: its share of the training rows, all validation rows (none for a
-    refit), one report."""
+    """One Ray Train worker: its share of the training rows, all validation rows, then its share of
+    the refit rows (if any); one report."""
     import ray
     import ray.train
     from ray.train.lightgbm import get_network_params
 
-    started = time.perf_counter()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config: LoopConfig = loop_config["config"]
-    x_train, y_train = ray.get(loop_config["train"])
+    train = ray.get(loop_config["train"])
     valid = ray.get(loop_config["valid"]) if loop_config["valid"] is not None else None
+    refit = ray.get(loop_config["refit"]) if loop_config["refit"] is not None else None
     extra = {}
     if world > 1:
-        x_train, y_train = x_train[rank::world], y_train[rank::world]
+        train = (train[0][rank::world], train[1][rank::world])
+        refit = None if refit is None else (refit[0][rank::world], refit[1][rank::world])
         extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
-    booster, rounds = train_booster(config, (x_train, y_train), valid, extra)
+    (booster, rounds, seconds), refitted = fit_then_refit(config, train, valid, refit, extra)
     metrics = {
-        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+        "best_iteration": best_iteration_of(booster),
         "rounds": rounds,
         "valid_mae": validation_mae(booster),
-        "worker_seconds": time.perf_counter() - started,
+        "worker_seconds": seconds,
+        "refit_rounds": None if refitted is None else refitted[1],
+        "refit_worker_seconds": None if refitted is None else refitted[2],
     }
     tmp = tempfile.mkdtemp(prefix="nba-train-checkpoint-")
     try:
         checkpoint = None
         if rank == 0:
             booster.save_model(os.path.join(tmp, MODEL_FILE), num_iteration=metrics["best_iteration"])
+            if refitted is not None:
+                refitted[0].save_model(os.path.join(tmp, REFIT_MODEL_FILE))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
     finally:
@@ -140,10 +171,16 @@ class FitResult:
     best_iteration: int
     rounds: int
     valid_mae: float | None  # LightGBM's validation l1 at the best iteration; None for a refit (no validation rows)
-    seconds: float  # wall time of the fit call (Ray Train start-up included)
+    seconds: float  # wall time of the fit call (Ray Train start-up, and the refit if any, included)
     worker_seconds: float  # time inside the training loop
     backend: str
     num_workers: int
+    refit: "FitResult | None" = None  # the refit made in the same run, if asked for
+
+    @property
+    def kept(self) -> "FitResult":
+        """The model kept: the refit, or without one this fit itself."""
+        return self.refit or self
 
 
 _ENV_SET_HERE: set[str] = set()
@@ -167,6 +204,7 @@ def fit_ray(
     config: LoopConfig,
     train: tuple[np.ndarray, np.ndarray],
     valid: tuple[np.ndarray, np.ndarray] | None,
+    refit: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     num_workers: int = 1,
     cpus_per_worker: float = 1,
@@ -176,7 +214,8 @@ def fit_ray(
     preemption_watcher: bool = False,
 ) -> FitResult:
     """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray).
-    ``valid=None``: a refit of exactly ``config.num_boost_round`` rounds."""
+    ``valid=None``: exactly ``config.num_boost_round`` rounds. ``refit``: rows to fit again on,
+    in the same run, for the rounds the first fit chose (:func:`fit_then_refit`)."""
     _ray_env(health_check_interval_s, preemption_watcher)
     import ray
     import ray.train
@@ -192,6 +231,7 @@ def fit_ray(
                 "config": config,
                 "train": ray.put(train),
                 "valid": ray.put(valid) if valid is not None else None,
+                "refit": ray.put(refit) if refit is not None else None,
                 "local": num_workers == 0,
             },
             scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
@@ -202,12 +242,14 @@ def fit_ray(
             raise RuntimeError("Ray Train returned no checkpoint: the training loop did not report its model")
         with result.checkpoint.as_directory() as directory:
             booster = lgb.Booster(model_file=os.path.join(directory, MODEL_FILE))
+            refitted = lgb.Booster(model_file=os.path.join(directory, REFIT_MODEL_FILE)) if refit is not None else None
         if num_workers == 0:
             shutil.rmtree(result.checkpoint.path, ignore_errors=True)
         metrics = result.metrics
     finally:
         if own_storage:
             shutil.rmtree(storage, ignore_errors=True)
+    backend = "ray_train_local" if num_workers == 0 else "ray_train"
     return FitResult(
         booster=booster,
         best_iteration=int(metrics["best_iteration"]),
@@ -215,17 +257,22 @@ def fit_ray(
         valid_mae=None if metrics["valid_mae"] is None else float(metrics["valid_mae"]),
         seconds=time.perf_counter() - started,
         worker_seconds=float(metrics["worker_seconds"]),
-        backend="ray_train_local" if num_workers == 0 else "ray_train",
+        backend=backend,
         num_workers=num_workers,
+        refit=None if refitted is None else _refit_result(refitted, int(metrics["refit_rounds"]), float(metrics["refit_worker_seconds"]), backend, num_workers),
     )
 
 
-def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray] | None) -> FitResult:
-    """The same fit with a plain ``lightgbm.train`` call in this process (the reference)."""
+def fit_plain(
+    config: LoopConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray] | None,
+    refit: tuple[np.ndarray, np.ndarray] | None = None,
+) -> FitResult:
+    """The same fit (and refit) with plain ``lightgbm.train`` calls in this process (the reference)."""
     started = time.perf_counter()
-    booster, rounds = train_booster(config, train, valid)
-    best = int(booster.best_iteration or booster.current_iteration())
-    seconds = time.perf_counter() - started
+    (booster, rounds, fit_seconds), refitted = fit_then_refit(config, train, valid, refit)
+    best = best_iteration_of(booster)
     # Keep what the Ray path keeps: the model up to its best iteration.
     model = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     return FitResult(
@@ -233,8 +280,22 @@ def fit_plain(config: LoopConfig, train: tuple[np.ndarray, np.ndarray], valid: t
         best_iteration=best,
         rounds=rounds,
         valid_mae=validation_mae(booster),
-        seconds=seconds,
-        worker_seconds=seconds,
+        seconds=time.perf_counter() - started,
+        worker_seconds=fit_seconds,
         backend="lightgbm",
         num_workers=0,
+        refit=None if refitted is None else _refit_result(*refitted, "lightgbm", 0),
+    )
+
+
+def _refit_result(booster: lgb.Booster, rounds: int, seconds: float, backend: str, num_workers: int) -> FitResult:
+    return FitResult(
+        booster=booster,
+        best_iteration=rounds,
+        rounds=rounds,
+        valid_mae=None,
+        seconds=seconds,
+        worker_seconds=seconds,
+        backend=backend,
+        num_workers=num_workers,
     )

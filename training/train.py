@@ -223,21 +223,15 @@ def _multirun_job() -> tuple[str | None, int | None]:
 
 def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
     """The early-stopping fit: training rows, stopped on the validation rows' MAE. It chooses the
-    number of rounds, and its validation predictions are the model's validation scores."""
+    number of rounds, and its validation predictions are the model's validation scores.
+
+    Then, in the same run (``training.refit``), the model kept (``FitResult.kept``): the same
+    settings fitted again on the training and validation rows together (``Dataset.refit``) for
+    exactly the rounds the first fit stopped at. The validation split is the months just before the
+    test dates; the refit learns from them too, where the early-stopping fit only measured on them."""
     loop = _loop(settings, settings.num_boost_round, settings.early_stopping_rounds)
-    return _run_fit(settings, loop, dataset.matrices("train"), dataset.matrices("valid"), cfg, run_name, backend)
-
-
-def refit(settings: TrainSettings, dataset: Dataset, chosen: FitResult, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
-    """The model kept (``training.refit``): the same settings fitted again on the training and
-    validation rows together (``Dataset.refit``) for exactly the rounds ``chosen`` stopped at.
-    The validation split is the months just before the test dates; the refit learns from them
-    too, where the early-stopping fit only measured on them. ``chosen`` itself when the setting
-    is off."""
-    if not settings.refit:
-        return chosen
-    loop = _loop(settings, chosen.best_iteration, early_stopping_rounds=0)
-    return _run_fit(settings, loop, dataset.matrices("refit"), None, cfg, run_name, backend)
+    refit = dataset.matrices("refit") if settings.refit else None
+    return _run_fit(settings, loop, dataset.matrices("train"), dataset.matrices("valid"), refit, cfg, run_name, backend)
 
 
 def _loop(settings: TrainSettings, num_boost_round: int, early_stopping_rounds: int) -> LoopConfig:
@@ -248,13 +242,14 @@ def _run_fit(
     settings: TrainSettings,
     loop: LoopConfig,
     train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray] | None,
+    valid: tuple[np.ndarray, np.ndarray],
+    refit: tuple[np.ndarray, np.ndarray] | None,
     cfg: DictConfig | None,
     run_name: str,
     backend: str,
 ) -> FitResult:
     if backend == "plain":
-        return fit_plain(loop, train, valid)
+        return fit_plain(loop, train, valid, refit)
     from pipeline.ray_runtime import start_ray
 
     if cfg is not None:
@@ -263,6 +258,7 @@ def _run_fit(
         loop,
         train,
         valid,
+        refit,
         num_workers=settings.num_workers,
         cpus_per_worker=settings.cpus_per_worker,
         storage_path=settings.storage_path,
@@ -285,7 +281,7 @@ def _window(frame: pl.DataFrame) -> dict[str, str]:
 def score(dataset: Dataset, chosen: FitResult, model: FitResult | None = None) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """Evaluations of model + baselines on the validation and test evaluation rows.
 
-    ``model``: the model kept (:func:`refit`; default ``chosen``). The validation rows are scored
+    ``model``: the model kept (``FitResult.kept``; default ``chosen``). The validation rows are scored
     with ``chosen``, the early-stopping fit, which did not learn from them; a refit did, so its
     validation scores would flatter it. The test rows are scored with the model kept."""
     model = model or chosen
@@ -465,11 +461,11 @@ def train_and_report(
 
     mark = time.perf_counter()
     fit_result = fit(settings, dataset, cfg, run_name=f"v5-{run_id}", backend=backend)
-    timings["fit"] = time.perf_counter() - mark
+    timings["fit"] = time.perf_counter() - mark  # the refit included: one run for both
     timings["fit_in_worker"] = fit_result.worker_seconds
-    mark = time.perf_counter()
-    model_fit = refit(settings, dataset, fit_result, cfg, run_name=f"v5-{run_id}-refit", backend=backend)
-    timings["refit"] = time.perf_counter() - mark
+    model_fit = fit_result.kept
+    if fit_result.refit is not None:
+        timings["refit_in_worker"] = fit_result.refit.worker_seconds
     booster = model_fit.booster
 
     mark = time.perf_counter()
