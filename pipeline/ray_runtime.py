@@ -28,8 +28,11 @@ def start_ray(config: DictConfig) -> None:
         return
     # Ray's own usage reporting would try the network; this pipeline talks only to its warehouse.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", GCS_PORT_WAIT_SECONDS)
     attempts = LOCAL_START_ATTEMPTS if config.address is None else 1  # joining a cluster starts no node
+    if config.address is None:
+        # Not when joining a cluster: Ray reads the same knob as its number of 1 s tries to reach a
+        # GCS, and an unreachable cluster should be reported in Ray's ~20 s, not 90.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", GCS_PORT_WAIT_SECONDS)
     for attempt in range(1, attempts + 1):
         try:
             ray.init(

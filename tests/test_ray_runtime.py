@@ -6,6 +6,7 @@ one of Ray's own startup-timeout errors, the next ones start the real Ray."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import ray
@@ -23,11 +24,16 @@ GCS_PORT_TIMEOUT = RuntimeError(
 LOCAL = OmegaConf.create({"address": None, "num_cpus": 1, "include_dashboard": False, "log_to_driver": False})
 
 
+GCS_WAIT = "RAY_gcs_server_port_wait_time_s"
+
+
 @pytest.fixture
-def no_ray():
+def no_ray(monkeypatch):
     stop_in_process_ray()
     if ray.is_initialized():
         ray.shutdown()
+    monkeypatch.setenv(GCS_WAIT, "unset")  # recorded, so that teardown restores whatever was there ...
+    monkeypatch.delenv(GCS_WAIT)  # ... and each test starts without it
     yield
     ray.shutdown()
 
@@ -54,6 +60,13 @@ def test_a_local_node_that_times_out_starting_is_started_again(no_ray, monkeypat
     assert ray.is_initialized() and len(calls) == 2
     assert "Ray's local node did not start in time" in caplog.text and "attempt 2 of 2" in caplog.text
     assert ray.cluster_resources()["CPU"] == 1
+    assert os.environ[GCS_WAIT] == ray_runtime.GCS_PORT_WAIT_SECONDS  # Ray's own wait for the GCS, raised
+
+
+def test_a_gcs_wait_the_operator_set_is_kept(no_ray, monkeypatch):
+    monkeypatch.setenv(GCS_WAIT, "45")
+    ray_runtime.start_ray(LOCAL)
+    assert ray.is_initialized() and os.environ[GCS_WAIT] == "45"
 
 
 def test_a_second_timeout_and_any_other_error_are_raised(no_ray, monkeypatch):
@@ -73,3 +86,4 @@ def test_joining_a_cluster_is_not_retried(no_ray, monkeypatch):
     with pytest.raises(Exception, match="timed out during startup"):
         ray_runtime.start_ray(OmegaConf.merge(LOCAL, {"address": "auto", "num_cpus": None}))
     assert len(calls) == 1
+    assert GCS_WAIT not in os.environ  # Ray's tries to reach a cluster's GCS keep their default
