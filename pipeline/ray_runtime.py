@@ -10,17 +10,17 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-# Ray gives a new local node 30 s for its GCS to publish its port, and a fixed 30 s more for its
-# raylet to register. On a busy machine (two cores shared with other jobs, a killed run's Ray still
-# exiting) either can run out although nothing is wrong, and a second start succeeds (what the
-# first one started shares this process's fate: it ends with the run at the latest). The GCS wait
-# has a knob of Ray's own, raised here unless the operator set it; the raylet's has none.
+# Ray gives a new local node 30 s for each of its processes to publish its port (the GCS first),
+# and a fixed 30 s more for its raylet to register. On a busy machine (two cores shared with other
+# jobs, a killed run's Ray still exiting) a start can fail so although nothing is wrong with the run:
+# seen here both as a slow start and as a GCS or dashboard process that died at once, leaving no log,
+# and the start after it succeeded. Waiting longer does not help the second kind, starting again
+# does (what a failed start left shares this process's fate: it ends with the run at the latest).
 STARTUP_TIMEOUT_MESSAGES = (
     "timed out during startup",  # the raylet's registration
-    "Timed out waiting for file",  # the GCS's port file
+    "Timed out waiting for file",  # a process's port file: the GCS's, the dashboard's
 )
-GCS_PORT_WAIT_SECONDS = "90"
-LOCAL_START_ATTEMPTS = 2
+LOCAL_START_ATTEMPTS = 3
 
 
 def start_ray(config: DictConfig) -> None:
@@ -29,10 +29,6 @@ def start_ray(config: DictConfig) -> None:
     # Ray's own usage reporting would try the network; this pipeline talks only to its warehouse.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     attempts = LOCAL_START_ATTEMPTS if config.address is None else 1  # joining a cluster starts no node
-    if config.address is None:
-        # Not when joining a cluster: Ray reads the same knob as its number of 1 s tries to reach a
-        # GCS, and an unreachable cluster should be reported in Ray's ~20 s, not 90.
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", GCS_PORT_WAIT_SECONDS)
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
