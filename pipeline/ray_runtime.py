@@ -12,13 +12,13 @@ log = logging.getLogger(__name__)
 
 # Ray gives a new local node 30 s for each of its processes to publish its port (the GCS first),
 # and a fixed 30 s more for its raylet to register. On a busy machine (two cores shared with other
-# jobs, a killed run's Ray still exiting) a start can fail so although nothing is wrong with the run:
-# seen here both as a slow start and as a GCS or dashboard process that died at once, leaving no log,
-# and the start after it succeeded. Waiting longer does not help the second kind, starting again
-# does (what a failed start left shares this process's fate: it ends with the run at the latest).
+# jobs, a killed run's Ray still exiting) a start can run out of that time although nothing is wrong
+# with the run. Seen here: the raylet late, and a GCS that never wrote its port file or any log
+# (waiting 90 s did not help); each time a new start in the same process succeeded (what a failed
+# start left shares this process's fate: it ends with the run at the latest).
 STARTUP_TIMEOUT_MESSAGES = (
     "timed out during startup",  # the raylet's registration
-    "Timed out waiting for file",  # a process's port file: the GCS's, the dashboard's
+    "Timed out waiting for file",  # a process's port file (seen: the GCS's)
 )
 LOCAL_START_ATTEMPTS = 3
 

@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -102,24 +102,28 @@ def best_iteration_of(booster: lgb.Booster) -> int:
     return int(booster.best_iteration or booster.current_iteration())
 
 
+class Trained(NamedTuple):
+    booster: lgb.Booster
+    rounds: int  # rounds run
+    seconds: float
+
+
 def fit_then_refit(
     config: LoopConfig,
     train: tuple[np.ndarray, np.ndarray],
     valid: tuple[np.ndarray, np.ndarray] | None,
     refit: tuple[np.ndarray, np.ndarray] | None,
     extra_params: Mapping[str, Any] | None = None,
-) -> tuple[tuple[lgb.Booster, int, float], tuple[lgb.Booster, int, float] | None]:
+) -> tuple[Trained, Trained | None]:
     """The loop every backend runs: the early-stopping fit, then, given ``refit`` rows, the same
-    settings again on them for exactly the rounds it chose. Each as (booster, rounds run, seconds)."""
+    settings again on them for exactly the rounds it chose."""
     started = time.perf_counter()
-    booster, rounds = train_booster(config, train, valid, extra_params)
-    chosen = (booster, rounds, time.perf_counter() - started)
+    chosen = Trained(*train_booster(config, train, valid, extra_params), time.perf_counter() - started)
     if refit is None:
         return chosen, None
     started = time.perf_counter()
-    refit_config = replace(config, num_boost_round=best_iteration_of(booster), early_stopping_rounds=0)
-    refitted, refit_rounds = train_booster(refit_config, refit, None, extra_params)
-    return chosen, (refitted, refit_rounds, time.perf_counter() - started)
+    refit_config = replace(config, num_boost_round=best_iteration_of(chosen.booster), early_stopping_rounds=0)
+    return chosen, Trained(*train_booster(refit_config, refit, None, extra_params), time.perf_counter() - started)
 
 
 def train_loop(loop_config: dict) -> None:
@@ -140,14 +144,15 @@ def train_loop(loop_config: dict) -> None:
         train = (train[0][rank::world], train[1][rank::world])
         refit = None if refit is None else (refit[0][rank::world], refit[1][rank::world])
         extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
-    (booster, rounds, seconds), refitted = fit_then_refit(config, train, valid, refit, extra)
+    chosen, refitted = fit_then_refit(config, train, valid, refit, extra)
+    booster = chosen.booster
     metrics = {
         "best_iteration": best_iteration_of(booster),
-        "rounds": rounds,
+        "rounds": chosen.rounds,
         "valid_mae": validation_mae(booster),
-        "worker_seconds": seconds,
-        "refit_rounds": None if refitted is None else refitted[1],
-        "refit_worker_seconds": None if refitted is None else refitted[2],
+        "worker_seconds": chosen.seconds,
+        "refit_rounds": None if refitted is None else refitted.rounds,
+        "refit_worker_seconds": None if refitted is None else refitted.seconds,
     }
     tmp = tempfile.mkdtemp(prefix="nba-train-checkpoint-")
     try:
@@ -155,7 +160,7 @@ def train_loop(loop_config: dict) -> None:
         if rank == 0:
             booster.save_model(os.path.join(tmp, MODEL_FILE), num_iteration=metrics["best_iteration"])
             if refitted is not None:
-                refitted[0].save_model(os.path.join(tmp, REFIT_MODEL_FILE))
+                refitted.booster.save_model(os.path.join(tmp, REFIT_MODEL_FILE))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
     finally:
@@ -271,17 +276,17 @@ def fit_plain(
 ) -> FitResult:
     """The same fit (and refit) with plain ``lightgbm.train`` calls in this process (the reference)."""
     started = time.perf_counter()
-    (booster, rounds, fit_seconds), refitted = fit_then_refit(config, train, valid, refit)
-    best = best_iteration_of(booster)
+    chosen, refitted = fit_then_refit(config, train, valid, refit)
+    best = best_iteration_of(chosen.booster)
     # Keep what the Ray path keeps: the model up to its best iteration.
-    model = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    model = lgb.Booster(model_str=chosen.booster.model_to_string(num_iteration=best))
     return FitResult(
         booster=model,
         best_iteration=best,
-        rounds=rounds,
-        valid_mae=validation_mae(booster),
+        rounds=chosen.rounds,
+        valid_mae=validation_mae(chosen.booster),
         seconds=time.perf_counter() - started,
-        worker_seconds=fit_seconds,
+        worker_seconds=chosen.seconds,
         backend="lightgbm",
         num_workers=0,
         refit=None if refitted is None else _refit_result(*refitted, "lightgbm", 0),

@@ -229,13 +229,9 @@ def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_n
     settings fitted again on the training and validation rows together (``Dataset.refit``) for
     exactly the rounds the first fit stopped at. The validation split is the months just before the
     test dates; the refit learns from them too, where the early-stopping fit only measured on them."""
-    loop = _loop(settings, settings.num_boost_round, settings.early_stopping_rounds)
+    loop = LoopConfig(settings.lightgbm(), settings.num_boost_round, settings.early_stopping_rounds, list(FEATURE_COLUMNS))
     refit = dataset.matrices("refit") if settings.refit else None
     return _run_fit(settings, loop, dataset.matrices("train"), dataset.matrices("valid"), refit, cfg, run_name, backend)
-
-
-def _loop(settings: TrainSettings, num_boost_round: int, early_stopping_rounds: int) -> LoopConfig:
-    return LoopConfig(settings.lightgbm(), num_boost_round, early_stopping_rounds, list(FEATURE_COLUMNS))
 
 
 def _run_fit(
