@@ -271,22 +271,40 @@ def test_evaluation_rows_count_earlier_played_games_of_the_season(workdir):
     assert mismatches == [(0,)]
 
 
-def test_same_seed_same_metrics(trained, workdir, tmp_path):
-    """A second training, in this process through Ray Train again, gives the same metrics and model."""
+def test_training_again_gives_the_same_model_bit_for_bit(trained, workdir, tmp_path):
+    """Trained again, in this process with plain ``lightgbm.train`` calls (the function the Ray
+    Train worker runs), on the same rows with the same settings: the same model file and the same
+    metrics as the main command's Ray Train fit, but for which backend fitted it. (Ray Train
+    again, in another process, gives the same model too: test_bigquery_pipeline.)"""
     out, first = trained
     cfg = compose_cfg(workdir / "warehouse.duckdb", tmp_path)
     with DuckDBWarehouse(workdir / "warehouse.duckdb", read_only=True) as warehouse:
-        second = train_and_report(cfg, warehouse, output_dir=tmp_path / "again", print_summary=False)
-    assert comparable(second.metrics) == comparable(first)
+        second = train_and_report(cfg, warehouse, output_dir=tmp_path / "again", backend="plain", print_summary=False).metrics
+    assert (first["fit"]["backend"], second["fit"]["backend"]) == ("ray_train", "lightgbm")
+    fitted_by = {"backend", "num_workers"}
+    assert {k: v for k, v in second["fit"].items() if k not in fitted_by} == {k: v for k, v in first["fit"].items() if k not in fitted_by}
+    assert comparable({**second, "fit": None}) == comparable({**first, "fit": None})
     assert (tmp_path / "again" / "model.txt").read_text() == (out / "model.txt").read_text()
 
 
-def test_features_come_only_from_the_feature_store(trained, workdir, tmp_path, rows):
+# Short fits for the tests that compare two fits of their own (the early-stopping fit and the refit).
+SHORT_FIT = ("training.num_boost_round=60", "training.early_stopping_rounds=10")
+
+
+def test_features_come_only_from_the_feature_store(workdir, tmp_path, rows):
     """Changing columns the model must not read (feature-store IDs, box-score columns other than
     points and minutes) leaves the fitted model unchanged; changing a feature does not."""
-    out, first = trained
-    original = load_model(out)
-    assert original.features == FEATURE_COLUMNS == original.booster.feature_name()
+    test_matrix = feature_matrix(build_dataset(rows, make_split(rows["game_date"].unique().to_list())).test)
+
+    def fit(path: Path, name: str) -> tuple[np.ndarray, dict]:
+        """A short fit on the warehouse at ``path``: its test predictions and metrics."""
+        with DuckDBWarehouse(path, read_only=True) as warehouse:
+            metrics = train_and_report(compose_cfg(path, tmp_path, *SHORT_FIT), warehouse, output_dir=tmp_path / name, backend="plain", print_summary=False).metrics
+        model = load_model(tmp_path / name)
+        assert model.features == FEATURE_COLUMNS == model.booster.feature_name()
+        return model.booster.predict(test_matrix), metrics
+
+    original, original_metrics = fit(workdir / "warehouse.duckdb", "original")
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(workdir / "warehouse.duckdb", copy)
     with duckdb.connect(str(copy)) as con:
@@ -295,22 +313,15 @@ def test_features_come_only_from_the_feature_store(trained, workdir, tmp_path, r
             "UPDATE nba_analytics.player_game_summary SET reb = reb + 5, ast = 0, fga = fga + 3, fgm = 0, usage_rate = NULL, "
             "plus_minus = 42, starter = NOT starter, ts_pct = 0.0"
         )
-    cfg = compose_cfg(copy, tmp_path)
-    test_matrix = feature_matrix(build_dataset(rows, make_split(rows["game_date"].unique().to_list())).test)
-    with DuckDBWarehouse(copy, read_only=True) as warehouse:
-        # A plain lightgbm.train on the same data and parameters is the Ray Train model bit for bit.
-        same = train_and_report(cfg, warehouse, output_dir=tmp_path / "same", backend="plain", print_summary=False)
-    np.testing.assert_array_equal(same.metrics["fit"]["best_iteration"], first["fit"]["best_iteration"])
-    new = load_model(tmp_path / "same").booster
-    np.testing.assert_array_equal(new.predict(test_matrix), original.booster.predict(test_matrix))
-    assert same.metrics["test"]["mae"] == first["test"]["mae"]
+    same, same_metrics = fit(copy, "same")
+    np.testing.assert_array_equal(same, original)
+    assert same_metrics["test"]["mae"] == original_metrics["test"]["mae"] and same_metrics["fit"] == original_metrics["fit"]
 
     with duckdb.connect(str(copy)) as con:
         con.execute("UPDATE nba_predictions.ml_feature_store SET points_avg_last_3 = points_avg_last_3 + 3 WHERE season = '2022-23'")
-    with DuckDBWarehouse(copy, read_only=True) as warehouse:
-        changed = train_and_report(cfg, warehouse, output_dir=tmp_path / "changed", backend="plain", print_summary=False)
-    assert not np.array_equal(load_model(tmp_path / "changed").booster.predict(test_matrix), original.booster.predict(test_matrix))
-    assert changed.metrics["data_fingerprint"] != same.metrics["data_fingerprint"]
+    changed, changed_metrics = fit(copy, "changed")
+    assert not np.array_equal(changed, original)
+    assert changed_metrics["data_fingerprint"] != same_metrics["data_fingerprint"]
 
 
 def test_predict_and_grade_end_to_end(trained, workdir, tmp_path):
