@@ -299,7 +299,8 @@ def test_features_come_only_from_the_feature_store(workdir, tmp_path, rows):
     def fit(path: Path, name: str) -> tuple[np.ndarray, dict]:
         """A short fit on the warehouse at ``path``: its test predictions and metrics."""
         with DuckDBWarehouse(path, read_only=True) as warehouse:
-            metrics = train_and_report(compose_cfg(path, tmp_path, *SHORT_FIT), warehouse, output_dir=tmp_path / name, backend="plain", print_summary=False).metrics
+            cfg = compose_cfg(path, tmp_path, *SHORT_FIT)
+            metrics = train_and_report(cfg, warehouse, output_dir=tmp_path / name, backend="plain", print_summary=False).metrics
         model = load_model(tmp_path / name)
         assert model.features == FEATURE_COLUMNS == model.booster.feature_name()
         return model.booster.predict(test_matrix), metrics
