@@ -3,7 +3,8 @@
 The source is README's main command (conftest.main_command) with predictions and grades on
 three dates, so every table the pipeline owns has rows (but the quarantine: the bundled data has
 no bad rows). One backup of it in a local folder serves the module; the trip through Cloud
-Storage to BigQuery and back makes its own, on the emulators the session starts.
+Storage to BigQuery and back makes its own, on the emulators the session starts. The commands run
+in this process (``run_in_process``), but where a run is killed or the lock is held from here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
-from conftest import run_pipeline, unwrapped
+from conftest import run_in_process, run_pipeline, unwrapped
 from pipeline.backup.folder import Folder
 from pipeline.backup.manifest import MANIFEST, Manifest, backup_name, backup_time, owned_tables, sha256
 from pipeline.state import RUN_STATE
@@ -67,7 +68,7 @@ def source(main_command, tmp_path_factory) -> Path:
     shutil.copy(main_dir / "warehouse.duckdb", workdir / "warehouse.duckdb")
     dates = [f"dates.start={PREDICTED[0]}", f"dates.end={PREDICTED[1]}"]
     for task in ("task=predict", "task=grade"):
-        run = run_pipeline(workdir, task, f"training.model_dir={main_dir / 'model'}", *dates)
+        run = run_in_process(workdir, task, f"training.model_dir={main_dir / 'model'}", *dates)
         assert run.returncode == 0, run.output
     return workdir / "warehouse.duckdb"
 
@@ -84,7 +85,7 @@ def source_tables(source) -> dict[str, pl.DataFrame]:
 def local_backup(source) -> Path:
     """One backup of the source in a local folder; copy it before changing it."""
     target = source.parent / "backups"
-    run = run_pipeline(source.parent, "task=backup", f"backup.target={target}")
+    run = run_in_process(source.parent, "task=backup", f"backup.target={target}")
     assert run.returncode == 0, run.output
     assert "backup complete" in unwrapped(run.output)
     return only_backup(target)
@@ -97,10 +98,10 @@ def bigquery_copy(source, source_tables, storage_emulator, bigquery_emulator, tm
     workdir = tmp_path_factory.mktemp("backup_bigquery")
     target = gs_folder(storage_emulator)
     gs = [f"backup.target={target.url}", *storage_emulator.overrides()]
-    run = run_pipeline(workdir, "task=backup", *gs, warehouse=[f"warehouse.path={source}"])
+    run = run_in_process(workdir, "task=backup", *gs, warehouse=[f"warehouse.path={source}"])
     assert run.returncode == 0, run.output
     backend = Backend.bigquery(bigquery_emulator)
-    run = run_pipeline(workdir, "task=restore", *gs, warehouse=backend.overrides)
+    run = run_in_process(workdir, "task=restore", *gs, warehouse=backend.overrides)
     assert run.returncode == 0, run.output
     return backend, target
 
@@ -129,7 +130,7 @@ def test_a_backup_holds_every_table_with_its_manifest(source_tables, local_backu
 
 
 def test_a_restore_into_a_fresh_duckdb_is_the_backup_row_for_row_with_nothing_to_rebuild(source, source_tables, local_backup, tmp_path):
-    run = run_pipeline(tmp_path, "task=restore", f"backup.source={local_backup}")
+    run = run_in_process(tmp_path, "task=restore", f"backup.source={local_backup}")
     assert run.returncode == 0, run.output
     text = unwrapped(run.output)
     assert f"verified {local_backup}: {len(owned_tables())} tables" in text and "restore complete" in text
@@ -137,15 +138,15 @@ def test_a_restore_into_a_fresh_duckdb_is_the_backup_row_for_row_with_nothing_to
     assert_same_tables(every_table(Backend.duckdb(tmp_path / "warehouse.duckdb")), source_tables)
 
     # task=status shows the same dates ok as in the source, none failed or missing.
-    status = run_pipeline(tmp_path, "task=status")
+    status = run_in_process(tmp_path, "task=status")
     assert status.returncode == 0, status.output
-    original = run_pipeline(source.parent, "task=status")
+    original = run_in_process(source.parent, "task=status")
     assert status_rows(status.output) == status_rows(original.output) and status_rows(status.output)
     for row in status_rows(status.output):
         table, season, ok, failed, missing, *_ = row
         assert int(ok.replace(",", "")) > 0 and failed == missing == "0", row
     # The run state came back with its fingerprints: a plain run finds nothing to rebuild.
-    rerun = run_pipeline(tmp_path)
+    rerun = run_in_process(tmp_path)
     assert rerun.returncode == 0 and "nothing to do" in rerun.output, rerun.output
 
 
@@ -164,7 +165,7 @@ def test_a_restore_over_an_existing_warehouse_leaves_exactly_the_backup(main_com
             f"INSERT INTO {RUN_STATE.name} SELECT * REPLACE (DATE '2030-01-01' AS game_date) FROM {RUN_STATE.name} "
             "WHERE table_name = 'nba_raw.schedule' LIMIT 1"
         )
-    run = run_pipeline(tmp_path, "task=restore", f"backup.target={local_backup.parent}")  # backup.source=latest
+    run = run_in_process(tmp_path, "task=restore", f"backup.target={local_backup.parent}")  # backup.source=latest
     assert run.returncode == 0, run.output
     assert_same_tables(every_table(Backend.duckdb(target)), source_tables)
 
@@ -173,15 +174,15 @@ def test_duckdb_to_cloud_storage_to_bigquery_and_back_every_table_identical(sour
     backend, target = bigquery_copy
     gs = [f"backup.target={target.url}", *storage_emulator.overrides()]
     assert_same_tables(every_table(backend), source_tables)
-    rerun = run_pipeline(tmp_path, warehouse=backend.overrides)
+    rerun = run_in_process(tmp_path, warehouse=backend.overrides)
     assert rerun.returncode == 0 and "nothing to do" in rerun.output, rerun.output
 
     # And back: BigQuery to the same bucket folder, then the newest backup there into DuckDB.
-    run = run_pipeline(tmp_path, "task=backup", *gs, warehouse=backend.overrides)
+    run = run_in_process(tmp_path, "task=backup", *gs, warehouse=backend.overrides)
     assert run.returncode == 0, run.output
-    listing = run_pipeline(tmp_path, "task=backups", *gs)
+    listing = run_in_process(tmp_path, "task=backups", *gs)
     assert listing.returncode == 0 and unwrapped(listing.output).count(f"│ complete │ {len(owned_tables())} │") == 2, listing.output
-    run = run_pipeline(tmp_path, "task=restore", *gs)
+    run = run_in_process(tmp_path, "task=restore", *gs)
     assert run.returncode == 0, run.output
     assert f"from bigquery:local (datasets {backend.prefix}nba_*" in unwrapped(run.output)
     assert_same_tables(every_table(Backend.duckdb(tmp_path / "warehouse.duckdb")), source_tables)
@@ -215,7 +216,7 @@ def test_a_tampered_backup_is_refused_and_the_warehouse_is_unchanged(
     else:
         backend, _ = request.getfixturevalue("bigquery_copy")
 
-    run = run_pipeline(tmp_path, "task=restore", f"backup.source={copy}", warehouse=backend.overrides)
+    run = run_in_process(tmp_path, "task=restore", f"backup.source={copy}", warehouse=backend.overrides)
     text = unwrapped(run.output)
     assert run.returncode == 1, run.output
     assert "error:" in text and "Traceback" not in text
@@ -254,17 +255,17 @@ def test_a_backup_killed_half_way_is_incomplete_and_a_later_one_restores(source,
     killed = only_backup(target)
     assert not (killed / MANIFEST).exists()
 
-    listing = run_pipeline(tmp_path, "task=backups", f"backup.target={target}")
+    listing = run_in_process(tmp_path, "task=backups", f"backup.target={target}")
     assert f"│ {killed.name} │" in unwrapped(listing.output) and "incomplete: never restored" in unwrapped(listing.output), listing.output
-    refused = run_pipeline(tmp_path, "task=restore", f"backup.source={killed}")
+    refused = run_in_process(tmp_path, "task=restore", f"backup.source={killed}")
     assert refused.returncode == 1 and f"{killed} has no manifest.json: the backup is incomplete" in unwrapped(refused.output)
     assert not (tmp_path / "warehouse.duckdb").exists()
 
     # A later backup and a restore of the newest complete one are unaffected; the killed one stays
     # (younger than a day: it might still be being written).
-    run = run_pipeline(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}")
+    run = run_in_process(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}")
     assert run.returncode == 0 and "retention: deleted" not in run.output, run.output
-    run = run_pipeline(tmp_path, "task=restore", f"backup.target={target}")
+    run = run_in_process(tmp_path, "task=restore", f"backup.target={target}")
     assert run.returncode == 0, run.output
     assert_same_tables(every_table(Backend.duckdb(tmp_path / "warehouse.duckdb")), source_tables)
     assert killed.exists() and len([p for p in target.iterdir() if p.is_dir()]) == 2
@@ -288,7 +289,7 @@ def test_retention_after_a_backup_deletes_only_expired_backups(source, local_bac
     shutil.copytree(local_backup, outside / old)
     untouched = [target / "README.txt", target / "archive" / old / MANIFEST, outside / old / MANIFEST]
 
-    run = run_pipeline(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}", "backup.retention_days=30")
+    run = run_in_process(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}", "backup.retention_days=30")
     assert run.returncode == 0, run.output
     text = unwrapped(run.output)
     assert f"deleted the complete backup {old}" in text and f"deleted the incomplete backup {stale_incomplete}" in text
@@ -296,7 +297,7 @@ def test_retention_after_a_backup_deletes_only_expired_backups(source, local_bac
     assert len(first) == 1 and backup_dirs(target) == sorted([recent, young_incomplete, *first])
 
     # With no days kept, every complete backup but the newest goes; the young incomplete one stays.
-    run = run_pipeline(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}", "backup.retention_days=0")
+    run = run_in_process(tmp_path, "task=backup", f"warehouse.path={source}", f"backup.target={target}", "backup.retention_days=0")
     assert run.returncode == 0, run.output
     (newest,) = [name for name in backup_dirs(target) if name not in (young_incomplete, *first)]
     assert backup_dirs(target) == sorted([young_incomplete, newest])
