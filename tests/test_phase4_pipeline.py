@@ -1,7 +1,7 @@
 """Phase 4 through the real pipeline: sharded run equals per-date run, rows from the opener, and
 a bootstrap window marked when one is asked for.
 
-Two runs of ``python -m pipeline`` build the Phase 4 tables over the start of 2023-24 (its
+Two pipeline runs (in this process, sharing one Ray runtime) build the Phase 4 tables over the start of 2023-24 (its
 opener and the weeks after it) into copies of the same Phase 3 warehouse, one with the default
 64-date shards and one with one date per shard; every Phase 4 table must come out row for row
 the same, with rows on every game date from the opener. A third run over the first copy with
@@ -17,7 +17,7 @@ import shutil
 import pytest
 from polars.testing import assert_frame_equal
 
-from conftest import query, read_table, run_pipeline
+from conftest import query, read_table, run_in_process
 from pipeline.tables import registry
 
 TABLES = registry()
@@ -42,7 +42,7 @@ def test_sharded_run_equals_per_date_run_and_a_bootstrap_window_is_marked(phase3
         workdir = tmp_path / f"shard{shard_days}"
         workdir.mkdir()
         shutil.copy(phase3_warehouse, workdir / "warehouse.duckdb")
-        run = run_pipeline(workdir, tables, f"dates.start={START}", f"dates.end={END}", f"shard.days={shard_days}")
+        run = run_in_process(workdir, tables, f"dates.start={START}", f"dates.end={END}", f"shard.days={shard_days}")
         assert run.returncode == 0, run.output
         warehouses[shard_days] = workdir / "warehouse.duckdb"
 
@@ -69,7 +69,7 @@ def test_sharded_run_equals_per_date_run_and_a_bootstrap_window_is_marked(phase3
 
     # The old rule, asked for: the window's dates are emptied and marked, nothing else is rebuilt.
     workdir = tmp_path / "shard64"
-    run = run_pipeline(workdir, tables, f"dates.start={START}", f"dates.end={END}", "phase4.bootstrap_days=14")
+    run = run_in_process(workdir, tables, f"dates.start={START}", f"dates.end={END}", "phase4.bootstrap_days=14")
     assert run.returncode == 0, run.output
     for table_name, day, status, rows in run_state(warehouses[64]):
         if day in window:
