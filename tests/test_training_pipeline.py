@@ -61,7 +61,8 @@ def compose_cfg(warehouse: Path, workdir: Path, *overrides: str):
 
 
 def run_training(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m pipeline ...` (a model task) in a subprocess, against ``workdir``'s warehouse."""
+    """`python -m pipeline ...` in a subprocess, against ``workdir``'s warehouse: for a multirun,
+    which only the command line has (the other model tasks run in this process: ``run_in_process``)."""
     cmd = [
         sys.executable, "-m", "pipeline", *args,
         f"warehouse.path={workdir / 'warehouse.duckdb'}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2",
@@ -331,8 +332,8 @@ def test_predict_and_grade_end_to_end(trained, workdir, tmp_path):
     dates = ["2025-03-05", "2025-03-06", "2025-03-07"]
     args = [f"training.model_dir={out}", "dates.start=2025-03-05", "dates.end=2025-03-07"]
     for _ in range(2):  # twice: the second run replaces the same partitions
-        proc = run_training(tmp_path, "task=predict", *args)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        proc = run_in_process(tmp_path, "task=predict", *args)
+        assert proc.returncode == 0, proc.output
     saved = load_model(out)
     path = str(tmp_path / "warehouse.duckdb")
     with duckdb.connect(path, read_only=True) as con:
@@ -350,8 +351,8 @@ def test_predict_and_grade_end_to_end(trained, workdir, tmp_path):
     np.testing.assert_allclose(predictions["predicted_points"].to_numpy(), saved.booster.predict(feature_matrix(features)))
     assert predictions["feature_fingerprint"].null_count() == 0 and predictions["feature_fingerprint"].n_unique() > 100
 
-    proc = run_training(tmp_path, "task=grade", "dates.start=2025-03-05", "dates.end=2025-03-07")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_in_process(tmp_path, "task=grade", "dates.start=2025-03-05", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.output
     assert "prediction accuracy per date" in proc.stderr and "2025-03-06" in proc.stderr
     with duckdb.connect(path, read_only=True) as con:
         graded = pl.from_arrow(con.execute("SELECT * FROM nba_predictions.prediction_accuracy").to_arrow_table())
@@ -377,7 +378,7 @@ def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
         workdir, "-m", "task=train", "training.params.num_leaves=7,15", "training.num_boost_round=40",
         "training.early_stopping_rounds=10", "training.num_workers=0", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.output
     jobs = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
     assert [j["params"]["lightgbm"]["num_leaves"] for j in jobs] == [7, 15]
     assert [j["fit"]["backend"] for j in jobs] == ["ray_train_local"] * 2
@@ -482,8 +483,8 @@ def test_predict_with_lines_before_tipoff_and_grade(trained, workdir, tmp_path):
         warehouse.write([PartitionWrite(PREGAME_ROSTER, [d6, d7], roster)])
 
     # The morning: 2025-03-07 has no box scores yet; 2025-03-06 has (and old-kind rows to replace).
-    proc = run_training(tmp_path, "task=predict", f"training.model_dir={out}", "dates.start=2025-03-06", "dates.end=2025-03-07")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_in_process(tmp_path, "task=predict", f"training.model_dir={out}", "dates.start=2025-03-06", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.output
     csvs = list((tmp_path / "logs").glob("*-predictions.csv"))
     assert len(csvs) == 1
     assert str(csvs[0]) in unwrapped(proc.stderr) and "predictions for 2025-03-07" in proc.stderr
@@ -516,8 +517,8 @@ def test_predict_with_lines_before_tipoff_and_grade(trained, workdir, tmp_path):
             assert r["p_over"] < 0.5
     assert stored.filter(pl.col("points_line").is_null())["p_over"].null_count() == stored.height - with_line.height
 
-    proc = run_training(tmp_path, "task=grade", "dates.start=2025-03-06", "dates.end=2025-03-07")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_in_process(tmp_path, "task=grade", "dates.start=2025-03-06", "dates.end=2025-03-07")
+    assert proc.returncode == 0, proc.output
     text = unwrapped(proc.stderr)
     assert "side hit rate" in text and "Brier" in text and "in the 80% interval" in text
     graded = read_table(path, "nba_predictions.prediction_accuracy")
@@ -557,9 +558,9 @@ def test_a_feature_store_failing_its_gate_is_not_trained_on(workdir, tmp_path):
     assert not models.exists()
 
     # Training on its own checks the whole feature store first, and refuses.
-    refused = run_training(tmp_path, "task=train", FAILING_FEATURE_STORE, f"training.models_root={models}")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    text = unwrapped(refused.stdout + refused.stderr)
+    refused = run_in_process(tmp_path, "task=train", FAILING_FEATURE_STORE, f"training.models_root={models}")
+    assert refused.returncode == 1, refused.output
+    text = unwrapped(refused.output)
     assert re.search(r"the feature store fails \d+ critical check\(s\) \(coverage points_avg_last_5 all;", text), text
     assert "validation.gate=false" in text
     assert not models.exists()
