@@ -1,9 +1,10 @@
 """v5 model end to end on the bundled data: the quality bar, honesty, determinism, predict and grade.
 
 README's main command runs once per session (conftest.main_command: every table over the whole
-history, then the model, about 45 s); its model is reused by every test, and a few more fits cover determinism, the
-feature-store-only rule, `task=predict` / `task=grade` and the multirun sweep. The 80 % intervals are checked on the
-main command's model; predict and grade with prop lines on a copy of its warehouse.
+history, then the model, about 50 s); its model is reused by every test. A few more fits cover
+determinism, the refit switch, the feature-store-only rule and the multirun sweep; `task=predict`
+and `task=grade` run on copies of its warehouse, with prop lines too. The 80 % intervals are
+checked on the main command's model.
 """
 
 from __future__ import annotations
