@@ -55,13 +55,19 @@ def pipeline_overrides(workdir: Path, overrides: tuple[str, ...], warehouse: lis
 
 
 def run_pipeline(
-    workdir: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600, warehouse: list[str] | None = None
+    workdir: Path,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    warehouse: list[str] | None = None,
+    multirun: bool = False,
 ) -> Run:
     """`python -m pipeline` in a subprocess with its warehouse, logs and models under ``workdir``
-    (``warehouse``: the overrides of another warehouse, e.g. ``Backend.overrides``).
+    (``warehouse``: the overrides of another warehouse, e.g. ``Backend.overrides``; ``multirun``:
+    a Hydra multirun, ``-m``, which must come before the overrides).
 
     A full run does not train the model unless a test asks (``training.after_run=true``)."""
-    args = [sys.executable, "-m", "pipeline", *pipeline_overrides(workdir, overrides, warehouse)]
+    args = [sys.executable, "-m", "pipeline", *(["-m"] if multirun else []), *pipeline_overrides(workdir, overrides, warehouse)]
     proc = subprocess.run(
         args,
         cwd=workdir,

@@ -10,11 +10,8 @@ lines too. The 80 % intervals are checked on the main command's model.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -59,16 +56,6 @@ def compose_cfg(warehouse: Path, workdir: Path, *overrides: str):
             config_name="config",
             overrides=[f"warehouse.path={warehouse}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2", *overrides],
         )
-
-
-def run_training(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m pipeline ...` in a subprocess, against ``workdir``'s warehouse: for a multirun,
-    which only the command line has (the other model tasks run in this process: ``run_in_process``)."""
-    cmd = [
-        sys.executable, "-m", "pipeline", *args,
-        f"warehouse.path={workdir / 'warehouse.duckdb'}", f"logs.dir={workdir / 'logs'}", "ray.num_cpus=2",
-    ]  # fmt: skip
-    return subprocess.run(cmd, cwd=workdir, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=timeout)
 
 
 def recorded(metrics: dict) -> dict:
@@ -368,9 +355,9 @@ def test_multirun_writes_a_sweep_summary_sorted_by_validation_mae(workdir):
     """Two jobs in one process (Ray started once); short fits through Ray Train's local mode
     (num_workers=0, the same training loop without worker actors) to keep the test quick."""
     sweep = workdir / "sweep"
-    proc = run_training(
-        workdir, "-m", "task=train", "training.params.num_leaves=7,15", "training.num_boost_round=40",
-        "training.early_stopping_rounds=10", "training.num_workers=0", f"hydra.sweep.dir={sweep}",
+    proc = run_pipeline(
+        workdir, "task=train", "training.params.num_leaves=7,15", "training.num_boost_round=40",
+        "training.early_stopping_rounds=10", "training.num_workers=0", f"hydra.sweep.dir={sweep}", multirun=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.output
     jobs = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
