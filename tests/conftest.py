@@ -226,7 +226,7 @@ def phase3_warehouse(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def main_command(tmp_path_factory) -> tuple[Path, str]:
-    """README's main command on DuckDB, once per session: every table over the whole bundled
+    """README's main command on DuckDB, once per test worker: every table over the whole bundled
     history, the gates (their report under ``reports/``), then the model (written to
     ``model/``). Never written to afterwards: copy the warehouse before changing it."""
     workdir = tmp_path_factory.mktemp("main_command")
