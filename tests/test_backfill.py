@@ -20,7 +20,7 @@ from conftest import PHASE3_TABLES, RAW_DIR, kill_process_group, query, run_in_p
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
 
-pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
+pytestmark = pytest.mark.slow  # runs the pipeline end to end
 
 PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
 PHASE_4 = [n for n, t in registry().items() if t.phase == 4]

@@ -8,7 +8,7 @@ import pytest
 from conftest import PHASE3_TABLES, RAW_DIR, query, read_table, run_in_process
 from pipeline.tables import registry
 
-pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
+pytestmark = pytest.mark.slow  # runs the pipeline end to end
 
 PHASE3_AND_RAW = [n for n, t in registry().items() if t.phase <= 3]
 

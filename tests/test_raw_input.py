@@ -9,7 +9,7 @@ import pytest
 
 from conftest import query, run_in_process, unwrapped
 
-pytestmark = pytest.mark.slow  # runs the pipeline in subprocesses
+pytestmark = pytest.mark.slow  # runs the pipeline end to end
 
 SEASON_FILE = "player_boxscores_2023-24.parquet"
 TEAM_LOGS = "team_game_logs_regular_season.parquet"
