@@ -2,11 +2,11 @@
 a bootstrap window marked when one is asked for.
 
 Two pipeline runs (in this process, on one Ray runtime) build the Phase 4 tables over the start
-of 2023-24 (its opener and the weeks after it) into copies of the same Phase 3 warehouse, one with the default
-64-date shards and one with one date per shard; every Phase 4 table must come out row for row
-the same, with rows on every game date from the opener. A third run over the first copy with
-``phase4.bootstrap_days=14`` (the old system's rule) must empty the first 14 days of the season
-and mark them ``skipped_bootstrap``, leaving the later dates as they were.
+of 2023-24 (its opener and the weeks after it) into copies of the same Phase 3 warehouse, one
+with the default 64-date shards and one with one date per shard; every Phase 4 table must come
+out row for row the same, with rows on every game date from the opener. A third run over the
+first copy with ``phase4.bootstrap_days=14`` (the old system's rule) must empty the first 14 days
+of the season and mark them ``skipped_bootstrap``, leaving the later dates as they were.
 """
 
 from __future__ import annotations

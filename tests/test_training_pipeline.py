@@ -1,6 +1,6 @@
 """v5 model end to end on the bundled data: the quality bar, honesty, determinism, predict and grade.
 
-README's main command runs once per session (conftest.main_command: every table over the whole
+README's main command runs once per test worker (conftest.main_command: every table over the whole
 history, then the model, about 50 s); its model is reused by every test. A few more fits cover
 the refit switch, the feature-store-only rule (Ray Train and plain LightGBM: the same model) and
 the multirun sweep; `task=predict` and `task=grade` run on copies of its warehouse, with prop
