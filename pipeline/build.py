@@ -47,6 +47,8 @@ def run_settings(cfg: DictConfig, run_id: str, tables: dict[str, Table]) -> RunS
         max_rows=cfg.shard.max_rows,
         # Names and endpoints only: a worker that opens the warehouse brings its own credentials.
         warehouse_config=OmegaConf.to_container(cfg.warehouse, resolve=True) if cfg.shard.worker_io else None,
+        commit_interval_seconds=cfg.warehouse.get("commit_interval_seconds") or 0.0,
+        reachable_cpus=cfg.ray.get("reachable_cpus"),
     )
 
 
@@ -110,9 +112,36 @@ def retry_command(unfinished: dict[str, list[dt.date]], overrides: list[str]) ->
 
 
 
+def refuse_unshared_folders(cfg: DictConfig, warehouse: Warehouse) -> None:
+    """On a Ray cluster with worker-side I/O (BigQuery) every worker reads the raw files itself: a
+    local folder is refused unless ``data.shared_filesystem`` says every node sees it."""
+    from pipeline.warehouse.source import SOURCES, list_files
+    from pipeline.warehouse.storage import is_remote
+
+    on_cluster = cfg.ray.get("address") is not None
+    worker_io = cfg.shard.worker_io and warehouse.reachable_from_workers
+    if not (on_cluster and worker_io) or cfg.data.get("shared_filesystem"):
+        return
+    local = []
+    for key, folder in (("raw_dir", "raw"), ("slate_dir", "slates")):
+        path = cfg.data.get(key)
+        patterns = tuple(p for spec in SOURCES.values() if spec.folder == folder for p in spec.patterns)
+        if path and not is_remote(str(path)) and list_files(str(path), patterns, None):  # an empty slate folder holds nothing to read
+            local.append(f"data.{key}={path}")
+    if local:
+        raise UsageError(
+            f"refused: on a Ray cluster with {warehouse.describe()} every worker reads its own raw files, and "
+            f"{' and '.join(local)} {'is a local folder' if len(local) == 1 else 'are local folders'} the other nodes may not see. "
+            "Put the files in Cloud Storage "
+            "(data.raw_dir=gs://bucket/path), or, if every node mounts the same folder, say so with data.shared_filesystem=true "
+            "(or let the driver read every shard: shard.worker_io=false)."
+        )
+
+
 def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> RunSummary | None:
     """Plan and build ``cfg.tables`` on ``cfg.dates`` in a warehouse the caller holds the lock of,
     each level behind its validation gate; print the summary. None when nothing needed building."""
+    refuse_unshared_folders(cfg, warehouse)
     ctx = Context.open(cfg, warehouse)
     plan = ctx.plan()
     if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:

@@ -77,6 +77,10 @@ class RunSummary:
     driver_bytes: int = 0
     rows_bytes: int = 0
     worker_io: bool = False
+    # Warehouse jobs the driver made during the run, by kind (BigQuery: what a run costs), and the
+    # load jobs Ray workers made staging their own shards' rows (one per shard).
+    jobs: dict[str, int] = field(default_factory=dict)
+    worker_loads: int = 0
 
     def outcome(self, table: str) -> TableOutcome:
         return self.tables.setdefault(table, TableOutcome())
@@ -116,6 +120,12 @@ class RunSummary:
             console.print(
                 f"driver moved {_size(self.driver_bytes)} of table data for {_size(self.rows_bytes)} of rows built "
                 f"({self.driver_bytes / self.rows_bytes:.1%}): {where}",
+                highlight=False,
+            )
+        if self.jobs:
+            console.print(
+                f"warehouse jobs: {self.jobs.get('transaction', 0):,} transactions, {self.jobs.get('load', 0):,} load jobs, "
+                f"{self.jobs.get('query', 0):,} other queries by the driver; {self.worker_loads:,} load jobs by workers staging their shards",
                 highlight=False,
             )
         if self.quarantined:

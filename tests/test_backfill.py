@@ -80,7 +80,7 @@ def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path, b
         while time.monotonic() < deadline and committed < 5:
             time.sleep(0.5)
             text = "".join(p.read_text() for p in logs.glob("*.log")) if logs.exists() else ""
-            committed = text.count("DEBUG pipeline.runner: nba_analytics.player_game_summary 20")
+            committed = text.count("DEBUG pipeline.runner.commits: nba_analytics.player_game_summary 20")
         assert committed >= 5, "the level never got going"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -16,6 +16,7 @@ from backends import Backend
 from conftest import PHASE3_TABLES, PROJECT_ROOT
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
+from storage import upload_raw
 
 
 def test_the_cluster_launcher_config_passes_rays_own_validation():
@@ -140,13 +141,59 @@ def test_a_phase3_run_submitted_as_a_job_runs_on_both_nodes(two_nodes, phase3_wa
 
 
 @pytest.mark.slow
-def test_on_bigquery_the_workers_read_and_stage_and_the_driver_only_commits(two_nodes, bigquery_emulator, phase3_warehouse, tmp_path):
+def test_on_bigquery_the_workers_read_and_stage_and_the_driver_only_commits(
+    two_nodes, bigquery_emulator, storage_emulator, phase3_warehouse, tmp_path
+):
+    """Every worker reads its own raw files from Cloud Storage (where a local folder is refused:
+    test_raw_storage), its inputs from BigQuery, and stages its own rows."""
     cluster, dashboard = two_nodes
     backend = Backend.bigquery(bigquery_emulator)
-    status, logs = submit(dashboard, [*backend.overrides, *outside_the_job(tmp_path), f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"])
+    raw = [f"data.raw_dir={upload_raw(storage_emulator)}", f"data.storage.endpoint_url={storage_emulator.url}"]
+    overrides = [*backend.overrides, *raw, *outside_the_job(tmp_path), f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"]
+    status, logs = submit(dashboard, overrides)
     assert status == "SUCCEEDED", logs
     assert nodes_in_state(backend) == {node.node_id for node in cluster.list_all_nodes()}
     same_tables(Backend.duckdb(phase3_warehouse), backend)
     moved = re.search(r"driver moved ([\d.,]+) (KB|MB) of table data for ([\d.,]+) MB of rows built \(([\d.]+)%\): the workers", " ".join(logs.split()))
     assert moved, logs
     assert float(moved[4]) < 1.0 and float(moved[3].replace(",", "")) > 20  # the driver moved under 1% of the rows' size
+
+
+def test_a_level_planned_on_a_cluster_with_no_worker_cpus_yet_is_cut_for_the_cpus_it_will_reach(source, calendar):
+    """A fresh autoscaling cluster: the head has no CPU and no worker has started. The level is cut
+    for the CPUs the cluster reaches once grown (ray.reachable_cpus), which are asked of the
+    autoscaler, not for the none alive now (one shard per CPU alive would give the autoscaler
+    one shard to scale for)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from conftest import stop_in_process_ray
+    from pipeline.planner import Fingerprinter
+    from pipeline.runner import Runner, RunSettings
+    from pipeline.state import RunState
+    from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    stop_in_process_ray()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_agent_listen_port": 0})
+    try:
+        ray.init(address=cluster.address)
+        assert ray.cluster_resources().get("CPU", 0) == 0
+        tables = registry()
+        state = RunState()
+        fingerprinter = Fingerprinter(tables, calendar, state, {n: source.fingerprints(n) for n in source.names}, {})
+        spec = tables["nba_analytics.player_game_summary"]
+        season = [d for d in calendar.dates if calendar.season_of[d] == "2023-24"]
+
+        def units(reachable_cpus):
+            settings = RunSettings("grow", None, 1, 0.0, False, {}, reachable_cpus=reachable_cpus)
+            runner = Runner(DuckDBWarehouse(RAW_DIR_UNUSED), source, calendar, state, fingerprinter, settings, tables)
+            return runner.cutter().cut(spec, season)
+
+        assert len(units(None)) == 1  # cut for the CPUs alive: none, so one shard
+        assert len(units(16)) == 16
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+RAW_DIR_UNUSED = "never-opened.duckdb"  # the cutter reads no table: the warehouse is never opened

@@ -1,5 +1,7 @@
 """The raw input: a folder of box-score files and a folder of slates (tonight's listed players),
-read as the ``source.*`` inputs of Phase 2.
+read as the ``source.*`` inputs of Phase 2. A folder is local or in Cloud Storage (``gs://``,
+where the scrapers put the files): both are read the same way (:mod:`pipeline.warehouse.storage`),
+by the driver when it checks them and by a Ray worker on any machine when it reads a shard.
 
 Every row keeps the file it came from and its 1-based row number, so a bad row can be named.
 A file missing a column fails every shard that needs its dates (naming the file and the
@@ -13,7 +15,10 @@ reads them itself), so no process holds the whole input.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import io
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +29,7 @@ from pipeline.fingerprint import fingerprints_of, row_hashes
 from pipeline.tables._raw import COUNT_COLUMNS, SOURCE_FILE, SOURCE_ROW, RawDataError
 from pipeline.calendar import Calendar
 from pipeline.tables.schedule import CALENDAR_COLUMNS, games
+from pipeline.warehouse.storage import is_remote, open_filesystem
 
 _COUNTS = {c: pl.Int16 for c in COUNT_COLUMNS}
 
@@ -138,6 +144,7 @@ class RawFiles:
     good: dict[str, tuple[GoodFile, ...]]
     broken: dict[str, tuple[BrokenFile, ...]]
     boxscores_through: dt.date | None = None  # box scores of later dates are set aside
+    endpoint_url: str | None = None  # gs:// files: a Cloud Storage emulator instead of Google's
 
     def read(self, name: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Rows of source ``name`` dated ``start..end``, each with its file and 1-based row number."""
@@ -153,7 +160,7 @@ class RawFiles:
             types = dict(f.types)
             columns = [read_as(c, types[c], t) if c in types else pl.lit(None, t).alias(c) for c, t in spec.all_columns.items()]
             parts.append(
-                scan_file(f.path)
+                scan_file(f.path, self.endpoint_url)
                 .with_row_index(SOURCE_ROW, offset=1)
                 .select(*columns, pl.lit(f.path).alias(SOURCE_FILE), pl.col(SOURCE_ROW).cast(pl.Int64))
                 .filter(pl.col("game_date").is_between(start, end))
@@ -174,12 +181,20 @@ class RawSource:
     A file whose columns or types are wrong is held back with its dates (a shard that needs one
     of them fails naming the file); every other file's dates still build."""
 
-    def __init__(self, raw_dir: str | Path, slate_dir: str | Path | None = None, boxscores_through: dt.date | None = None):
-        self.raw_dir = Path(raw_dir)
-        if not self.raw_dir.is_dir():
+    def __init__(
+        self,
+        raw_dir: str | Path,
+        slate_dir: str | Path | None = None,
+        boxscores_through: dt.date | None = None,
+        *,
+        endpoint_url: str | None = None,
+    ):
+        self.raw_dir = str(raw_dir)
+        self.endpoint_url = endpoint_url
+        if not folder_exists(self.raw_dir, endpoint_url):
             raise RawDataError(f"raw data folder {self.raw_dir} does not exist (data.raw_dir)")
         # No slate folder is the usual case for history: every date's roster comes from its box scores.
-        self.slate_dir = Path(slate_dir) if slate_dir else None
+        self.slate_dir = str(slate_dir) if slate_dir else None
         # The morning of a date whose box scores are already in the folder (a backtest, the example).
         self.boxscores_through = boxscores_through
         good: dict[str, tuple[GoodFile, ...]] = {}
@@ -195,7 +210,7 @@ class RawSource:
                     fingerprints[day] = f"broken:{bad.fingerprint}"
             self._fingerprints[spec.name] = fingerprints
             self.rows_per_date[spec.name] = dict(hashes.group_by("game_date").len().iter_rows())
-        self.files = RawFiles(good, broken, boxscores_through)
+        self.files = RawFiles(good, broken, boxscores_through, endpoint_url)
         if not good[PLAYER_BOXSCORES.name] and not broken[PLAYER_BOXSCORES.name]:
             raise RawDataError(f"no {PLAYER_BOXSCORES.patterns[0]} files in {self.raw_dir}")
 
@@ -210,16 +225,15 @@ class RawSource:
         broken: list[BrokenFile] = []
         placed: list[pl.DataFrame] = []
         folder = self.raw_dir if spec.folder == "raw" else self.slate_dir
-        paths = sorted({p for pattern in spec.patterns for p in folder.glob(pattern)}) if folder and folder.is_dir() else []
-        for path in paths:
-            name = str(path)
+        for name in list_files(folder, spec.patterns, self.endpoint_url) if folder else []:
+            suffix = posixpath.splitext(name)[1].lstrip(".").upper()
             try:
-                scan = scan_file(name)
+                scan = scan_file(name, self.endpoint_url)
                 if spec.folder == "raw" and self.boxscores_through is not None:
                     scan = scan.filter(pl.col("game_date").cast(pl.String) <= self.boxscores_through.isoformat())
                 frame = scan.collect()
             except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-                raise RawDataError(f"{name}: cannot read as {path.suffix.lstrip('.').upper()}: {exc}") from exc
+                raise RawDataError(f"{name}: cannot read as {suffix}: {exc}") from exc
             missing_for_calendar = [c for c in spec.calendar_columns if c not in frame.columns]
             if missing_for_calendar:
                 raise RawDataError(f"{name}: missing column(s) {missing_for_calendar}; the file cannot be placed on the calendar")
@@ -252,7 +266,7 @@ class RawSource:
                         path=name,
                         problem=problem,
                         dates=frozenset(placed[-1]["game_date"].drop_nulls()),
-                        fingerprint=hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(),
+                        fingerprint=hashlib.blake2b(read_bytes(name, self.endpoint_url), digest_size=16).hexdigest(),
                     )
                 )
                 continue
@@ -263,7 +277,7 @@ class RawSource:
         return tuple(good), tuple(broken), calendar, pl.concat([row_hashes(empty), *hashes])
 
     def describe(self) -> str:
-        return str(self.raw_dir)
+        return self.raw_dir
 
     @classmethod
     def from_config(cls, data: Mapping) -> "RawSource":
@@ -275,7 +289,8 @@ class RawSource:
                 through = dt.date.fromisoformat(str(through))
             except ValueError:
                 raise RawDataError(f"data.boxscores_through must be a date (YYYY-MM-DD), not {through!r}") from None
-        return cls(data["raw_dir"], data.get("slate_dir"), through)
+        endpoint = (data.get("storage") or {}).get("endpoint_url")
+        return cls(data["raw_dir"], data.get("slate_dir"), through, endpoint_url=endpoint)
 
     def calendar(self) -> Calendar:
         """Every game date of the box scores and the slates, with its season, opener and teams."""
@@ -300,11 +315,68 @@ class RawSource:
         return self._fingerprints[name]
 
 
-def scan_file(path: str) -> pl.LazyFrame:
-    """A raw or slate file, Parquet or CSV (every CSV column read as text, then typed by :func:`read_as`)."""
-    if path.endswith(".csv"):
-        return pl.scan_csv(path, infer_schema=False)
-    return pl.scan_parquet(path)
+def scan_file(path: str, endpoint_url: str | None = None) -> pl.LazyFrame:
+    """A raw or slate file, Parquet or CSV (every CSV column read as text, then typed by
+    :func:`read_as`); a ``gs://`` file is fetched whole (the files are a season each, or a night)."""
+    csv = path.endswith(".csv")
+    if is_remote(path):
+        data = io.BytesIO(read_bytes(path, endpoint_url))
+        return (pl.read_csv(data, infer_schema=False) if csv else pl.read_parquet(data)).lazy()
+    return pl.scan_csv(path, infer_schema=False) if csv else pl.scan_parquet(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem(url_scheme_root: str, endpoint_url: str | None):
+    """One file system per bucket (or the local one) and process, kept: a Ray worker reads many shards."""
+    return open_filesystem(url_scheme_root, endpoint_url)[0]
+
+
+def _fs_and_path(url: str, endpoint_url: str | None):
+    """The file system of ``url`` and its path there (a bucket path for ``gs://``)."""
+    try:
+        if is_remote(url):
+            fs = _filesystem("gs://" + url[len("gs://") :].split("/", 1)[0], endpoint_url)
+            return fs, fs._strip_protocol(url).rstrip("/")
+        return _filesystem("/", None), str(Path(url).absolute())
+    except ValueError as exc:
+        raise RawDataError(f"{exc} (data.raw_dir, data.slate_dir)") from None
+
+
+def folder_exists(url: str, endpoint_url: str | None) -> bool:
+    fs, path = _fs_and_path(url, endpoint_url)
+
+    def look() -> bool:
+        try:  # a gs:// "folder" is a prefix of objects: it exists if anything is below it
+            return fs.isdir(path) or (is_remote(url) and bool(fs.ls(path)))
+        except FileNotFoundError:
+            return False
+
+    return bool(_storage(f"looking for {url}", look))
+
+
+def list_files(folder: str, patterns: tuple[str, ...], endpoint_url: str | None) -> list[str]:
+    """The files of ``folder`` matching any of ``patterns``, sorted, named as people name them
+    (a local path, or ``gs://bucket/...``); none if the folder does not exist."""
+    fs, path = _fs_and_path(folder, endpoint_url)
+    if not folder_exists(folder, endpoint_url):
+        return []
+    found = {name for pattern in patterns for name in _storage(f"listing {folder}", lambda p=pattern: fs.glob(posixpath.join(path, p)))}
+    return sorted(("gs://" + name if is_remote(folder) else name) for name in found)
+
+
+def read_bytes(path: str, endpoint_url: str | None) -> bytes:
+    fs, name = _fs_and_path(path, endpoint_url)
+    return _storage(f"reading {path}", lambda: fs.cat_file(name))
+
+
+def _storage(what: str, action):
+    """A storage failure (a missing bucket, no permission) as bad input naming what was being done."""
+    try:
+        return action()
+    except RawDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - named for the person reading it
+        raise RawDataError(f"failed {what}: {type(exc).__name__}: {exc}") from exc
 
 
 TRUE_TEXT = ("true", "t", "1", "yes")
