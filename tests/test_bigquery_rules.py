@@ -289,6 +289,7 @@ class DriverJobs:
         import requests
 
         self.counts = {"transaction": 0, "load": 0, "query": 0}
+        self.labels: list[dict] = []
         original = requests.Session.request
 
         def counted(session, method, url, *args, **kwargs):
@@ -297,6 +298,7 @@ class DriverJobs:
             body = job_body(method, url, kwargs.get("data"))
             if body is not None:
                 self.counts["transaction" if "BEGIN TRANSACTION" in query_text(body) else "query"] += 1
+                self.labels.append(body.get("labels") or body.get("configuration", {}).get("labels") or {})
             elif method == "POST" and "/upload/" in url:
                 self.counts["load"] += 1
             return original(session, method, url, *args, **kwargs)
@@ -323,6 +325,8 @@ def test_transactions_and_load_jobs_do_not_grow_with_the_number_of_shards(bigque
         )  # fmt: skip
         assert run.returncode == 0, run.output
         counts[days] = jobs.counts
+        run_id = re.search(r"run (\d{8}T\d{6}-[0-9a-f]{4}): ", run.output)[1].lower()
+        assert all(labels.get("task") == "run" and labels.get("run_id") == run_id for labels in jobs.labels), jobs.labels
         monkeypatch.undo()
     for kind in ("transaction", "load"):
         assert counts[1][kind] <= 1.5 * counts[8][kind], counts
