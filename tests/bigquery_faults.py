@@ -164,19 +164,22 @@ class Race:
     sent too, then both get the outcome BigQuery documents for concurrent DML on one table
     (module docstring):
 
-    - two MERGEs that only insert both commit, each having read the table as it was before
-      either: the second inserts its row too (played as the plain ``INSERT`` of its clause);
-    - two mutating statements (UPDATE, DELETE, a MERGE that may update, a transaction): the
-      first commits, the second fails with BigQuery's concurrent-update error (the client's job
-      retry then runs it again, after the first committed).
+    - two MERGEs that only insert rows (none of the table's rows matched, as read before either
+      ran) both commit: the second inserts its row too (played as the plain ``INSERT`` of its
+      ``WHEN NOT MATCHED`` clause);
+    - two mutating statements (UPDATE, DELETE, a MERGE that changes existing rows, a
+      transaction): the first commits, the second fails with BigQuery's concurrent-update error
+      (the client's job retry then runs it again, after the first committed).
 
-    Played for the case the tests make: both statements read the same starting table."""
+    Played for the case the tests make: both statements read the same starting table, and a
+    MERGE matches rows only if that table has any."""
 
     def __init__(self, matches: str, timeout: float = 120):
         self.pattern = re.compile(matches, re.S)
         self.arrived = threading.Barrier(2, timeout=timeout)
         self.first_done = threading.Event()
         self.taken = 0
+        self.rows_before: int | None = None
         self.outcomes: list[str] = []
         self._lock = threading.Lock()
 
@@ -192,6 +195,14 @@ class ConcurrentStatements(Wrapper):
         super().__init__(session)
         self.race = race
 
+    def _count(self, url: str, table: str) -> int:
+        """Rows of ``table`` now, read through the real session (``jobs.query``)."""
+        projects = url.split("?")[0].rsplit("/", 1)[0]  # .../projects/<project>
+        answer = self.session.request("POST", f"{projects}/queries", data=json.dumps({"query": f"SELECT COUNT(*) FROM `{table}`",
+                                                                                     "useLegacySql": False}),
+                                      headers={"Content-Type": "application/json"})  # fmt: skip
+        return int(answer.json()["rows"][0]["f"][0]["v"])
+
     def request(self, method, url, data=None, headers=None, **kwargs):
         race = self.race
         body = job_body(method, url, data)
@@ -204,6 +215,8 @@ class ConcurrentStatements(Wrapper):
             return self.forward(method, url, data=data, headers=headers, **kwargs)
         race.arrived.wait()  # both are running now
         if place == 0:
+            table = re.search(r"(?:MERGE|UPDATE|DELETE FROM|INTO)\s+`([^`]+)`", query_text(body))
+            race.rows_before = self._count(url, table[1]) if table else None  # the snapshot both read
             try:
                 return self.forward(method, url, data=data, headers=headers, **kwargs)
             finally:
@@ -212,7 +225,7 @@ class ConcurrentStatements(Wrapper):
         race.first_done.wait(timeout=120)
         sql = query_text(body).strip()
         merge = INSERT_ONLY_MERGE.search(sql)
-        if merge and "WHEN MATCHED" not in sql:
+        if merge and ("WHEN MATCHED" not in sql or race.rows_before == 0):
             # Read before the first one committed: no row matched, so it inserts too.
             race.outcomes.append("second inserted too (insert-only MERGE: no conflict)")
             insert = f"INSERT INTO {merge['table']} ({merge['columns']}) VALUES ({merge['values']})"

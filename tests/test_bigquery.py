@@ -132,10 +132,16 @@ def test_a_holder_killed_with_sigkill_is_taken_over_once_its_heartbeat_is_stale(
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "holding"
-        time.sleep(4)  # longer than stale_seconds: only the heartbeat keeps the lock
         with backend.open() as warehouse:
+            # Held past its stale_seconds by the server's clock: only the heartbeat keeps it.
+            held_for = f"SELECT TIMESTAMP_DIFF(heartbeat_at, acquired_at, MILLISECOND) FROM {warehouse.sql_name('nba_orchestration.run_lock')}"
+            while next(iter(warehouse.client.query(held_for).result()))[0] <= 3000:
+                assert holder.poll() is None, "the holder died"
+                time.sleep(0.2)
+            # Alive, so refused (a claimer that presumes death only after 60 s of silence: no race
+            # with a heartbeat late on a busy machine).
             with pytest.raises(WarehouseLocked, match=f"held by run doomed-run, pid {holder.pid}"):
-                with warehouse.lock(holder={"run": "next-run"}, wait_seconds=0, stale_seconds=3):
+                with warehouse.lock(holder={"run": "next-run"}, wait_seconds=0, stale_seconds=60):
                     pass
             os.kill(holder.pid, signal.SIGKILL)
             holder.wait(timeout=30)

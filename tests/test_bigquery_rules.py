@@ -332,3 +332,17 @@ def test_transactions_and_load_jobs_do_not_grow_with_the_number_of_shards(bigque
         assert counts[1][kind] <= 1.5 * counts[8][kind], counts
     # ... and the run says what it cost
     assert re.search(r"warehouse jobs: \d+ transactions, \d+ load jobs, \d+ other queries by the driver", " ".join(run.output.split()))
+
+
+def test_a_lock_table_of_an_older_layout_is_refused_with_what_to_do(backend):
+    """Older versions kept no row between runs (their claim inserted it): a claim by UPDATE
+    would never match there, so the table is refused, not trusted."""
+    with backend.open() as warehouse:
+        table = warehouse.sql_name("nba_orchestration.run_lock")
+        warehouse.client.query(
+            f"CREATE TABLE {table} (lock_key STRING, token STRING, holder STRING, acquired_at TIMESTAMP, heartbeat_at TIMESTAMP, "
+            "taken_over_from STRING)"
+        ).result()
+        with pytest.raises(WarehouseError, match=r"holds no usable rows for this warehouse, not 1 .* drop the table \(bq rm -f -t local:"):
+            with warehouse.lock(holder={"run": "upgraded"}, wait_seconds=0, stale_seconds=600):
+                pass

@@ -48,7 +48,7 @@ import uuid
 from typing import Mapping
 
 from pipeline.warehouse.base import WarehouseError, WarehouseLocked, holder_text
-from pipeline.warehouse.bigquery.catalog import Catalog
+from pipeline.warehouse.bigquery.jobs import Jobs
 from pipeline.warehouse.bigquery.names import literal
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,16 @@ TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 class RunLock:
-    """One run's claim on the lock row. Needs only a way to run statements (the catalog's jobs)."""
+    """One run's claim on the lock row of ``table`` (its SQL name, in a dataset that exists).
+    Needs only a way to run statements."""
 
-    def __init__(self, catalog: Catalog, holder: Mapping[str, object], stale_seconds: float):
+    def __init__(self, jobs: Jobs, table: str, holder: Mapping[str, object], stale_seconds: float):
         from google.cloud import bigquery
 
-        self.jobs = catalog.jobs
+        self.jobs = jobs
         self.describe = self.jobs.describe
-        self.table = catalog.sql_name(LOCK_TABLE)
-        self.key = catalog.settings.prefix
+        self.table = table
+        self.key = jobs.settings.prefix
         self.token = uuid.uuid4().hex
         self.holder = json.dumps(dict(holder), default=str)
         self.stale_seconds = stale_seconds
@@ -90,7 +91,6 @@ class RunLock:
         # Held by a commit, and by the heartbeat while it renews: the two never run together.
         self.row = threading.Lock()
         self.lost: str | None = None
-        self._catalog = catalog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewed = time.monotonic()
@@ -99,20 +99,21 @@ class RunLock:
 
     def ensure_row(self) -> None:
         """The lock table with this warehouse's row, created together if missing."""
-        self._catalog.ensure_dataset(self._catalog.dataset_id(LOCK_TABLE.split(".")[0]))
         columns = ", ".join(
             "@lock_key AS lock_key" if name == "lock_key" else f"CAST(NULL AS {kind}) AS {name}" for name, kind in LOCK_COLUMNS.items()
         )
         self.jobs.query(f"CREATE TABLE IF NOT EXISTS {self.table} AS SELECT {columns}", what="creating the warehouse lock", params=self.params[:1])
-        self._catalog.forget(LOCK_TABLE)
-        found = self._catalog.table(LOCK_TABLE)
-        have = {f.name for f in found.schema} if found is not None else set()
-        rows = self.jobs.query(
-            f"SELECT COUNT(*) FROM {self.table} WHERE lock_key = @lock_key", what="reading the warehouse lock", params=self.params[:1]
-        ).rows if set(LOCK_COLUMNS) <= have else [(0,)]  # fmt: skip
-        if rows[0][0] != 1:
+        every_column = ", ".join(LOCK_COLUMNS)
+        try:  # a table of another layout (an older version's) has not every column
+            rows = self.jobs.query(
+                f"SELECT COUNT(*) FROM (SELECT {every_column} FROM {self.table} WHERE lock_key = @lock_key)",
+                what="reading the warehouse lock", params=self.params[:1],
+            ).rows[0][0]  # fmt: skip
+        except WarehouseError:
+            rows = "no usable"
+        if rows != 1:
             raise WarehouseError(
-                f"the lock table {LOCK_TABLE} in {self.describe()} holds {rows[0][0]} rows for this warehouse, not 1 "
+                f"the lock table {LOCK_TABLE} in {self.describe()} holds {rows} rows for this warehouse, not 1 "
                 f"(a table left by an older version of the pipeline, or rows changed by hand). With no run going, "
                 f"drop the table (bq rm -f -t {self.table.strip('`').replace('.', ':', 1)}); the next run creates it again."
             )

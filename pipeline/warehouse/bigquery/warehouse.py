@@ -14,7 +14,7 @@ from pipeline.warehouse.bigquery import reads
 from pipeline.warehouse.bigquery.catalog import STAGING_EXPIRATION, Catalog
 from pipeline.warehouse.bigquery.columns import Column
 from pipeline.warehouse.bigquery.jobs import Jobs, Settings
-from pipeline.warehouse.bigquery.lock import RunLock
+from pipeline.warehouse.bigquery.lock import LOCK_TABLE, RunLock
 from pipeline.warehouse.bigquery.names import DATASET_NAME, PREFIX_NAME, PROJECT_NAME, checked
 from pipeline.warehouse.bigquery.writes import Writer
 
@@ -169,7 +169,8 @@ class BigQueryWarehouse(Warehouse):
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> Iterator[None]:
         self._writable()
-        claim = RunLock(self.catalog, holder, stale_seconds)
+        self.catalog.ensure_dataset(self.catalog.dataset_id(LOCK_TABLE.split(".")[0]))
+        claim = RunLock(self.jobs, self.catalog.sql_name(LOCK_TABLE), holder, stale_seconds)
         claim.acquire(wait_seconds)
         self.writer.lock = claim
         try:
