@@ -25,6 +25,7 @@ elsewhere. Each backend builds twice, alternately, into a fresh warehouse; the f
 counts, since this machine's noise is larger than the difference being measured.
 
     python benchmarks/bigquery.py [extra Hydra overrides, e.g. ray.num_cpus=2]
+    python benchmarks/bigquery.py --projection     # the latency projection only
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ PROJECTED_CPUS = 16
 
 
 def main(extra: list[str]) -> None:
+    if "--projection" in extra:
+        with tempfile.TemporaryDirectory() as tmp, EmulatorProcess.start() as emulator:
+            projected = projected_build(emulator, Path(tmp))
+            print(f"projected full build on BigQuery with {PROJECTED_CPUS} CPUs ({LATENCY}): {projected:.0f}s (target under 600s)")
+        return
     with tempfile.TemporaryDirectory() as tmp, EmulatorProcess.start() as emulator:
         print(f"emulator at {emulator.rest} (REST) and {emulator.grpc} (gRPC)")
         print(f"ray start: {start_ray_timed(config(*extra)):.2f}s (not counted below)")

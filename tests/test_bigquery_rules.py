@@ -346,3 +346,16 @@ def test_a_lock_table_of_an_older_layout_is_refused_with_what_to_do(backend):
         with pytest.raises(WarehouseError, match=r"holds no usable rows for this warehouse, not 1 .* drop the table \(bq rm -f -t local:"):
             with warehouse.lock(holder={"run": "upgraded"}, wait_seconds=0, stale_seconds=600):
                 pass
+
+
+def test_dates_listed_while_holding_the_lock_follow_this_runs_own_writes(backend):
+    """Listing a table's dates is a query job: while it holds the lock a run keeps the list, and
+    its own writes (the only ones possible meanwhile) change it."""
+    with backend.open() as warehouse, warehouse.lock(holder={"run": "dates"}, wait_seconds=0, stale_seconds=600):
+        assert warehouse.dates_present(SCORES.name) == []
+        warehouse.write(scores(D(2024, 1, 5), 2))
+        assert warehouse.dates_present(SCORES.name) == [D(2024, 1, 5)]
+        warehouse.write(scores(D(2024, 1, 3), 1))
+        assert warehouse.dates_present(SCORES.name) == [D(2024, 1, 3), D(2024, 1, 5)]
+        warehouse.append(STATE.name, scores(D(2024, 1, 9), 0)[1].rows)
+        assert warehouse.dates_present(STATE.name) == [D(2024, 1, 3), D(2024, 1, 5), D(2024, 1, 9)]

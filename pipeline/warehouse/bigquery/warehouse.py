@@ -55,6 +55,9 @@ class BigQueryWarehouse(Warehouse):
         self.jobs = Jobs(settings)
         self.catalog = Catalog(self.jobs)
         self.writer = Writer(self.catalog)
+        # A table's dates, as this process last listed them: they change only by its own writes
+        # while it holds the lock, and each listing is a query job (seconds on BigQuery).
+        self._dates: dict[tuple[str, str], list[dt.date]] = {}
 
     @classmethod
     def from_config(cls, config: Mapping, *, read_only: bool = False) -> "BigQueryWarehouse":
@@ -127,6 +130,7 @@ class BigQueryWarehouse(Warehouse):
 
     def ensure_table(self, schema: TableSchema) -> None:
         self._writable()
+        self._forget_dates({schema.name})
         self.catalog.ensure_table(schema)
 
     def read(
@@ -142,11 +146,22 @@ class BigQueryWarehouse(Warehouse):
         return reads.read(self.catalog, table, start=start, end=end, columns=columns, where=where, partition_by=partition_by)
 
     def dates_present(self, table: str, partition_by: str = "game_date") -> list[dt.date]:
-        return reads.dates_present(self.catalog, table, partition_by)
+        if self.writer.lock is None:  # another run may write meanwhile: ask every time
+            return reads.dates_present(self.catalog, table, partition_by)
+        if (table, partition_by) not in self._dates:
+            self._dates[table, partition_by] = reads.dates_present(self.catalog, table, partition_by)
+        return list(self._dates[table, partition_by])
 
     def write(self, writes: Sequence[PartitionWrite]) -> None:
         self._writable()
-        self.writer.write(writes)
+        try:
+            self.writer.write(writes)
+        finally:
+            self._forget_dates({w.table for w in writes})
+
+    def _forget_dates(self, tables: set[str]) -> None:
+        for key in [k for k in self._dates if k[0] in tables]:
+            del self._dates[key]
 
     def stage(self, table: str, rows: pl.DataFrame) -> str:
         self._writable()
@@ -157,7 +172,10 @@ class BigQueryWarehouse(Warehouse):
 
     def append(self, table: str, rows: pl.DataFrame) -> None:
         self._writable()
-        self.writer.append(table, rows)
+        try:
+            self.writer.append(table, rows)
+        finally:
+            self._forget_dates({table})
 
     @property
     def reachable_from_workers(self) -> bool:
@@ -177,6 +195,7 @@ class BigQueryWarehouse(Warehouse):
             yield
         finally:
             self.writer.lock = None
+            self._dates.clear()
             claim.release()
 
     def _writable(self) -> None:
