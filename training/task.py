@@ -3,7 +3,8 @@
 - ``task=train``: :func:`train_task` (the whole of it is :func:`training.train.train_and_report`);
 - ``task=predict dates.start=... dates.end=...`` (or ``dates.list=[...]``): :func:`predict_task`
   writes the predictions (with 80 % intervals, and P(over) and edge where
-  ``nba_raw.pregame_roster`` has a line: :mod:`training.predict`), prints them per date as a
+  ``nba_raw.pregame_roster`` or ``nba_raw.prop_lines`` has a line: :mod:`training.predict`,
+  :mod:`training.lines`), prints them per date as a
   table by game (:mod:`training.slate`: at most ``training.predict.print_rows`` rows a date) and
   writes all of them to ``<logs.dir>/<run id>-predictions.csv``, beside the run's log;
 - ``task=grade`` (same date options): :func:`grade_task` grades the prediction made before
@@ -30,6 +31,7 @@ from pipeline.build import build
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import FEATURE_STORE, DataError
+from training.lines import PROP_LINES
 from training.predict import grade_dates, graded_totals, mae_per_date, model_dir_for, predict_dates
 from training.slate import MAX_ROWS, csv_path, print_slate, slate_frame, write_csv
 from training.sweep import POINTER_FILE
@@ -124,7 +126,7 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             summary = build(features_of(cfg), warehouse, run_id, overrides)
             if summary is not None and not summary.ok:
                 return fail("the feature store of the requested dates did not build (see above); nothing was predicted")
-            rows = predict_dates(warehouse, saved, start, end, days)
+            rows = predict_dates(warehouse, saved, start, end, days, bookmaker=lines_bookmaker(cfg))
     except EXPECTED as exc:
         log.debug("predict refused", exc_info=True)
         return fail(str(exc))
@@ -150,12 +152,18 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     return EXIT_OK
 
 
+def lines_bookmaker(cfg: DictConfig) -> str | None:
+    """``lines.bookmaker``: the one bookmaker whose prop lines are used; None, the consensus."""
+    return (cfg.get("lines") or {}).get("bookmaker") or None
+
+
 def features_of(cfg: DictConfig) -> DictConfig:
-    """``cfg`` asking a run for the feature store on the requested dates and what they read, and
-    nothing else: later dates that an upstream rebuild makes stale wait for the next plain run."""
+    """``cfg`` asking a run for the feature store and the prop lines on the requested dates and
+    what they read, and nothing else: later dates that an upstream rebuild makes stale wait for
+    the next plain run."""
     built = cfg.copy()
     with open_dict(built):
-        built.tables = [FEATURE_STORE]
+        built.tables = [FEATURE_STORE, PROP_LINES]
         built.backfill.with_dependents = False
     return built
 
