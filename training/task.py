@@ -9,7 +9,11 @@
   writes all of them to ``<logs.dir>/<run id>-predictions.csv``, beside the run's log;
 - ``task=grade`` (same date options): :func:`grade_task` grades the prediction made before
   tip-off (else the latest) of each player-game and prints per date MAE, interval coverage and,
-  over rows with a line, the hit rate of the side chosen and the Brier score of P(over).
+  over rows with a line, the hit rate of the side chosen and the Brier score of P(over);
+- ``task=backtest dates.start=... dates.end=...`` (default: the dates of the prop lines):
+  :func:`backtest_task` builds the feature store and the prop lines through the end date, walks
+  the range in blocks with a model fitted before each (:mod:`training.backtest`) and writes
+  ``backtest.md`` (:mod:`training.backtest_report`) under ``backtest.root``.
 
 Each returns the exit code (0 ok, 1 failed) and never calls ``sys.exit``, so Hydra multirun jobs
 run one after another in one process.
@@ -168,6 +172,48 @@ def features_of(cfg: DictConfig) -> DictConfig:
     return built
 
 
+def history_through(cfg: DictConfig, end: dt.date | None) -> DictConfig:
+    """``cfg`` asking a run for the feature store and the prop lines on every date through ``end``:
+    what a backtest fits its models on and scores."""
+    built = features_of(cfg)
+    with open_dict(built):
+        built.dates.start, built.dates.list = None, []
+        built.dates.end = end.isoformat() if end else None
+    return built
+
+
+def backtest_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    """``task=backtest``: the model against the line on ``dates.start..dates.end`` (default: the
+    first to the last date of a used prop line), walked in blocks; ``backtest.md`` and its plots."""
+    from training.backtest import BacktestSettings, given_model, line_range, run_backtest
+    from training.backtest_report import print_summary, summarise, write_report
+
+    try:
+        training_config(cfg)
+        settings = BacktestSettings.from_config(cfg)
+        start, end, days = requested_dates(cfg)
+        if days:
+            raise UsageError("task=backtest walks a range: give dates.start and dates.end, not dates.list")
+        if settings.model_dir and start and end:
+            given_model(settings.model_dir, start, end)  # refused before anything is built
+        warehouse = open_warehouse(cfg.warehouse)
+        with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
+            summary = build(history_through(cfg, end), warehouse, run_id, overrides)
+            if summary is not None and not summary.ok:
+                return fail("the feature store or the prop lines did not build (see above); nothing was backtested")
+            if start is None or end is None:
+                first, last = line_range(warehouse)
+                start, end = start or first, end or last
+            run = run_backtest(cfg, warehouse, run_id, start, end)
+            metrics = summarise(run)
+            report = write_report(run, metrics)
+    except EXPECTED as exc:
+        log.debug("backtest refused", exc_info=True)
+        return fail(str(exc))
+    print_summary(console, metrics, report)
+    return EXIT_OK
+
+
 def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     """``task=grade``: actual points and errors of the stored predictions; MAE per date."""
     try:
@@ -224,4 +270,4 @@ def print_grades(graded: pl.DataFrame, shown: int = 40) -> None:
     )
 
 
-__all__ = ["train_task", "predict_task", "grade_task", "train_after_run", "train_and_report", "TrainResult"]
+__all__ = ["train_task", "predict_task", "grade_task", "backtest_task", "train_after_run", "train_and_report", "TrainResult"]
