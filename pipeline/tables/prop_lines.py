@@ -159,6 +159,10 @@ def with_players(rows: pl.DataFrame, roster: pl.DataFrame, aliases: Mapping[str,
     return keyed.join(candidates, on=["game_id", "_key"], how="left").with_columns(pl.col("_candidates").fill_null(0)).drop("_key")
 
 
+def _time(moment: pl.Expr) -> pl.Expr:
+    return moment.dt.strftime("%Y-%m-%d %H:%M")
+
+
 def _who(row_name: pl.Expr) -> pl.Expr:
     return pl.when(pl.col("player_id").is_not_null()).then(pl.format("player_id {}", pl.col("player_id"))).otherwise(pl.format("'{}'", row_name))
 
@@ -190,7 +194,7 @@ def statuses(rows: pl.DataFrame) -> pl.DataFrame:
         .when(pl.col("_candidates") > 1)
         .then(pl.format("{} players on the rosters of {} match {}", pl.col("_candidates"), game, _who(pl.col("player_name"))))
         .when(after)
-        .then(pl.format("captured {} UTC, at or after tip-off {} UTC", pl.col("captured_at"), pl.col("tipoff_at"))),
+        .then(pl.format("captured {} UTC, at or after tip-off {} UTC", _time(pl.col("captured_at")), _time(pl.col("tipoff_at")))),
     ).with_columns(player_id=pl.when(pl.col("_candidates") == 1).then(pl.col("_player_id")))
     return _latest_per_book(staged)
 
@@ -210,7 +214,7 @@ def _latest_per_book(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.with_columns(
         status=pl.when(superseded).then(pl.lit(SUPERSEDED)).otherwise(pl.col("status")),
         reason=pl.when(superseded)
-        .then(pl.format("{} posted {} later, at {} UTC, before tip-off", pl.col("bookmaker"), latest_line, latest))
+        .then(pl.format("{} posted {} later, at {} UTC, before tip-off", pl.col("bookmaker"), latest_line, _time(latest)))
         .when(conflicting)
         .then(pl.format("one of {} lines of {} for the player-game without capture times: their median is the book's line", distinct_lines, pl.col("bookmaker")))
         .otherwise(pl.col("reason")),
