@@ -89,6 +89,10 @@ SIDE_LINES = [
     ("Trey Murphy", D1, "DEN", "NOP", G2_TIP, "BookB", 18.5, None, "used"),  # 25-26: III dropped; two lines,
     ("Trey Murphy III", D1, "DEN", "NOP", G2_TIP, "BookB", 19.5, None, "used"),  # 27-28: no capture times
     ("Giannis Antetokounmpo", D1, "Boston Celtics", "Brooklyn Nets", G1_TIP, "BookA", 30.5, None, "no_game"),  # 29-30
+    # 31-36: BookC's lines, two captured and one not: which was latest is not known, so all are used.
+    ("Herbert Jones", D1, "DEN", "NOP", G2_TIP, "BookC", 10.5, tip(D1, 16), "used"),
+    ("Herbert Jones", D1, "DEN", "NOP", G2_TIP, "BookC", 11.0, tip(D1, 18), "used"),
+    ("Herbert Jones", D1, "DEN", "NOP", G2_TIP, "BookC", 13.5, None, "used"),
 ]
 
 # One row per line, tip-off time only (no game_date): 01:00 UTC on Jan 12 is the evening of Jan 11 in New York.
@@ -175,7 +179,8 @@ def test_each_trap_gets_its_documented_status(matched):
     assert row(29)["reason"] == "no game BOS vs BKN on 2025-01-09"
     assert row(7)["reason"] == "BookA posted 30.5 later, at 2025-01-09 22:00 UTC, before tip-off"
     assert row(11)["reason"] == "captured 2025-01-10 02:30 UTC, at or after tip-off 2025-01-10 02:00 UTC"
-    assert row(25)["reason"] == row(27)["reason"] == "one of 2 lines of BookB for the player-game without capture times: their median is the book's line"
+    assert row(25)["reason"] == row(27)["reason"] == "one of 2 lines of BookB for the player-game, not all with a capture time: their median is the book's line"
+    assert row(31)["reason"] == "one of 3 lines of BookC for the player-game, not all with a capture time: their median is the book's line"
     # Both sides of a line keep their price as over_price / under_price.
     assert (row(1)["side"], row(1)["over_price"], row(1)["under_price"]) == ("over", -137.0, None)
     assert (row(2)["side"], row(2)["over_price"], row(2)["under_price"]) == ("under", None, -137.0)
@@ -188,7 +193,7 @@ def test_the_line_of_each_player_game(matched):
         ("G3", 203471): (13.5, "BookA"),
         # BookA's latest before tip-off (30.5: not the earlier 29.5, not the 33.5 after tip-off) and BookB's 31.5.
         ("G2", 203999): ((30.5 + 31.5) / 2, "median of 2: BookA, BookB"),
-        ("G2", 1630529): (11.5, "BookA"),
+        ("G2", 1630529): ((11.5 + 11.0) / 2, "median of 2: BookA, BookC"),  # BookC: the median of 10.5, 11.0, 13.5
         ("G2", 1629627): (22.5, "BookA"),
         ("G2", 1630530): ((18.5 + 19.5) / 2, "BookB"),  # the median of BookB's two lines without capture times
         ("G3", 1628991): ((21.5 + 22.5) / 2, "median of 2: BookC, BookD"),
@@ -209,7 +214,7 @@ def test_a_slate_line_comes_first_and_a_line_after_tipoff_never(matched, tmp_pat
             warehouse.write([PartitionWrite(table.name, [D1, D2], frame)])
         lines = read_lines(warehouse, D1, D2)
     by_player = {(r["game_id"], r["player_id"]): r["points_line"] for r in lines.iter_rows(named=True)}
-    assert by_player[("G2", 1630529)] == 12.5  # the slate's, not the feed's 11.5
+    assert by_player[("G2", 1630529)] == 12.5  # the slate's, not the feeds' 11.25
     assert by_player[("G2", 203999)] == 31.0
     assert 33.5 not in lines["points_line"].to_list()
     assert lines.height == 7

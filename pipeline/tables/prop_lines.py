@@ -23,9 +23,9 @@ time. How each row is matched, in order (the first step a row fails is its statu
 5. ``superseded``: the same bookmaker posted another line for the player-game later, before
    tip-off: when every line of the bookmaker for the player-game has a capture time, only the
    latest is used.
-6. ``used``: the line counts. A bookmaker with several different lines for a player-game and no
-   capture times keeps them all (``reason`` says so), and the bookmaker's line is their median
-   (:func:`training.lines.consensus_lines`). A line for a player listed inactive is used as well:
+6. ``used``: the line counts. A bookmaker with several different lines for a player-game, not
+   all with a capture time, keeps them all (``reason`` says so), and the bookmaker's line is
+   their median (:func:`training.lines.consensus_lines`). A line for a player listed inactive is used as well:
    he gets no prediction, and a backtest scores only players who played.
 
 Rows that cannot be read as a line (no line or a negative one, no bookmaker, neither player name
@@ -216,7 +216,7 @@ def _latest_per_book(rows: pl.DataFrame) -> pl.DataFrame:
         reason=pl.when(superseded)
         .then(pl.format("{} posted {} later, at {} UTC, before tip-off", pl.col("bookmaker"), latest_line, _time(latest)))
         .when(conflicting)
-        .then(pl.format("one of {} lines of {} for the player-game without capture times: their median is the book's line", distinct_lines, pl.col("bookmaker")))
+        .then(pl.format("one of {} lines of {} for the player-game, not all with a capture time: their median is the book's line", distinct_lines, pl.col("bookmaker")))
         .otherwise(pl.col("reason")),
     )
 
