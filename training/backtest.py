@@ -281,8 +281,9 @@ def run_backtest(
     in_range = rows.filter(pl.col("game_date").is_between(start, end))
     if in_range.is_empty():
         raise DataError(f"no feature-store rows in {start}..{end}: nothing to backtest")
-    if given is None:
-        critical = check_before_training(cfg, warehouse, sorted(set(rows.filter(pl.col("game_date") < end)["game_date"].to_list())))
+    history = sorted(set(rows.filter(pl.col("game_date") < end)["game_date"].to_list()))
+    if given is None and history:
+        critical = check_before_training(cfg, warehouse, history)
         if critical:
             raise DataError(
                 f"the feature store fails {len(critical)} critical check(s) ({'; '.join(r.label for r in critical[:5])}): fix and rebuild it, "
