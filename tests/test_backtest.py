@@ -309,6 +309,12 @@ def test_a_line_captured_after_tipoff_is_used_by_neither_backtest_nor_predict(ma
     with DuckDBWarehouse(mornings["morning"] / "warehouse.duckdb", read_only=True) as warehouse:
         statuses = read_prop_lines(warehouse, DAY, DAY).filter(pl.col("bookmaker") == "Made-up book")["status"].to_list()
     assert statuses == ["used", "after_tipoff", "after_tipoff"]
+    # The run that built them counted the rows set aside in its summary, by status.
+    with DuckDBWarehouse(mornings["after"] / "warehouse.duckdb", read_only=True) as warehouse:
+        aside = read_prop_lines(warehouse, DAY, DAY).filter(pl.col("status") != "used")
+    counts = ", ".join(f"{n:,} {status}" for status, n in aside.group_by("status").len().sort("len", "status", descending=[True, False]).iter_rows())
+    assert f"{aside.height:,} prop line row(s) set aside in nba_raw.prop_lines ({counts})" in unwrapped(mornings["runs"]["after"].output)
+    assert "after_tipoff" in counts
     run = run_in_process(
         mornings["morning"], "task=predict", f"data.lines_dir={mornings['lines']}", f"data.slate_dir={mornings['slates']}",
         f"data.boxscores_through={DAY - dt.timedelta(days=1)}", f"dates.start={DAY}", f"dates.end={DAY}", f"training.model_dir={main_command[0] / 'model'}",

@@ -314,8 +314,8 @@ def _profit_section(m: dict) -> list[str]:
         books = ", ".join(m["settings"]["real_price_books"]) or "none named"
         return out + [
             "**No real prices**: none of the lines scored comes from a bookmaker named in `lines.real_price_books` "
-            f"({books}) or carries a `real_prices` flag, so no profit is computed. Pick'em sites' prices (the bundled "
-            "PrizePicks and Underdog lines) are nominal, not odds: a profit at them would mean nothing.",
+            f"({books}) or carries a `real_prices` flag, so no profit is computed. A pick'em site's prices (such as the "
+            "bundled PrizePicks and Underdog lines') are nominal, not odds: a profit at them would mean nothing.",
             "",
         ]
     out += [
