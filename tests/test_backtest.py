@@ -136,9 +136,10 @@ def test_real_prices_only_from_named_books_or_flagged_lines():
 
 @pytest.fixture(scope="module")
 def history(main_command) -> dict:
-    """The main command's feature store (with actual points) through 2024-12-31, and its lines."""
+    """The main command's feature store (with actual points) from 2023-24 through 2024-12-31 (one
+    season of history keeps the fits short), and its lines."""
     with DuckDBWarehouse(main_command[0] / "warehouse.duckdb", read_only=True) as warehouse:
-        rows = load_rows(warehouse, end=D(2024, 12, 31))
+        rows = load_rows(warehouse, start=D(2023, 10, 1), end=D(2024, 12, 31))
         lines = read_lines(warehouse, D(2024, 11, 1), D(2024, 12, 31))
     return {"rows": rows, "lines": lines}
 
