@@ -252,6 +252,11 @@ def test_a_file_without_a_player_column_is_held_back_with_its_dates(tmp_path):
         source.read("source.lines", D1, D2)
 
 
+def test_a_lines_folder_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(RawDataError, match=f"prop lines folder {tmp_path / 'nowhere'} does not exist \\(data.lines_dir; null for no lines\\)"):
+        RawSource(RAW_DIR, lines_dir=tmp_path / "nowhere")
+
+
 def test_the_matching_is_the_same_whatever_the_order_of_the_rows(lines_dir):
     lines = read_source(lines_dir)
     shuffled = lines.sample(fraction=1.0, shuffle=True, seed=7)

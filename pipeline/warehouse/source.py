@@ -237,8 +237,10 @@ class RawSource:
             raise RawDataError(f"raw data folder {self.raw_dir} does not exist (data.raw_dir)")
         # No slate folder is the usual case for history: every date's roster comes from its box scores.
         self.slate_dir = Path(slate_dir) if slate_dir else None
-        # No lines folder: no prop lines (nba_raw.prop_lines is empty).
+        # No lines folder (null): no prop lines. A folder named but missing is a mistake, not "no lines".
         self.lines_dir = Path(lines_dir) if lines_dir else None
+        if self.lines_dir is not None and not self.lines_dir.is_dir():
+            raise RawDataError(f"prop lines folder {self.lines_dir} does not exist (data.lines_dir; null for no lines)")
         self.folders = {"raw": self.raw_dir, "slates": self.slate_dir, "lines": self.lines_dir}
         # The morning of a date whose box scores are already in the folder (a backtest, the example).
         self.boxscores_through = boxscores_through
