@@ -175,7 +175,7 @@ def test_each_trap_gets_its_documented_status(matched):
     assert row(15)["player_id"] == 1630529 and row(15)["player_name"] == "Herb Jones"  # the alias; the feed's spelling kept
     assert row(17)["player_id"] == 1629627  # listed inactive: matched (no prediction will use it)
     assert row(21)["reason"] == "2 players on the rosters of MIL vs BKN on 2025-01-09 match 'Marcus Morris'"
-    assert row(23)["reason"] == f"duplicate of {row(15)['source_file']} row 15"
+    assert row(23)["reason"] == "duplicate of sides.parquet row 15"  # the file's name: the same rows wherever the folder is
     assert row(29)["reason"] == "no game BOS vs BKN on 2025-01-09"
     assert row(7)["reason"] == "BookA posted 30.5 later, at 2025-01-09 22:00 UTC, before tip-off"
     assert row(11)["reason"] == "captured 2025-01-10 02:30 UTC, at or after tip-off 2025-01-10 02:00 UTC"

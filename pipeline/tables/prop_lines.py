@@ -70,8 +70,8 @@ SCHEMA = {
     "captured_at": pl.Datetime("us"),  # UTC; NULL when the file gives no capture time
     "status": pl.String,  # one of STATUSES
     "reason": pl.String,  # why it is set aside; for a used line, what the consensus makes of it
-    SOURCE_FILE: pl.String,
-    SOURCE_ROW: pl.Int64,
+    SOURCE_FILE: pl.String,  # the file's name in data.lines_dir (its folder does not matter)
+    SOURCE_ROW: pl.Int64,  # 1-based row in the file
 }
 
 ROSTER_COLUMNS = ("game_id", "game_date", "team_abbr", "opponent_abbr", "player_id", "player_name")
@@ -233,6 +233,8 @@ def _latest_per_book(rows: pl.DataFrame) -> pl.DataFrame:
 def prop_lines(dates: list[dt.date], lines: pl.DataFrame, pregame_roster: pl.DataFrame, aliases: Mapping[str, str] | None, on_bad_rows: str) -> pl.DataFrame:
     """Prop lines matched to the game and player of the date's rosters, each with its status."""
     good = rows_to_load(lines, ROW_KEY, on_bad_rows=on_bad_rows, what="prop line", **line_checks())
+    # The file's name, not its path: the same rows wherever the folder is (a copy, a cluster's job).
+    good = good.with_columns(pl.col(SOURCE_FILE).str.extract(r"([^/\\]+)$"))
     rows = with_players(with_games(normalised(good), pregame_roster), pregame_roster, aliases)
     matched = statuses(rows).with_columns(
         team_abbr=pl.when(pl.col("player_id").is_not_null()).then(pl.col("_team_abbr")),
