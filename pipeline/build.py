@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.calendar import Calendar, date_runs, runs_text
@@ -19,6 +20,8 @@ from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import RunSummary, console
 from pipeline.state import RunState
 from pipeline.tables import Table, registry
+from pipeline.tables.prop_lines import USED
+from pipeline.tables.prop_lines import prop_lines as prop_lines_table
 from pipeline.validation import gate_enforced, make_gate
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.source import RawSource
@@ -27,6 +30,8 @@ if TYPE_CHECKING:  # the runner imports Ray, which plan and status never need
     from pipeline.runner import RunSettings
 
 log = logging.getLogger("pipeline")
+
+PROP_LINES = prop_lines_table.name
 
 
 def table_params(cfg: DictConfig, tables: dict[str, Table]) -> dict[str, dict[str, object]]:
@@ -123,7 +128,7 @@ def refuse_unshared_folders(cfg: DictConfig, warehouse: Warehouse) -> None:
     if not (on_cluster and worker_io) or cfg.data.get("shared_filesystem"):
         return
     local = []
-    for key, folder in (("raw_dir", "raw"), ("slate_dir", "slates")):
+    for key, folder in (("raw_dir", "raw"), ("slate_dir", "slates"), ("lines_dir", "lines")):
         path = cfg.data.get(key)
         patterns = tuple(p for spec in SOURCES.values() if spec.folder == folder for p in spec.patterns)
         if path and not is_remote(str(path)) and list_files(str(path), patterns, None):  # an empty slate folder holds nothing to read
@@ -136,6 +141,18 @@ def refuse_unshared_folders(cfg: DictConfig, warehouse: Warehouse) -> None:
             "(data.raw_dir=gs://bucket/path), or, if every node mounts the same folder, say so with data.shared_filesystem=true "
             "(or let the driver read every shard: shard.worker_io=false)."
         )
+
+
+def lines_set_aside(warehouse: Warehouse, plan: Plan) -> dict[str, int]:
+    """Rows of ``nba_raw.prop_lines`` on the dates this run built that are not used, by status,
+    the most frequent first (a line that matched no player does not stop a run: it is counted)."""
+    built = plan.tables.get(PROP_LINES)
+    if built is None or not built.build or not warehouse.exists(PROP_LINES):
+        return {}
+    days = sorted(built.build)
+    rows = warehouse.read(PROP_LINES, start=days[0], end=days[-1], columns=["game_date", "status"])
+    aside = rows.filter(pl.col("game_date").is_in(days) & (pl.col("status") != USED))
+    return dict(aside.group_by("status").len().sort("len", "status", descending=[True, False]).iter_rows())
 
 
 def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> RunSummary | None:
@@ -161,5 +178,6 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
     runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
     summary = runner.execute(plan, gate=gate)
+    summary.lines_set_aside = lines_set_aside(warehouse, plan)
     summary.render(retry_command(summary.unfinished, overrides))
     return summary

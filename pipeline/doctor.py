@@ -56,11 +56,11 @@ def folder_checks(cfg: DictConfig) -> Iterator[Check]:
     from pipeline.tables._raw import RawDataError
 
     endpoint = (cfg.data.get("storage") or {}).get("endpoint_url")
-    for key, required in (("raw_dir", True), ("slate_dir", False)):
+    for key, source_folder, required in (("raw_dir", "raw", True), ("slate_dir", "slates", False), ("lines_dir", "lines", False)):
         folder = cfg.data.get(key)
         if not folder:
             continue
-        patterns = tuple(p for spec in SOURCES.values() if spec.folder == ("raw" if key == "raw_dir" else "slates") for p in spec.patterns)
+        patterns = tuple(p for spec in SOURCES.values() if spec.folder == source_folder for p in spec.patterns)
         try:
             files = list_files(str(folder), patterns, endpoint)
         except RawDataError as exc:

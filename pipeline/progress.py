@@ -70,6 +70,8 @@ class RunSummary:
     first_date: object = None
     last_date: object = None
     quarantined: int = 0
+    # Rows of nba_raw.prop_lines built in this run that are not used, by status (no_player, ...).
+    lines_set_aside: dict[str, int] = field(default_factory=dict)
     gate_failures: list[str] = field(default_factory=list)
     gate_overridden: list[str] = field(default_factory=list)
     # Table data that passed through the driver (inputs it read, rows and row hashes it got
@@ -130,6 +132,12 @@ class RunSummary:
             )
         if self.quarantined:
             console.print(f"[yellow]{self.quarantined:,} raw row(s) quarantined in nba_raw.quarantine (data.on_bad_rows=quarantine)")
+        if self.lines_set_aside:
+            counts = ", ".join(f"{n:,} {status}" for status, n in self.lines_set_aside.items())
+            console.print(
+                f"[yellow]{sum(self.lines_set_aside.values()):,} prop line row(s) set aside in nba_raw.prop_lines ({counts}): its reason column says why",
+                highlight=False,
+            )
         for name in self.gate_overridden:
             console.print(f"[bold yellow]VALIDATION GATE OVERRIDDEN for {name} (validation.gate=false): dependents ran on data that failed critical checks")
         for name in self.gate_failures:

@@ -197,6 +197,7 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         "train": _model_task("train_task"),
         "predict": _model_task("predict_task"),
         "grade": _model_task("grade_task"),
+        "backtest": _model_task("backtest_task"),
         "backup": _backup_task("backup_task"),
         "restore": _backup_task("restore_task"),
         "backups": _backup_task("backups_task"),

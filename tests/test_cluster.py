@@ -148,7 +148,8 @@ def test_on_bigquery_the_workers_read_and_stage_and_the_driver_only_commits(
     test_raw_storage), its inputs from BigQuery, and stages its own rows."""
     cluster, dashboard = two_nodes
     backend = Backend.bigquery(bigquery_emulator)
-    raw = [f"data.raw_dir={upload_raw(storage_emulator)}", f"data.storage.endpoint_url={storage_emulator.url}"]
+    raw_dir = upload_raw(storage_emulator)
+    raw = [f"data.raw_dir={raw_dir}", f"data.lines_dir={raw_dir.rsplit('/', 1)[0]}/lines", f"data.storage.endpoint_url={storage_emulator.url}"]
     overrides = [*backend.overrides, *raw, *outside_the_job(tmp_path), f"tables={PHASE3_TABLES}", "backfill.with_dependents=false"]
     status, logs = submit(dashboard, overrides)
     assert status == "SUCCEEDED", logs

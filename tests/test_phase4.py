@@ -76,7 +76,7 @@ def phase3_frames(source: RawSource, calendar: Calendar) -> dict[str, pl.DataFra
         inputs = {
             i.table: source.read(i.table, calendar.first, calendar.last) if i.is_source else frames[i.table] for i in spec.inputs
         }
-        frames[name] = spec.run(list(calendar.dates), inputs, {"on_bad_rows": "fail"} if spec.params else {})
+        frames[name] = spec.run(list(calendar.dates), inputs, {p: {"on_bad_rows": "fail", "aliases": {}}[p] for p in spec.params})
     return frames
 
 

@@ -1,7 +1,8 @@
-"""The raw input: a folder of box-score files and a folder of slates (tonight's listed players),
-read as the ``source.*`` inputs of Phase 2. A folder is local or in Cloud Storage (``gs://``,
-where the scrapers put the files): both are read the same way (:mod:`pipeline.warehouse.storage`),
-by the driver when it checks them and by a Ray worker on any machine when it reads a shard.
+"""The raw input: a folder of box-score files, a folder of slates (tonight's listed players) and a
+folder of prop lines, read as the ``source.*`` inputs of Phase 2. A folder is local or in Cloud
+Storage (``gs://``, where the scrapers put the files): both are read the same way
+(:mod:`pipeline.warehouse.storage`), by the driver when it checks them and by a Ray worker on any
+machine when it reads a shard.
 
 Every row keeps the file it came from and its 1-based row number, so a bad row can be named.
 A file missing a column fails every shard that needs its dates (naming the file and the
@@ -21,7 +22,7 @@ import io
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import polars as pl
 
@@ -41,7 +42,11 @@ class SourceSpec:
     columns: dict[str, pl.DataType]  # required columns and the types they are read as
     calendar_columns: tuple[str, ...]  # needed just to place the rows on the calendar
     optional: dict[str, pl.DataType] = field(default_factory=dict)  # read when a file has them, else NULL
-    folder: str = "raw"  # which folder: data.raw_dir, or data.slate_dir ("slates")
+    folder: str = "raw"  # which folder: data.raw_dir, data.slate_dir ("slates") or data.lines_dir ("lines")
+    # Groups of optional columns of which a file must have at least one (a player's name or id).
+    one_of: tuple[tuple[str, ...], ...] = ()
+    # Columns a file may lack and that are derived from others, before anything else reads it.
+    derive: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None
 
     @property
     def all_columns(self) -> dict[str, pl.DataType]:
@@ -119,7 +124,54 @@ SLATES = SourceSpec(
     folder="slates",
 )
 
-SOURCES = {s.name: s for s in (PLAYER_BOXSCORES, TEAM_GAME_LOGS, SLATES)}
+
+# The time zone of a game date: the NBA's dates are US Eastern, so a 7:30 pm tip-off on the west
+# coast is 02:30 UTC the next day but still the same game date.
+GAME_DATE_TIME_ZONE = "America/New_York"
+
+
+def game_date_from_tipoff(scan: pl.LazyFrame) -> pl.LazyFrame:
+    """A lines file without ``game_date`` gets it from ``commence_time`` (the US Eastern date of the
+    tip-off); a file with neither is refused for lacking ``game_date``."""
+    schema = scan.collect_schema()
+    if "game_date" in schema or "commence_time" not in schema:
+        return scan
+    tipoff = read_as("commence_time", schema["commence_time"], pl.Datetime("us"), strict=False)
+    eastern = tipoff.dt.replace_time_zone("UTC").dt.convert_time_zone(GAME_DATE_TIME_ZONE).dt.date()
+    return scan.with_columns(eastern.alias("game_date"))
+
+
+# Historical and tonight's player points lines (see data/README.md): one row per side of a line
+# (``side``, ``price``) or one per line (``over_price``, ``under_price``); matched to NBA player
+# and game ids in nba_raw.prop_lines.
+PROP_LINES = SourceSpec(
+    name="source.lines",
+    patterns=("*.parquet", "*.csv"),
+    columns={
+        "game_date": pl.Date,  # the US Eastern date; derived from commence_time when absent
+        "home_team": pl.String,  # full names (Boston Celtics) or abbreviations (BOS)
+        "away_team": pl.String,
+        "bookmaker": pl.String,
+        "line": pl.Float64,
+    },
+    calendar_columns=("game_date",),
+    optional={
+        "player_name": pl.String,
+        "player_id": pl.Int32,  # the NBA person id, when the feed has it
+        "commence_time": pl.Datetime("us"),  # scheduled tip-off, UTC
+        "captured_at": pl.Datetime("us"),  # when the line was seen, UTC
+        "side": pl.String,  # Over / Under: one row per side, priced by `price`
+        "price": pl.Float64,  # American odds of `side`
+        "over_price": pl.Float64,  # one row per line: American odds of each side
+        "under_price": pl.Float64,
+        "real_prices": pl.Boolean,  # the prices are a sportsbook's odds (lines.real_price_books names whole books)
+    },
+    folder="lines",
+    one_of=(("player_name", "player_id"),),
+    derive=game_date_from_tipoff,
+)
+
+SOURCES = {s.name: s for s in (PLAYER_BOXSCORES, TEAM_GAME_LOGS, SLATES, PROP_LINES)}
 
 
 @dataclass(frozen=True)
@@ -160,7 +212,7 @@ class RawFiles:
             types = dict(f.types)
             columns = [read_as(c, types[c], t) if c in types else pl.lit(None, t).alias(c) for c, t in spec.all_columns.items()]
             parts.append(
-                scan_file(f.path, self.endpoint_url)
+                scan_source_file(spec, f.path, self.endpoint_url)
                 .with_row_index(SOURCE_ROW, offset=1)
                 .select(*columns, pl.lit(f.path).alias(SOURCE_FILE), pl.col(SOURCE_ROW).cast(pl.Int64))
                 .filter(pl.col("game_date").is_between(start, end))
@@ -186,6 +238,7 @@ class RawSource:
         raw_dir: str | Path,
         slate_dir: str | Path | None = None,
         boxscores_through: dt.date | None = None,
+        lines_dir: str | Path | None = None,
         *,
         endpoint_url: str | None = None,
     ):
@@ -195,6 +248,11 @@ class RawSource:
             raise RawDataError(f"raw data folder {self.raw_dir} does not exist (data.raw_dir)")
         # No slate folder is the usual case for history: every date's roster comes from its box scores.
         self.slate_dir = str(slate_dir) if slate_dir else None
+        # No lines folder (null): no prop lines. A folder named but missing is a mistake, not "no lines".
+        self.lines_dir = str(lines_dir) if lines_dir else None
+        if self.lines_dir is not None and not folder_exists(self.lines_dir, endpoint_url):
+            raise RawDataError(f"prop lines folder {self.lines_dir} does not exist (data.lines_dir; null for no lines)")
+        self.folders = {"raw": self.raw_dir, "slates": self.slate_dir, "lines": self.lines_dir}
         # The morning of a date whose box scores are already in the folder (a backtest, the example).
         self.boxscores_through = boxscores_through
         good: dict[str, tuple[GoodFile, ...]] = {}
@@ -224,11 +282,11 @@ class RawSource:
         hashes: list[pl.DataFrame] = []
         broken: list[BrokenFile] = []
         placed: list[pl.DataFrame] = []
-        folder = self.raw_dir if spec.folder == "raw" else self.slate_dir
+        folder = self.folders[spec.folder]
         for name in list_files(folder, spec.patterns, self.endpoint_url) if folder else []:
             suffix = posixpath.splitext(name)[1].lstrip(".").upper()
             try:
-                scan = scan_file(name, self.endpoint_url)
+                scan = scan_source_file(spec, name, self.endpoint_url)
                 if spec.folder == "raw" and self.boxscores_through is not None:
                     scan = scan.filter(pl.col("game_date").cast(pl.String) <= self.boxscores_through.isoformat())
                 frame = scan.collect()
@@ -244,6 +302,9 @@ class RawSource:
             types = tuple((c, frame.schema[c]) for c in spec.all_columns if c in frame.columns)
             missing = [c for c in spec.columns if c not in frame.columns]
             problem = f"missing column(s) {missing}" if missing else None
+            lacking = [" or ".join(group) for group in spec.one_of if not any(c in frame.columns for c in group)]
+            if problem is None and lacking:
+                problem = f"missing column(s): needs {'; '.join(lacking)}"
             if problem is None:
                 original = frame
                 try:
@@ -253,9 +314,9 @@ class RawSource:
                     )
                 except pl.exceptions.PolarsError as exc:
                     problem = first_uncastable(original, spec.all_columns) or f"a column does not have the expected type ({exc})".replace("\n", " ")
-                else:  # text parsed leniently (CSV booleans): a value that did not parse is still wrong
-                    text_booleans = {c: t for c, t in spec.all_columns.items() if t == pl.Boolean and original.schema.get(c) == pl.String}
-                    problem = first_uncastable(original, text_booleans)
+                else:  # text parsed leniently (CSV booleans and times): a value that did not parse is still wrong
+                    lenient = {c: t for c, t in spec.all_columns.items() if t in (pl.Boolean, pl.Datetime) and original.schema.get(c) == pl.String}
+                    problem = first_uncastable(original, lenient)
             if problem is None:
                 null_dates = frame.with_row_index(SOURCE_ROW, offset=1).filter(pl.col("game_date").is_null())
                 if null_dates.height:
@@ -281,8 +342,8 @@ class RawSource:
 
     @classmethod
     def from_config(cls, data: Mapping) -> "RawSource":
-        """The source of ``data.raw_dir``, ``data.slate_dir`` and ``data.boxscores_through`` (the
-        ``data:`` group of the config)."""
+        """The source of ``data.raw_dir``, ``data.slate_dir``, ``data.boxscores_through`` and
+        ``data.lines_dir`` (the ``data:`` group of the config)."""
         through = data.get("boxscores_through")
         if through is not None and not isinstance(through, dt.date):
             try:
@@ -290,7 +351,7 @@ class RawSource:
             except ValueError:
                 raise RawDataError(f"data.boxscores_through must be a date (YYYY-MM-DD), not {through!r}") from None
         endpoint = (data.get("storage") or {}).get("endpoint_url")
-        return cls(data["raw_dir"], data.get("slate_dir"), through, endpoint_url=endpoint)
+        return cls(data["raw_dir"], data.get("slate_dir"), through, data.get("lines_dir"), endpoint_url=endpoint)
 
     def calendar(self) -> Calendar:
         """Every game date of the box scores and the slates, with its season, opener and teams."""
@@ -313,6 +374,12 @@ class RawSource:
     def fingerprints(self, name: str) -> dict[dt.date, str]:
         """{date: fingerprint of that date's raw rows} for one source."""
         return self._fingerprints[name]
+
+
+def scan_source_file(spec: SourceSpec, path: str, endpoint_url: str | None = None) -> pl.LazyFrame:
+    """A file of ``spec`` with the columns it derives (:attr:`SourceSpec.derive`)."""
+    scan = scan_file(path, endpoint_url)
+    return spec.derive(scan) if spec.derive else scan
 
 
 def scan_file(path: str, endpoint_url: str | None = None) -> pl.LazyFrame:
@@ -383,11 +450,26 @@ TRUE_TEXT = ("true", "t", "1", "yes")
 FALSE_TEXT = ("false", "f", "0", "no")
 
 
+# Text times: ISO 8601 with a UTC offset (``Z``, ``+01:00``) or without one (read as UTC), "T" or a
+# space between date and time, seconds and their fractions optional.
+_TIME_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
+_TIME_WITHOUT_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+
+
 def read_as(column: str, source: pl.DataType, dtype: pl.DataType, *, strict: bool = True) -> pl.Expr:
-    """``column`` as ``dtype``; text dates in ISO form (YYYY-MM-DD) and text booleans
-    (true/false, 1/0, yes/no) are parsed."""
+    """``column`` as ``dtype``; text dates in ISO form (YYYY-MM-DD), text booleans (true/false,
+    1/0, yes/no) and text times (ISO 8601) are parsed. Times come out naive, in UTC."""
     if source == pl.String and dtype == pl.Date:
         return pl.col(column).str.to_date("%Y-%m-%d", strict=strict)
+    if dtype == pl.Datetime:
+        if source == pl.String:
+            # Other text reads as NULL; RawSource refuses such a file (first_uncastable finds the row).
+            text = pl.col(column).str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
+            aware = [text.str.to_datetime(f, time_zone="UTC", time_unit="us", strict=False) for f in _TIME_WITH_OFFSET]
+            naive = [text.str.to_datetime(f, time_unit="us", strict=False).dt.replace_time_zone("UTC") for f in _TIME_WITHOUT_OFFSET]
+            return pl.coalesce(*aware, *naive).dt.replace_time_zone(None).alias(column)
+        if isinstance(source, pl.Datetime) and source.time_zone is not None:
+            return pl.col(column).dt.convert_time_zone("UTC").dt.replace_time_zone(None).dt.cast_time_unit("us")
     if source == pl.String and dtype == pl.Boolean:
         # Other text reads as NULL; RawSource refuses such a file (first_uncastable finds the row).
         text = pl.col(column).str.strip_chars().str.to_lowercase()
