@@ -43,11 +43,17 @@ class Run:
 
 
 def pipeline_overrides(workdir: Path, overrides: tuple[str, ...], warehouse: list[str] | None) -> list[str]:
-    """The command line of a test's pipeline run (``run_pipeline``, ``run_in_process``)."""
+    """The command line of a test's pipeline run (``run_pipeline``, ``run_in_process``): every
+    folder it reads or writes is under ``workdir`` (the slates folder does not exist until a test
+    makes it: no slates), never the repository's ``data/slates`` or ``var/``; only the raw files
+    come from ``data/raw``. A test's own overrides come last, and win."""
     return [
         *(warehouse or [f"warehouse.path={workdir / 'warehouse.duckdb'}"]),
+        f"data.slate_dir={workdir / 'slates'}",
         f"logs.dir={workdir / 'logs'}",
+        f"validation.reports_dir={workdir / 'reports'}",
         f"training.models_root={workdir / 'models'}",
+        f"backup.target={workdir / 'backups'}",
         "training.after_run=false",
         "ray.num_cpus=2",
         *overrides,
@@ -227,12 +233,10 @@ def phase3_warehouse(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def main_command(tmp_path_factory) -> tuple[Path, str]:
     """README's main command on DuckDB, once per test worker: every table over the whole bundled
-    history, the gates (their report under ``reports/``), then the model (written to
-    ``model/``). Never written to afterwards: copy the warehouse before changing it."""
+    history, the gates (their report under ``reports/``, as every run's), then the model (written
+    to ``model/``). Never written to afterwards: copy the warehouse before changing it."""
     workdir = tmp_path_factory.mktemp("main_command")
-    run = run_pipeline(
-        workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}", f"validation.reports_dir={workdir / 'reports'}"
-    )
+    run = run_pipeline(workdir, "training.after_run=true", f"training.output_dir={workdir / 'model'}")
     assert run.returncode == 0, run.output
     return workdir, run.output
 

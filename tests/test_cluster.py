@@ -112,7 +112,10 @@ def _client(client_class, dashboard: str):
 def outside_the_job(folder) -> list[str]:
     """Logs and reports where they outlive the job: its working directory is Ray's temporary copy
     (which the second node of a one-machine cluster even replaces under it)."""
-    return [f"logs.dir={folder / 'logs'}", f"validation.reports_dir={folder / 'reports'}", f"training.models_root={folder / 'models'}"]
+    return [
+        f"logs.dir={folder / 'logs'}", f"validation.reports_dir={folder / 'reports'}", f"training.models_root={folder / 'models'}",
+        f"data.slate_dir={folder / 'slates'}",  # not the checkout's data/slates, which the working directory copies
+    ]  # fmt: skip
 
 
 def same_tables(expected: Backend, got: Backend) -> None:
