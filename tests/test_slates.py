@@ -193,6 +193,31 @@ def test_a_player_listed_out_shifts_his_share_to_his_teammates(main_command, mor
     assert all(star["player_name"] in names for names in joined["inactive_teammate_names"])
 
 
+def test_a_slate_of_one_sides_players_is_predicted(morning, tmp_path):
+    """A desk that prices one team: MORNING's slate lists four players of the away side of one game
+    and nothing else. The game is on the calendar with its date and both teams (before, its date was
+    NULL and task=predict refused: "no game dates in ...; the box scores and slates cover None..."),
+    and the four are predicted against their opponent."""
+    shutil.copy(morning["workdir"] / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    slate = slate_from_boxscores(boxscores_on([MORNING]))
+    game = slate.row(0, named=True)["game_id"]
+    four = slate.filter(game_id=game, is_home=False, status="active").head(4)
+    slates = tmp_path / "slates"
+    slates.mkdir()
+    four.write_csv(slates / "one_side.csv")
+    run = run_in_process(
+        tmp_path, "task=predict", f"data.boxscores_through={MORNING - dt.timedelta(days=1)}", f"dates.start={MORNING}",
+        f"dates.end={MORNING}", f"training.model_dir={morning['model']}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    schedule = read_table(tmp_path / "warehouse.duckdb", "nba_raw.schedule").filter(game_date=MORNING)
+    home = slate.filter(game_id=game, is_home=True)["team_abbr"][0]
+    assert schedule.select("game_id", "home_team_abbr", "away_team_abbr").rows() == [(game, home, four["team_abbr"][0])]
+    predicted = read_table(tmp_path / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    assert sorted(predicted["player_id"]) == sorted(four["player_id"])
+    assert set(predicted["opponent_abbr"]) == {home} and predicted["predicted_points"].is_not_null().all()
+
+
 def test_bad_slate_rows_fail_naming_file_row_and_value(tmp_path):
     slate = slate_from_boxscores(boxscores_on([MORNING])).with_columns(
         status=pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("probable")).otherwise(pl.col("status"))

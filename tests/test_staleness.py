@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -27,6 +29,7 @@ from pipeline.tables import registry
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 
 BUILT_AT = dt.datetime(2025, 7, 1, 3, 0)
+CONTEXT = "nba_analytics.upcoming_player_game_context"
 FACTORS = "nba_precompute.player_composite_factors"
 STORE = "nba_predictions.ml_feature_store"
 
@@ -138,3 +141,37 @@ def test_task_plan_prints_exactly_the_stale_tables(built):
 def plan_rows(output: str) -> list[list[str]]:
     """The cells of the plan's rows: level, table, dates to build, why, waiting."""
     return [[c.strip() for c in line.strip().strip("│┃").split("│")] for line in output.splitlines() if "│ nba_" in line]
+
+
+def test_a_request_is_never_built_from_an_input_the_same_run_replaces(built, tmp_path):
+    """``task=predict`` asks for the feature store of one date without dependents. Tonight's slate
+    changed since the morning (its roster's inputs changed): the roster is rebuilt, and so is
+    everything between it and the feature store on that date, though none of it was stale before
+    the roster is rebuilt; no other date."""
+    day = "2024-01-06"
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute(
+            f"UPDATE {RUN_STATE.name} SET input_fingerprint = 'the morning slate' WHERE table_name = 'nba_raw.pregame_roster' AND game_date = '{day}'"
+        )
+    request = ("tables=[ml_feature_store]", "backfill.with_dependents=false", f"dates.start={day}", f"dates.end={day}")
+    readers = {n for n, t in registry().items() if t.phase == 4} | {"nba_raw.schedule"}
+    assert planned(copy, *request) == {"nba_raw.pregame_roster": {CHANGED_REASON: 1}} | {n: {DEPENDENT_REASON: 1} for n in readers}
+    with DuckDBWarehouse(copy, read_only=True) as warehouse:
+        plan = Context.open(config(tmp_path, *request), warehouse).plan()
+    assert {d.isoformat() for p in plan.tables.values() for d in p.build} == {day}
+
+    # A box-score table changed the day before: rebuilt there, with the Phase 4 tables that read
+    # it on the requested date only; with dependents, on every later date of the season too.
+    with duckdb.connect(str(copy)) as con:
+        con.execute(
+            f"UPDATE {RUN_STATE.name} SET input_fingerprint = 'a corrected box score' "
+            "WHERE table_name = 'nba_analytics.player_game_summary' AND game_date = '2024-01-05'"
+        )
+    history_readers = {n for n, t in registry().items() if "nba_analytics.player_game_summary" in t.upstream_tables}
+    assert history_readers == {CONTEXT, "nba_precompute.player_daily_cache", "nba_precompute.player_shot_zone_analysis"}
+    expected = {"nba_analytics.player_game_summary": {CHANGED_REASON: 1}} | {n: {DEPENDENT_REASON: 1} for n in readers}
+    assert planned(copy, *request) == expected | {"nba_raw.pregame_roster": {CHANGED_REASON: 1}}
+    everywhere = planned(copy, *request[:1], *request[2:])
+    assert all(everywhere[n][DEPENDENT_REASON] > 50 for n in (*history_readers, FACTORS, STORE)), everywhere
