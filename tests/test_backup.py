@@ -32,7 +32,7 @@ from pipeline.backup.manifest import (
     season_of,
     sha256,
 )
-from pipeline.backup.restore import restore_backup, verify_backup
+from pipeline.backup.restore import read_table, restore_backup, verify_backup
 from pipeline.backup.retention import INCOMPLETE_GRACE, Listed, expired, list_backups, prune
 from pipeline.state import RUN_STATE
 from pipeline.warehouse import PartitionWrite, Warehouse
@@ -372,3 +372,38 @@ def test_a_small_warehouse_round_trips_through_cloud_storage(backend, gs_target,
         restored = restore_backup(target, made.folder, verified, owned_tables(), run_state_tables())
         assert restored == {name: expected[name].height for name in owned_tables()}
         same_tables(every_table(target), expected)
+
+
+def test_a_file_changed_after_the_verification_is_refused_as_it_is_read_and_nothing_of_it_written(local_backup, tmp_path):
+    """The backup verifies; then, before the restore reads it, one file of a table is replaced by
+    another Parquet file of the same table with other values (checks that read the manifest again
+    would pass it). The restore stops at that file, naming it; the table's dates in the files
+    before it are restored, those of that file keep their old rows and run state."""
+    name = "nba_analytics.player_game_summary"
+    schema = owned_tables()[name]
+    with Backend.duckdb(tmp_path / "target.duckdb").open() as target:
+        fill(target)
+        # The target's own rows of that table and its run state: 3 a day, and failed dates.
+        target.write([PartitionWrite(name, DAYS, sample_rows(schema, DAYS, per_day=3))])
+        state = sample_rows(RUN_STATE, DAYS, per_day=1).with_columns(table_name=pl.lit(name), status=pl.lit("failed"))
+        target.write([PartitionWrite(RUN_STATE.name, DAYS, state, where={"table_name": name})])
+        before = every_table(target)
+
+        verified = verify_backup(local_backup, owned_tables())
+        first, last = verified.tables[name].files  # 2022-23 (01-05, 01-06), then 2023-24 (11-02)
+        rows = pl.read_parquet(io.BytesIO(local_backup.read_bytes(last.path)))
+        local_backup.write_bytes(last.path, parquet_bytes(rows.with_columns(pl.col("pts") + 10)))
+        with pytest.raises(BackupError, match=f"{last.path}: changed after the backup was verified; the restore stopped here"):
+            restore_backup(target, local_backup, verified, owned_tables(), run_state_tables())
+        after = every_table(target)
+
+    def on(frame: pl.DataFrame, days: list[dt.date]) -> pl.DataFrame:
+        return frame.filter(pl.col("game_date").is_in(days))
+
+    backed_up = pl.read_parquet(io.BytesIO(local_backup.read_bytes(first.path))).sort(pl.all())
+    assert on(after[name], DAYS[:2]).equals(backed_up) and backed_up.height == 4  # its first file: restored
+    assert on(after[name], DAYS[2:]).equals(on(before[name], DAYS[2:])) and on(after[name], DAYS[2:]).height == 3  # the changed one: old
+    old_state = after[RUN_STATE.name].filter(table_name=name)
+    assert on(old_state, DAYS[2:]).equals(on(before[RUN_STATE.name].filter(table_name=name), DAYS[2:]))
+    backup_state = read_table(local_backup, verified.tables[RUN_STATE.name], RUN_STATE).filter(table_name=name)
+    assert on(old_state, DAYS[:2]).equals(on(backup_state, DAYS[:2]).sort(pl.all()))  # restored with the file's rows
