@@ -9,7 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +22,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
+from conftest import kill_process_group, pipeline_overrides, run_in_process, stop_in_process_ray
 from pipeline.backup.export import parquet_bytes, write_backup
 from pipeline.backup.folder import Folder
 from pipeline.backup.manifest import (
@@ -407,3 +413,95 @@ def test_a_file_changed_after_the_verification_is_refused_as_it_is_read_and_noth
     assert on(old_state, DAYS[2:]).equals(on(before[RUN_STATE.name].filter(table_name=name), DAYS[2:]))
     backup_state = read_table(local_backup, verified.tables[RUN_STATE.name], RUN_STATE).filter(table_name=name)
     assert on(old_state, DAYS[:2]).equals(on(backup_state, DAYS[:2]).sort(pl.all()))  # restored with the file's rows
+
+
+# The restore in a subprocess, parked the moment it is about to read one file for writing (its
+# second read: the first verified it), until the test kills it: a kill half-way, at a known point,
+# which no timing can promise. Everything else is the command as it runs.
+PARKED_RESTORE = """
+import pathlib, runpy, sys, time
+from pipeline.backup.folder import Folder
+parked, barrier = sys.argv[1], pathlib.Path(sys.argv[2])
+read_bytes, reads = Folder.read_bytes, []
+def parking_read(self, relative):
+    reads.append(relative)
+    if relative == parked and reads.count(relative) == 2:
+        barrier.touch()
+        time.sleep(3600)
+    return read_bytes(self, relative)
+Folder.read_bytes = parking_read
+sys.argv = ["python -m pipeline", *sys.argv[3:]]
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)  # python -m pipeline, in this process
+"""
+
+
+@pytest.mark.slow
+def test_a_restore_killed_half_way_leaves_each_table_and_date_old_or_restored(local_backup, tmp_path):
+    """SIGKILL while the restore reads the second file of nba_analytics.player_game_summary: every
+    (table, date) holds either the target's old rows or the backup's, with the matching run state;
+    both kinds are there; a second restore completes and leaves exactly the backup."""
+    target = tmp_path / "warehouse.duckdb"
+    old_days = [*DAYS[1:], D(2025, 1, 1)]  # the backup's days but its first, and one of the target's own
+    with Backend.duckdb(target).open() as warehouse:
+        for name, schema in owned_tables().items():
+            warehouse.ensure_table(schema)
+            if name == RUN_STATE.name:
+                rows = pl.concat(
+                    sample_rows(schema, old_days, per_day=1).with_columns(table_name=pl.lit(table), status=pl.lit("failed"))
+                    for table in sorted(run_state_tables())
+                )
+            else:
+                rows = sample_rows(schema, old_days, per_day=3)
+            warehouse.write([PartitionWrite(name, old_days, rows, partition_by=schema.partition_by)])
+        before = every_table(warehouse)
+    backup = every_table_of(local_backup)
+
+    parked = "nba_analytics.player_game_summary/2023-24.parquet"
+    barrier = tmp_path / "parked"
+    overrides = pipeline_overrides(tmp_path, ("task=restore", f"backup.source={local_backup.root}"), None)
+    stop_in_process_ray()
+    restore = subprocess.Popen(
+        [sys.executable, "-c", PARKED_RESTORE, parked, str(barrier), *overrides], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not barrier.exists():
+            assert restore.poll() is None, f"the restore ended (exit code {restore.returncode}) before it reached {parked}"
+            assert time.monotonic() < deadline, f"the restore did not reach {parked} in 300 s"
+            time.sleep(0.1)
+        os.killpg(restore.pid, signal.SIGKILL)
+        restore.wait(timeout=60)
+    finally:
+        kill_process_group(restore.pid)
+    assert restore.returncode == -signal.SIGKILL
+
+    with Backend.duckdb(target).open(read_only=True) as warehouse:
+        after = every_table(warehouse)
+    states = {"before": before[RUN_STATE.name], "backup": backup[RUN_STATE.name], "after": after[RUN_STATE.name]}
+    kinds = set()
+    for name, schema in owned_tables().items():
+        if name == RUN_STATE.name:
+            continue
+        day_column = schema.partition_by
+        for day in sorted({*DAYS, *old_days}):
+            rows = {k: t[name].filter(pl.col(day_column) == day) for k, t in (("before", before), ("backup", backup), ("after", after))}
+            kind = "old" if rows["after"].equals(rows["before"]) else "restored" if rows["after"].equals(rows["backup"]) else None
+            assert kind, f"{name} {day}: neither the old rows nor the backup's"
+            kinds.add(kind)
+            if name in run_state_tables():
+                state = {k: s.filter(pl.col("table_name") == name, pl.col("game_date") == day) for k, s in states.items()}
+                assert state["after"].equals(state["before" if kind == "old" else "backup"]), f"{name} {day}: run state of another kind than its rows"
+    assert kinds == {"old", "restored"}
+    assert not after["nba_analytics.player_game_summary"].filter(pl.col("game_date") == DAYS[0]).is_empty()  # the file before it: restored
+    # A second restore completes.
+    run = run_in_process(tmp_path, "task=restore", f"backup.source={local_backup.root}")
+    assert run.returncode == 0, run.output
+    with Backend.duckdb(target).open(read_only=True) as warehouse:
+        same_tables(every_table(warehouse), backup)
+
+
+def every_table_of(backup: Folder) -> dict[str, pl.DataFrame]:
+    """Every table of a backup, as every_table reads a warehouse."""
+    manifest = verify_backup(backup, owned_tables())
+    return {name: read_table(backup, manifest.tables[name], schema).sort(pl.all()) for name, schema in owned_tables().items()}
