@@ -147,9 +147,16 @@ def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path
     # Its dependents did not run on that date.
     for table in ("nba_analytics.player_game_summary", "nba_analytics.team_defense_game_summary"):
         assert before.filter(table=table, date=failing).height == 0
+    # task=status says so, with the error, and exits 1.
+    status = run_in_process(tmp_path, "task=status")
+    assert status.returncode == 1, status.output
+    text = unwrapped(status.output)
+    assert "nba_analytics.team_offense_game_summary: 1 failed date(s)" in text
+    assert f"{failing}: RuntimeError: injected failure for nba_analytics.team_offense_game_summary on {failing}" in text
 
     second = run_in_process(tmp_path, f"tables={PHASE3_TABLES}", *OPENING)
     assert second.returncode == 0, second.output
+    assert run_in_process(tmp_path, "task=status").returncode == 0
     after = states(warehouse)
     assert set(after["status"]) == {"ok"}
     redone = rebuilt_by(before, after)
@@ -309,7 +316,13 @@ def test_status_while_a_run_writes_names_the_run(phase3_copy, tmp_path):
 
 
 def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(tmp_path):
-    run = run_pipeline(tmp_path, "tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
+    request = ("tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
+    # task=plan refuses too: it shows the gaps and exits 1.
+    plan = run_in_process(tmp_path, "task=plan", *request)
+    assert plan.returncode == 1, plan.output
+    assert "blocking gap: nba_analytics.team_offense_game_summary is missing 3 date(s): 2024-03-01..2024-03-03 (3 dates)" in unwrapped(plan.output)
+    assert not (tmp_path / "warehouse.duckdb").exists()
+    run = run_pipeline(tmp_path, *request)
     assert run.returncode == 1
     assert "refused" in run.output
     # Every missing date is listed, as runs of consecutive game dates.

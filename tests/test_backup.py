@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
-from conftest import kill_process_group, pipeline_overrides, run_in_process, stop_in_process_ray
+from conftest import kill_process_group, pipeline_overrides, run_in_process, stop_in_process_ray, unwrapped
 from pipeline.backup.export import parquet_bytes, write_backup
 from pipeline.backup.folder import Folder
 from pipeline.backup.manifest import (
@@ -41,8 +42,9 @@ from pipeline.backup.manifest import (
 from pipeline.backup.restore import read_table, restore_backup, verify_backup
 from pipeline.backup.retention import INCOMPLETE_GRACE, Listed, expired, list_backups, prune
 from pipeline.state import RUN_STATE
-from pipeline.warehouse import PartitionWrite, Warehouse
+from pipeline.warehouse import PartitionWrite, Warehouse, WarehouseLocked
 from pipeline.warehouse.base import TableSchema
+from pipeline.warehouse.duckdb import DuckDBWarehouse
 from storage import OTHER_BUCKET, gs_folder
 
 D = dt.date
@@ -505,3 +507,54 @@ def every_table_of(backup: Folder) -> dict[str, pl.DataFrame]:
     """Every table of a backup, as every_table reads a warehouse."""
     manifest = verify_backup(backup, owned_tables())
     return {name: read_table(backup, manifest.tables[name], schema).sort(pl.all()) for name, schema in owned_tables().items()}
+
+
+# -- the command: the lock, and failures ---------------------------------------------------------
+
+
+def test_a_backup_holds_the_warehouse_lock_while_it_reads(tmp_path):
+    """After each table it has read, another run tries to take the warehouse: refused every time,
+    naming the backup; once the backup is done, the warehouse is free."""
+    path = tmp_path / "warehouse.duckdb"
+    with Backend.duckdb(path).open() as warehouse:
+        fill(warehouse)
+    tries: list[str] = []
+
+    class AnotherRun(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().split(":")[0] in owned_tables():  # "<table>: N file(s), ...": that table is read
+                try:
+                    with DuckDBWarehouse(path).lock(holder={"run": "another run"}, wait_seconds=0, stale_seconds=0):
+                        tries.append("got the warehouse")
+                except WarehouseLocked as refused:
+                    tries.append(str(refused))
+
+    handler = AnotherRun()
+    logging.getLogger("pipeline.backup").addHandler(handler)
+    try:
+        run = run_in_process(tmp_path, "task=backup")
+    finally:
+        logging.getLogger("pipeline.backup").removeHandler(handler)
+    assert run.returncode == 0, run.output
+    assert len(tries) == len(owned_tables())
+    assert all("is in use by another run (held by run " in text and "task=backup" in text for text in tries), tries[:2]
+    with DuckDBWarehouse(path).lock(holder={"run": "another run"}, wait_seconds=0, stale_seconds=0):
+        pass
+
+
+def test_a_failed_backup_exits_1_naming_what_failed(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    with Backend.duckdb(path).open() as warehouse:
+        fill(warehouse)
+    # Another run holds the warehouse: refused at once, naming it, nothing written.
+    with DuckDBWarehouse(path).lock(holder={"run": "nightly-run", "pid": os.getpid()}, wait_seconds=0, stale_seconds=0):
+        refused = run_in_process(tmp_path, "task=backup")
+    assert refused.returncode == 1
+    assert "is in use by another run (held by run nightly-run" in unwrapped(refused.output)
+    assert not (tmp_path / "backups").exists()
+    # A target that cannot be written (a file where its folder should be): the error names the path.
+    (tmp_path / "not-a-folder").write_text("a file")
+    failed = run_in_process(tmp_path, "task=backup", f"backup.target={tmp_path / 'not-a-folder' / 'nightly'}")
+    assert failed.returncode == 1, failed.output
+    text = unwrapped(failed.output)
+    assert "error: failed writing" in text and str(tmp_path / "not-a-folder" / "nightly") in text and "Traceback" not in text
