@@ -25,6 +25,7 @@ from pipeline.tasks import status_frame
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
 from training.data import read_feature_store
+from training.lines import pick_lines
 from training.predict import prediction_rows
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"
@@ -65,6 +66,16 @@ def feature_rows(warehouse: Path, dates: list[dt.date]) -> pl.DataFrame:
 # -- the pre-game equivalence ---------------------------------------------------------------------
 
 
+def slates_with_lines(dates: list[dt.date]) -> pl.DataFrame:
+    """The slates of ``dates`` derived from their box scores, with a made-up line for every third
+    player (lines are no feature: they change P(over) and edge, not the features)."""
+    derived = slate_from_boxscores(boxscores_on(dates))
+    lined = pl.int_range(pl.len()) % 3 == 0
+    return derived.with_columns(
+        points_line=pl.when(lined).then(pl.lit(11.5)), bookmaker=pl.when(lined).then(pl.lit("made-up book"))
+    )
+
+
 @pytest.fixture(scope="module")
 def from_slates(main_command, tmp_path_factory) -> Path:
     """``task=predict`` of SLATE_DATES on a fresh warehouse whose raw files lack those dates'
@@ -73,7 +84,7 @@ def from_slates(main_command, tmp_path_factory) -> Path:
     raw = raw_without(SLATE_DATES, workdir / "raw")
     slates = workdir / "slates"
     slates.mkdir()
-    derived = slate_from_boxscores(boxscores_on(SLATE_DATES))
+    derived = slates_with_lines(SLATE_DATES)
     derived.filter(pl.col("game_date") < SLATE_DATES[-1]).write_parquet(slates / "slates.parquet")
     derived.filter(pl.col("game_date") == SLATE_DATES[-1]).write_csv(slates / f"slate_{SLATE_DATES[-1]}.csv")
     run = run_in_process(
@@ -92,12 +103,16 @@ def test_features_from_the_slates_equal_the_features_with_the_box_scores(main_co
 
 
 def test_predictions_from_the_slates_equal_the_predictions_with_the_box_scores(main_command, from_slates):
+    """Every column of every prediction (the interval, its bin, the line, P(over), edge...), but the
+    moment it was made; both made before tip-off, with the slates' lines."""
     saved = load_model(model_dir(main_command))
-    expected = prediction_rows(feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES), saved)
+    features = feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES)
+    expected = prediction_rows(features, saved, lines=pick_lines(slates_with_lines(SLATE_DATES)), before_tipoff=SLATE_DATES)
     made = read_table(from_slates, PREDICTIONS).sort("game_date", "player_id")
     assert made.height == expected.height > 0
-    columns = ["game_id", "game_date", "player_id", "model_id", "predicted_points", "feature_fingerprint"]
-    assert_frame_equal(made.select(columns), expected.sort("game_date", "player_id").select(columns))
+    assert made["made_before_tipoff"].all() and made["p10"].null_count() == 0
+    assert made["p_over"].drop_nulls().len() == made["points_line"].drop_nulls().len() > 20
+    assert_frame_equal(made.drop("predicted_at"), expected.sort("game_date", "player_id").drop("predicted_at"), check_exact=True)
 
 
 def test_the_slate_dates_come_from_the_slates_and_build_nothing_of_phase_3(from_slates):
