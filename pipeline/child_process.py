@@ -43,7 +43,8 @@ def start_reporting(command: list[str], what: str, timeout: float) -> tuple[subp
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
-        line = process.stdout.readline() if selector.select(timeout) else ""
+        answered = bool(selector.select(timeout))
+        line = process.stdout.readline() if answered else ""
     try:
         ready = json.loads(line)
         if isinstance(ready, dict):
@@ -52,5 +53,5 @@ def start_reporting(command: list[str], what: str, timeout: float) -> tuple[subp
         pass
     process.kill()
     code = process.wait()
-    said = f": {line.strip()!r}" if line.strip() else f" within {timeout:.0f} s"
+    said = f": {line.strip()!r}" if line.strip() else ": it said nothing" if answered else f": nothing said within {timeout:.0f} s"
     raise RuntimeError(f"{what} did not start (exit code {code}){said}")
