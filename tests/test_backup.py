@@ -512,6 +512,7 @@ def every_table_of(backup: Folder) -> dict[str, pl.DataFrame]:
 # -- the command: the lock, and failures ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_backup_holds_the_warehouse_lock_while_it_reads(tmp_path):
     """After each table it has read, another run tries to take the warehouse: refused every time,
     naming the backup; once the backup is done, the warehouse is free."""
@@ -542,6 +543,7 @@ def test_a_backup_holds_the_warehouse_lock_while_it_reads(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_failed_backup_exits_1_naming_what_failed(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     with Backend.duckdb(path).open() as warehouse:

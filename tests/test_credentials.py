@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import run_in_process
 
+pytestmark = pytest.mark.slow  # runs the pipeline's tasks, in the test process
+
 MARKER = "MARKER-7d41c2-private-key-material"
 BIGQUERY = ["warehouse=bigquery", "warehouse.project=nba-credentials-test"]
 

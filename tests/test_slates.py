@@ -28,6 +28,8 @@ from training.data import read_feature_store
 from training.lines import pick_lines
 from training.predict import prediction_rows
 
+pytestmark = pytest.mark.slow  # runs the pipeline end to end
+
 FEATURE_STORE = "nba_predictions.ml_feature_store"
 PREDICTIONS = "nba_predictions.player_points_predictions"
 CONTEXT = "nba_analytics.upcoming_player_game_context"

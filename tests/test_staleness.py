@@ -124,6 +124,7 @@ def test_a_changed_phase4_setting_makes_the_tables_that_read_it_and_their_depend
     assert planned(built, "phase4.bootstrap_days=14") == {n: {CHANGED_REASON: len(opening)} for n, t in tables.items() if t.phase == 4}
 
 
+@pytest.mark.slow  # the command itself, in the test process
 def test_task_plan_prints_exactly_the_stale_tables(built):
     run = run_in_process(built.parent, "task=plan", "phase4.prior_games=5")
     assert run.returncode == 0, run.output
