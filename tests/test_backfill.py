@@ -71,17 +71,21 @@ def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path, b
         "ray.num_cpus=2", "shard.days=8", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false",
         "dates.start=2022-12-01", "dates.end=2023-02-28",
     ]  # fmt: skip
-    env = {**os.environ, FAULTS: "nba_analytics.player_game_summary@2023-01-15:sleep=300"}
+    # The shard of 2023-01-15 parks until a file appears that the test never makes: it is still
+    # running when the run is killed, however long the other shards take.
+    parked = tmp_path / "never"
+    env = {**os.environ, FAULTS: f"nba_analytics.player_game_summary@2023-01-15:wait_for={parked}"}
     stop_in_process_ray()
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         committed = 0
-        while time.monotonic() < deadline and committed < 5:
+        while not (committed >= 5 and Path(f"{parked}.waiting").exists()):
+            assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before the level got going"
+            assert time.monotonic() < deadline, f"the level did not get going in 600 s ({committed} shards committed)"
             time.sleep(0.5)
             text = "".join(p.read_text() for p in logs.glob("*.log")) if logs.exists() else ""
             committed = text.count("DEBUG pipeline.runner: nba_analytics.player_game_summary 20")
-        assert committed >= 5, "the level never got going"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
