@@ -20,12 +20,12 @@ import pytest
 
 from pipeline.state import OK, RUN_STATE, state_rows, state_write, utcnow
 from pipeline.tables import registry
-from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURES, feature_matrix
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURES, ID_COLUMNS, feature_matrix
 from pipeline.warehouse import PartitionWrite
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.baselines import BASELINE_INPUTS
 from training.blocks import balanced, cut_blocks, read_training_rows
-from training.data import FEATURE_STORE, FIT_COLUMNS, PLAYER_GAME_SUMMARY, ROW_COLUMNS, TARGET, DataError, Split, build_dataset, load_rows, make_split
+from training.data import ACTUAL_MINUTES, FEATURE_STORE, FIT_COLUMNS, PLAYER_GAME_SUMMARY, ROW_COLUMNS, TARGET, DataError, Split, build_dataset, data_fingerprint, load_rows, make_split
 from training.scoring import calibrate_intervals, evaluate_rows, score, score_opening_weeks
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
@@ -176,6 +176,9 @@ def test_blocks_hold_the_counts_dates_and_fingerprint_of_the_rows_read_at_once(w
     assert rows.rows_in("opening_train") == dataset.opening("train").height > 0
     assert rows.used_dates == sorted(set(dataset.train["game_date"]) | set(dataset.valid["game_date"]) | set(dataset.test["game_date"]))
     assert rows.fingerprint == dataset.fingerprint
+    # As training fingerprinted its rows before blocks: every row a fit or a score reads, once.
+    used = pl.concat([dataset.refit, dataset.valid, dataset.test]).unique(subset=["game_id", "player_id"], keep="first", maintain_order=True)
+    assert rows.fingerprint == data_fingerprint(used.select(*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES, "split"))
     assert rows.driver_bytes > rows.read_bytes  # the driver read every block, and got their summaries
 
 
