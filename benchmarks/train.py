@@ -1,22 +1,32 @@
-"""Wall time of `task=train` on the bundled data, and the overhead of Ray Train over a plain
-`lightgbm.train` on the same data and parameters. Prints the figures, the ratio last.
+"""Wall time of `task=train` on the bundled data, the overhead of Ray Train over a plain
+`lightgbm.train` on the same data and parameters, and how training scales with the data. Prints
+the figures, the ratios last.
 
 The full warehouse (Phase 2-4 and the feature store) is built first, untimed (or pass
 `warehouse.path=...` of one already built). Then:
 
 1. `task=train` as a user runs it, in a fresh process: interpreter, imports, Ray start, reading
-   the feature store, the fit through Ray Train, scoring, report and plots.
+   the feature store in blocks, the fit through Ray Train, scoring, report and plots.
 2. In this process, with Ray already up: the same fit (same rows, same parameters, early stopping
    on validation MAE, then the refit on training + validation rows for the rounds it chose, as
    `task=train` does them) through one Ray Train run (`training.num_workers`, default 1) and with
    plain `lightgbm.train` calls. The first Ray Train run of a process is the one `task=train`
-   pays; a second one is shown too.
+   pays; a second one is shown too. Both, and the model `task=train` wrote, must be the same model.
+3. The scale curve (`--scales`, default 1,4,16; `--scales ""` skips it): the bundled seasons
+   copied N times with shifted ids (benchmarks/scale.py, which builds Phase 2-4 from them,
+   untimed), then `task=train` in a fresh process on each: rows read, wall time and time per
+   feature-store row, the fit's rounds and time, and the driver's memory: its peak RSS (VmHWM,
+   which counts the pages of Ray's object store it wrote: with DuckDB the driver reads every block
+   and hands it over) and its largest private (anonymous) RSS. Targets: driver peak at 16x under
+   2 x its 1x figure, time per row at 16x at most its 1x figure.
 
-    python benchmarks/train.py [extra Hydra overrides, e.g. ray.num_cpus=2 warehouse.path=...]
+    python benchmarks/train.py [--scales 1,4,16] [extra Hydra overrides, e.g. ray.num_cpus=2 warehouse.path=...]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -24,15 +34,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import ray
 from _harness import PROJECT_ROOT, build, config, start_ray_timed
+from scale import RAW_DIR, scale_up, watched
 
 from pipeline.warehouse import open_warehouse
-from training.data import build_dataset, load_rows, make_split
+from training.data import FEATURE_STORE, build_dataset, load_rows, make_split
 from training.train import TrainSettings, fit
 
 
-def main(extra: list[str]) -> None:
+def compare(extra: list[str]) -> None:
+    """Parts 1 and 2 of the module docstring."""
     with tempfile.TemporaryDirectory() as tmp:
         given = [o.split("=", 1)[1] for o in extra if o.startswith("warehouse.path=")]
         warehouse = Path(given[0]) if given else Path(tmp) / "warehouse.duckdb"
@@ -81,6 +94,10 @@ def main(extra: list[str]) -> None:
             for through_ray, reference in ((ray_first, plain), (ray_first.kept, plain.kept))
         )
         print(f"same models (early-stopping fit and model kept) from Ray Train and plain lightgbm.train: {same}")
+        written = (Path(tmp) / "model" / "model.txt").read_text()
+        plain.kept.booster.save_model(str(Path(tmp) / "plain.txt"))
+        print(f"task=train's model (rows read in blocks, Ray Datasets) is plain lightgbm.train's, to the last bit: {written == (Path(tmp) / 'plain.txt').read_text()}")
+        ray.shutdown()
         budget = 1.5 * plain.seconds + 10
         print(
             f"targets: task=train under 60 s ({task_seconds:.1f}s); Ray Train under 1.5 x plain + 10 s = {budget:.1f}s "
@@ -89,5 +106,55 @@ def main(extra: list[str]) -> None:
         print(f"Ray Train / plain lightgbm.train wall time: {ray_first.seconds / plain.seconds:.2f}x")
 
 
+def scale_curve(scales: list[int], extra: list[str]) -> None:
+    """Part 3 of the module docstring."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in scales:
+            raw, warehouse, model = Path(tmp) / f"raw{factor}", Path(tmp) / f"w{factor}.duckdb", Path(tmp) / f"model{factor}"
+            scale_up(RAW_DIR, factor, raw)
+            built = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("scale.py")), "--build-once", str(raw), str(warehouse), *extra],
+                cwd=tmp, capture_output=True, text=True,
+            )  # fmt: skip
+            if built.returncode != 0:
+                raise SystemExit(f"the {factor}x build failed:\n{built.stdout}{built.stderr}")
+            with duckdb.connect(str(warehouse), read_only=True) as con:
+                rows = con.execute(f"SELECT count(*) FROM {FEATURE_STORE}").fetchone()[0]
+            overrides = [f"warehouse.path={warehouse}", f"data.raw_dir={raw}", f"logs.dir={Path(tmp) / 'logs'}", f"training.output_dir={model}"]
+            run = watched([sys.executable, "-m", "pipeline", "task=train", *overrides, *extra], PROJECT_ROOT)
+            metrics = json.loads((model / "metrics.json").read_text())
+            results[factor] = {"rows": rows, "run": run}
+            timings, fitted = metrics["timings"], metrics["fit"]
+            print(
+                f"{factor:>3}x: {rows:,} feature-store rows ({metrics['data']['read_bytes'] / 2**20:,.0f} MB read in {metrics['data']['blocks']} blocks "
+                f"by the {metrics['data']['read_by']}), task=train {run.seconds:.1f}s, {run.seconds / rows * 1e6:.1f} us a row "
+                f"(fit {timings['fit']:.1f}s: best iteration {fitted['best_iteration']} of {fitted['rounds']} rounds; read {timings['load']:.1f}s, "
+                f"check {timings['validate']:.1f}s, scores {timings['evaluate']:.1f}s); test MAE {metrics['test']['mae']:.3f}; "
+                f"driver peak {run.driver_peak / 2**20:,.0f} MB (private {run.driver_private_peak / 2**20:,.0f} MB, object store pages "
+                f"{run.driver_object_store_peak / 2**20:,.0f} MB), largest worker {run.worker_peak / 2**20:,.0f} MB",
+                flush=True,
+            )
+    if len(results) > 1:
+        low, high = results[scales[0]], results[scales[-1]]
+        ratio = f"{scales[-1]}x / {scales[0]}x"
+        print(f"driver private peak {ratio}: {high['run'].driver_private_peak / low['run'].driver_private_peak:.2f}")
+        print(f"driver peak {ratio}: {high['run'].driver_peak / low['run'].driver_peak:.2f} (target under 2)")
+        per_row = (high["run"].seconds / high["rows"]) / (low["run"].seconds / low["rows"])
+        print(f"time per row {ratio}: {per_row:.2f} (target at most 1.0)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="1,4,16", help="scale-ups of the bundled data for the scale curve; empty: none")
+    parser.add_argument("--no-compare", action="store_true", help="only the scale curve")
+    args, extra = parser.parse_known_args()
+    if not args.no_compare:
+        compare(extra)
+    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    if scales:
+        scale_curve(scales, [o for o in extra if not o.startswith("warehouse.path=")])
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

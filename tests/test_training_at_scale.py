@@ -27,7 +27,7 @@ from pipeline.tables import registry
 from pipeline.warehouse import PartitionWrite
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training import artifacts
-from training.data import FEATURE_STORE, PLAYER_GAME_SUMMARY
+from training.data import FEATURE_STORE, PLAYER_GAME_SUMMARY, DataError
 from training.scoring import evaluate_rows
 from training.train import TrainSettings, dataset_for, fit, fit_rows, train_and_report, training_rows_for
 
@@ -96,6 +96,16 @@ def test_on_bigquery_the_workers_read_the_rows_and_one_worker_gives_the_plain_mo
     assert (tmp_path / "bigquery" / artifacts.MODEL_FILE).read_text() == (tmp_path / "plain" / artifacts.MODEL_FILE).read_text()
     assert metrics["data_fingerprint"] == dataset.fingerprint
     assert metrics["fit"]["rows_per_worker"] == [{"train": dataset.train.height, "refit": dataset.refit.height}]
+
+    # The checks before training ran where the rows were read, and still stop a fit: a date whose
+    # recent points are missing fails a critical coverage check.
+    day = dataset.test["game_date"][0]
+    with backend.open() as bigquery:
+        broken = bigquery.read(FEATURE_STORE, start=day, end=day).with_columns(points_avg_last_5=None)
+        bigquery.write([PartitionWrite(FEATURE_STORE, [day], broken)])
+    with backend.open(read_only=True) as bigquery, pytest.raises(DataError, match=r"the feature store fails \d+ critical check\(s\) \(.*points_avg_last_5"):
+        train_and_report(cfg, bigquery, output_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def rows_per_date(frame: pl.DataFrame) -> Counter:

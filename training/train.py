@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.progress import console
 from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
-from pipeline.validation.gate import check_before_training
+from pipeline.validation.gate import check_before_training, pre_training_failures
 from pipeline.warehouse import Warehouse
 from training import artifacts, intervals
 from training.baselines import SHORT_LABELS, best_baseline_of
@@ -270,6 +270,29 @@ def _multirun_job() -> tuple[str | None, int | None]:
         return None, None
 
 
+def check_rows(cfg: DictConfig, warehouse: Warehouse, rows: TrainingRows) -> list:
+    """The feature store's checks on every date training reads (pipeline.validation.gate), run
+    where its rows were read: on a Ray worker when the workers read them, so that the driver does
+    not read the table for its checks either; the driver reports the outcome."""
+    checked = None
+    if rows.workers_read:
+        import ray
+
+        from training.blocks import gathered
+
+        remote = ray.remote(max_retries=0)(pre_training_failures_on_worker)
+        checked = gathered(remote.remote(OmegaConf.to_container(cfg, resolve=True), worker_warehouse_config(cfg, warehouse), rows.used_dates))
+    return check_before_training(cfg, warehouse, rows.used_dates, checked=checked)
+
+
+def pre_training_failures_on_worker(cfg: dict, warehouse_config: dict, dates: list[dt.date]):
+    """:func:`pipeline.validation.gate.pre_training_failures` in a Ray task, on the worker's own
+    connection to the warehouse."""
+    from pipeline.runner import worker_warehouse
+
+    return pre_training_failures(OmegaConf.create(cfg), worker_warehouse(warehouse_config), dates)
+
+
 def fit(settings: TrainSettings, dataset: Dataset, cfg: DictConfig | None, run_name: str, backend: str = "ray") -> FitResult:
     """The early-stopping fit: training rows, stopped on the validation rows' MAE. It chooses the
     number of rounds, and its validation predictions are the model's validation scores.
@@ -426,7 +449,7 @@ def train_and_report(
     rows = dataset or training_rows_for(settings, cfg, warehouse)
     timings["load"] = time.perf_counter() - started
     mark = time.perf_counter()
-    critical = check_before_training(cfg, warehouse, rows.used_dates)
+    critical = check_rows(cfg, warehouse, rows)
     if critical:
         raise DataError(
             f"the feature store fails {len(critical)} critical check(s) ({'; '.join(r.label for r in critical[:5])}): fix and rebuild it, "
