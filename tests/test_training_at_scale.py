@@ -101,7 +101,7 @@ def test_on_bigquery_the_workers_read_the_rows_and_one_worker_gives_the_plain_mo
     # recent points are missing fails a critical coverage check.
     day = dataset.test["game_date"][0]
     with backend.open() as bigquery:
-        broken = bigquery.read(FEATURE_STORE, start=day, end=day).with_columns(points_avg_last_5=None)
+        broken = bigquery.read(FEATURE_STORE, start=day, end=day).with_columns(points_avg_last_5=pl.lit(None, dtype=pl.Float64))
         bigquery.write([PartitionWrite(FEATURE_STORE, [day], broken)])
     with backend.open(read_only=True) as bigquery, pytest.raises(DataError, match=r"the feature store fails \d+ critical check\(s\) \(.*points_avg_last_5"):
         train_and_report(cfg, bigquery, output_dir=tmp_path / "refused")
