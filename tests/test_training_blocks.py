@@ -256,3 +256,17 @@ def test_a_row_without_its_actual_points_is_refused_naming_it(warehouse, ray_run
         read_training_rows(wh, block_rows=200)  # read in a Ray task: the task's error, as itself
     assert "1 training or evaluation row(s) without actual points in nba_analytics.player_game_summary on 2024-01-21" in str(refused.value)
     assert "game g020-02, player 4" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_a_block_size_that_is_not_a_positive_number_of_rows_is_refused_by_its_key(value):
+    from hydra import compose, initialize_config_dir
+
+    import pipeline.__main__  # noqa: F401 - registers ${project_root:}
+    from conftest import PROJECT_ROOT
+    from training.train import ConfigError, TrainSettings
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"training.data.block_rows={value}"])
+    with pytest.raises(ConfigError, match=rf"training.data.block_rows must be a positive number of rows, not '?{value}'?"):
+        TrainSettings.from_config(cfg)

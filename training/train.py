@@ -77,6 +77,9 @@ class TrainSettings:
     def from_config(cls, cfg: DictConfig) -> "TrainSettings":
         t = training_config(cfg)
         params = OmegaConf.to_container(t.params, resolve=True)
+        block_rows = t.get("data", {}).get("block_rows", DEFAULT_BLOCK_ROWS)
+        if not isinstance(block_rows, int) or block_rows < 1:
+            raise ConfigError(f"training.data.block_rows must be a positive number of rows, not {block_rows!r}")
         return cls(
             split=OmegaConf.to_container(t.split, resolve=True),
             min_prior_games=int(t.train_rows.min_prior_games or 0),
@@ -92,7 +95,7 @@ class TrainSettings:
             storage_path=t.ray.storage_path,
             health_check_interval_s=t.ray.health_check_interval_s,
             preemption_watcher=bool(t.ray.get("preemption_watcher", False)),
-            block_rows=int(t.get("data", {}).get("block_rows") or DEFAULT_BLOCK_ROWS),
+            block_rows=block_rows,
         )
 
     def lightgbm(self) -> dict[str, Any]:
