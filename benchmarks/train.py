@@ -12,20 +12,23 @@ The full warehouse (Phase 2-4 and the feature store) is built first, untimed (or
    `task=train` does them) through one Ray Train run (`training.num_workers`, default 1) and with
    plain `lightgbm.train` calls. The first Ray Train run of a process is the one `task=train`
    pays; a second one is shown too. Both, and the model `task=train` wrote, must be the same model.
-3. The scale curve (`--scales`, default 1,4,16; `--scales ""` skips it): the bundled seasons
-   copied N times with shifted ids (benchmarks/scale.py, which builds Phase 2-4 from them,
-   untimed), then `task=train` in a fresh process on each: rows read, wall time and time per
-   feature-store row, the fit's rounds and time, and the driver's memory: its peak RSS (VmHWM,
-   which counts the pages of Ray's object store it wrote: with DuckDB the driver reads every block
-   and hands it over) and its largest private (anonymous) RSS. Targets: driver peak at 16x under
-   2 x its 1x figure, time per row at 16x at most its 1x figure.
+3. The scale curve (`--scales`, default 1,4,16; `--scales ""` skips it) on each of `--backends`
+   (default duckdb,bigquery): the bundled seasons copied N times with shifted ids
+   (benchmarks/scale.py, which builds Phase 2-4 from them on DuckDB, untimed; for bigquery the
+   tables training reads are then copied into a fresh BigQuery emulator, untimed), then
+   `task=train` in a fresh process on each: rows read, wall time and time per feature-store row,
+   the fit's rounds and time, and the driver's memory: its peak RSS (VmHWM, which also counts the
+   pages of Ray's object store it wrote: with DuckDB the driver reads every block and hands it
+   over) and its largest private (anonymous) RSS. Targets: driver peak at 16x under 2 x its 1x
+   figure, time per row at 16x at most its 1x figure.
 
-    python benchmarks/train.py [--scales 1,4,16] [extra Hydra overrides, e.g. ray.num_cpus=2 warehouse.path=...]
+    python benchmarks/train.py [--scales 1,4,16] [--backends duckdb,bigquery] [--no-compare] [extra Hydra overrides]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -39,9 +42,11 @@ import ray
 from _harness import PROJECT_ROOT, build, config, start_ray_timed
 from scale import RAW_DIR, scale_up, watched
 
+from pipeline.backup.manifest import owned_tables
+from pipeline.emulator import EmulatorProcess, copy_tables
 from pipeline.warehouse import open_warehouse
 from training.data import FEATURE_STORE, build_dataset, load_rows, make_split
-from training.train import TrainSettings, fit
+from training.train import TABLES_READ, TrainSettings, fit
 
 
 def compare(extra: list[str]) -> None:
@@ -106,8 +111,12 @@ def compare(extra: list[str]) -> None:
         print(f"Ray Train / plain lightgbm.train wall time: {ray_first.seconds / plain.seconds:.2f}x")
 
 
-def scale_curve(scales: list[int], extra: list[str]) -> None:
-    """Part 3 of the module docstring."""
+def scale_curve(scales: list[int], backend: str, extra: list[str]) -> None:
+    """Part 3 of the module docstring, on ``backend``: ``duckdb``, where the driver reads each block
+    (and runs the check before training), or ``bigquery`` (the emulator, filled with the tables
+    training reads from the DuckDB build: untimed), where the Ray tasks read the blocks and run
+    the check themselves."""
+    print(f"scale curve of task=train on {backend}:", flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for factor in scales:
@@ -121,39 +130,50 @@ def scale_curve(scales: list[int], extra: list[str]) -> None:
                 raise SystemExit(f"the {factor}x build failed:\n{built.stdout}{built.stderr}")
             with duckdb.connect(str(warehouse), read_only=True) as con:
                 rows = con.execute(f"SELECT count(*) FROM {FEATURE_STORE}").fetchone()[0]
-            overrides = [f"warehouse.path={warehouse}", f"data.raw_dir={raw}", f"logs.dir={Path(tmp) / 'logs'}", f"training.output_dir={model}"]
-            run = watched([sys.executable, "-m", "pipeline", "task=train", *overrides, *extra], PROJECT_ROOT)
+            overrides = [f"data.raw_dir={raw}", f"logs.dir={Path(tmp) / 'logs'}", f"training.output_dir={model}", *extra]
+            with contextlib.ExitStack() as stack:
+                if backend == "bigquery":
+                    emulator = stack.enter_context(EmulatorProcess.start())
+                    target = [*emulator.overrides(), f"warehouse.dataset_prefix=scale{factor}_"]
+                    with open_warehouse(config(f"warehouse.path={warehouse}").warehouse, read_only=True) as source:
+                        with open_warehouse(config(*target).warehouse) as copy:
+                            copy_tables(source, copy, [owned_tables()[name] for name in TABLES_READ])
+                else:
+                    target = [f"warehouse.path={warehouse}"]
+                run = watched([sys.executable, "-m", "pipeline", "task=train", *target, *overrides], PROJECT_ROOT)
             metrics = json.loads((model / "metrics.json").read_text())
             results[factor] = {"rows": rows, "run": run}
-            timings, fitted = metrics["timings"], metrics["fit"]
+            timings, fitted, data = metrics["timings"], metrics["fit"], metrics["data"]
             print(
-                f"{factor:>3}x: {rows:,} feature-store rows ({metrics['data']['read_bytes'] / 2**20:,.0f} MB read in {metrics['data']['blocks']} blocks "
-                f"by the {metrics['data']['read_by']}), task=train {run.seconds:.1f}s, {run.seconds / rows * 1e6:.1f} us a row "
-                f"(fit {timings['fit']:.1f}s: best iteration {fitted['best_iteration']} of {fitted['rounds']} rounds; read {timings['load']:.1f}s, "
-                f"check {timings['validate']:.1f}s, scores {timings['evaluate']:.1f}s); test MAE {metrics['test']['mae']:.3f}; "
-                f"driver peak {run.driver_peak / 2**20:,.0f} MB (private {run.driver_private_peak / 2**20:,.0f} MB, object store pages "
-                f"{run.driver_object_store_peak / 2**20:,.0f} MB), largest worker {run.worker_peak / 2**20:,.0f} MB",
+                f"{factor:>3}x: {rows:,} feature-store rows ({data['read_bytes'] / 2**20:,.0f} MB read in {data['blocks']} blocks by the "
+                f"{data['read_by']}; the driver moved {data['driver_bytes'] / 2**20:,.2f} MB), task=train {run.seconds:.1f}s, "
+                f"{run.seconds / rows * 1e6:.1f} us a row (fit {timings['fit']:.1f}s: best iteration {fitted['best_iteration']} of "
+                f"{fitted['rounds']} rounds; read {timings['load']:.1f}s, check {timings['validate']:.1f}s, scores {timings['evaluate']:.1f}s); "
+                f"test MAE {metrics['test']['mae']:.3f}; driver peak {run.driver_peak / 2**20:,.0f} MB (private "
+                f"{run.driver_private_peak / 2**20:,.0f} MB, object store pages {run.driver_object_store_peak / 2**20:,.0f} MB), "
+                f"largest worker {run.worker_peak / 2**20:,.0f} MB",
                 flush=True,
             )
     if len(results) > 1:
         low, high = results[scales[0]], results[scales[-1]]
-        ratio = f"{scales[-1]}x / {scales[0]}x"
+        ratio = f"{backend} {scales[-1]}x / {scales[0]}x"
         print(f"driver private peak {ratio}: {high['run'].driver_private_peak / low['run'].driver_private_peak:.2f}")
         print(f"driver peak {ratio}: {high['run'].driver_peak / low['run'].driver_peak:.2f} (target under 2)")
         per_row = (high["run"].seconds / high["rows"]) / (low["run"].seconds / low["rows"])
-        print(f"time per row {ratio}: {per_row:.2f} (target at most 1.0)")
+        print(f"time per row {ratio}: {per_row:.2f} (target at most 1.0)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", default="1,4,16", help="scale-ups of the bundled data for the scale curve; empty: none")
+    parser.add_argument("--backends", default="duckdb,bigquery", help="the warehouses of the scale curve: duckdb, bigquery (the emulator)")
     parser.add_argument("--no-compare", action="store_true", help="only the scale curve")
     args, extra = parser.parse_known_args()
     if not args.no_compare:
         compare(extra)
     scales = [int(s) for s in args.scales.split(",") if s.strip()]
-    if scales:
-        scale_curve(scales, [o for o in extra if not o.startswith("warehouse.path=")])
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()] if scales else []:
+        scale_curve(scales, backend, [o for o in extra if not o.startswith("warehouse.path=")])
 
 
 if __name__ == "__main__":

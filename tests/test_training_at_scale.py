@@ -5,8 +5,8 @@ model a plain ``lightgbm.train`` gives on the same rows; two workers, one a node
 share of the blocks, every training row exactly once, and the model scores as the one-worker model.
 
 The warehouse is the main command's (conftest.main_command), read only; for BigQuery, the tables
-training reads are copied into a fresh dataset prefix on the emulator through the warehouse
-interface.
+training reads (training.train.TABLES_READ) are copied into a fresh dataset prefix on the emulator
+through the warehouse interface (pipeline.emulator.copy_tables).
 """
 
 from __future__ import annotations
@@ -22,20 +22,17 @@ from hydra import compose, initialize_config_dir
 import pipeline.__main__  # noqa: F401 - registers ${project_root:}
 from backends import Backend
 from conftest import PROJECT_ROOT, unwrapped
-from pipeline.state import RUN_STATE
-from pipeline.tables import registry
+from pipeline.emulator import copy_tables
+from pipeline.backup.manifest import owned_tables
 from pipeline.warehouse import PartitionWrite
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training import artifacts
-from training.data import FEATURE_STORE, PLAYER_GAME_SUMMARY, DataError
+from training.data import FEATURE_STORE, DataError
 from training.scoring import evaluate_rows
-from training.train import TrainSettings, dataset_for, fit, fit_rows, train_and_report, training_rows_for
+from training.train import TABLES_READ, TrainSettings, dataset_for, fit, fit_rows, train_and_report, training_rows_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
-# What training reads: the feature store and the actual points, and for the check before training
-# the schedule (its calendar) and the run state.
-TRAINING_TABLES = (FEATURE_STORE, PLAYER_GAME_SUMMARY, "nba_raw.schedule", RUN_STATE.name)
 SHORT_FIT = ("training.num_boost_round=60", "training.early_stopping_rounds=10")
 
 
@@ -63,19 +60,11 @@ def config(tmp_path: Path, warehouse: list[str], *overrides: str):
         return compose(config_name="config", overrides=[*warehouse, f"logs.dir={tmp_path / 'logs'}", *overrides])
 
 
-def copy_tables(source: Path, target: Backend, tables: tuple[str, ...]) -> None:
-    with DuckDBWarehouse(source, read_only=True) as src, target.open() as dst:
-        for name in tables:
-            schema = RUN_STATE if name == RUN_STATE.name else registry()[name].warehouse_schema
-            rows = src.read(name)
-            dst.ensure_table(schema)
-            dst.write([PartitionWrite(name, sorted(set(rows[schema.partition_by].to_list())), rows, partition_by=schema.partition_by)])
-
-
 def test_on_bigquery_the_workers_read_the_rows_and_one_worker_gives_the_plain_model(cluster, bigquery_emulator, main_command, tmp_path, capsys):
     warehouse = main_command[0] / "warehouse.duckdb"
     backend = Backend.bigquery(bigquery_emulator)
-    copy_tables(warehouse, backend, TRAINING_TABLES)
+    with DuckDBWarehouse(warehouse, read_only=True) as duckdb, backend.open() as bigquery:
+        copy_tables(duckdb, bigquery, [owned_tables()[name] for name in TABLES_READ])
     cfg = config(tmp_path, backend.overrides, *SHORT_FIT)
     with backend.open(read_only=True) as bigquery:
         metrics = train_and_report(cfg, bigquery, output_dir=tmp_path / "bigquery").metrics

@@ -32,7 +32,6 @@ from training import intervals
 from training.baselines import BASELINES, baseline_predictions, fill_missing, opening_fallback_points
 from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset
 from training.evaluate import TIER_COLUMN, evaluate, opening_weeks, tier_expr
-from training.report import render_row_plots
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -128,6 +127,7 @@ def evaluation_of(valid: pl.DataFrame, test: pl.DataFrame, test_opening: pl.Data
     """Step 2: ``valid`` / ``test`` / ``test_opening``: :func:`scored` rows (the validation rows by
     the early-stopping fit, the others by the model kept); ``train_opening``: the training split's
     opening-weeks rows (their target and earlier games)."""
+    from training.report import render_row_plots  # matplotlib: only where the figures are made
     predictions = {"valid": valid["model"].to_numpy(), "test": test["model"].to_numpy()}
     calibration, interval_metrics = interval_calibration(valid, test, predictions)
     residuals = pl.concat(

@@ -45,6 +45,10 @@ from training.scoring import Evaluation, calibrate_intervals, evaluate_rows, sco
 log = logging.getLogger("pipeline.training")
 
 # Keys of metrics.json that change from one run to the next even with the same data and seed.
+# Every table task=train reads: the feature store and the actual points, and for the check before
+# training (pipeline.validation.gate) the schedule and the run state.
+TABLES_READ = ("nba_predictions.ml_feature_store", "nba_analytics.player_game_summary", "nba_raw.schedule", "nba_orchestration.run_state")
+
 # "data": how the rows were read (where, and what passed through the driver), not what they hold.
 VOLATILE_KEYS = ("model_id", "created_at", "output_dir", "timings", "git_commit", "overrides", "data")
 
