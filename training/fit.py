@@ -50,7 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence, Union
 
 import lightgbm as lgb
 import numpy as np
@@ -67,6 +67,7 @@ NETWORK_SETUP = ("machines", "local_listen_port")  # the parameters with which a
 VALID_METRIC = "l1"  # LightGBM's name for mean absolute error
 
 Matrices = tuple[np.ndarray, np.ndarray]
+Loader = Callable[[], Matrices]  # loads a set of rows when the loop needs them
 Rows = Union["ray.data.Dataset", Matrices]  # fit_ray's input: a Ray Dataset of rows, or (features, target)
 
 # Always set for every fit, whatever the config says (see the module docstring).
@@ -130,16 +131,23 @@ class Trained(NamedTuple):
 
 def fit_then_refit(
     config: LoopConfig,
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray] | None,
-    refit: tuple[np.ndarray, np.ndarray] | None,
+    train: Matrices | Loader,
+    valid: Matrices | Loader | None,
+    refit: Matrices | Loader | None,
     extra_params: Mapping[str, Any] | None = None,
 ) -> tuple[Trained, Trained | None]:
     """The loop every backend runs: the early-stopping fit, then, given ``refit`` rows, the same
-    settings again on them for exactly the rounds it chose."""
+    settings again on them for exactly the rounds it chose. Each set of rows is given, or a
+    function that loads it when it is needed: then the early-stopping fit's rows are let go before
+    the refit's are loaded, which hold them again (a Ray Train worker never holds both)."""
+
+    def rows(given: Matrices | Loader) -> Matrices:
+        return given() if callable(given) else given
+
     started = time.perf_counter()
     extra_params = dict(extra_params or {})
-    chosen = Trained(*train_booster(config, train, valid, extra_params), time.perf_counter() - started)
+    chosen = Trained(*train_booster(config, rows(train), None if valid is None else rows(valid), extra_params), time.perf_counter() - started)
+    train = valid = None
     refitted = None
     if refit is not None:
         started = time.perf_counter()
@@ -147,7 +155,7 @@ def fit_then_refit(
         # The workers' network stays up with the first booster and the refit runs over it: set up
         # again, it would bind the ports just closed, which the system may hold for a while yet.
         same_network = {k: v for k, v in extra_params.items() if k not in NETWORK_SETUP}
-        refitted = Trained(*train_booster(refit_config, refit, None, same_network), time.perf_counter() - started)
+        refitted = Trained(*train_booster(refit_config, rows(refit), None, same_network), time.perf_counter() - started)
     if "machines" in extra_params:
         chosen.booster.free_network()
     return chosen, refitted
@@ -165,16 +173,21 @@ def train_loop(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config: LoopConfig = loop_config["config"]
-    train, counts = shard_rows("train", config.feature_names)
-    valid = shard_rows("valid", config.feature_names)[0] if loop_config["valid"] else None
-    shard = {"rank": rank, "node": ray.get_runtime_context().get_node_id(), "train": counts, "valid": None if valid is None else int(valid[1].size)}
-    refit = None
-    if loop_config["refit"]:
-        refit, shard["refit"] = shard_rows("refit", config.feature_names)
+    shard: dict[str, Any] = {"rank": rank, "node": ray.get_runtime_context().get_node_id()}
+
+    def loader(name: str) -> Loader:
+        def load() -> Matrices:
+            matrices, shard[name] = shard_rows(name, config.feature_names)
+            return matrices
+
+        return load
+
     extra = {}
     if world > 1:
         extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
-    chosen, refitted = fit_then_refit(config, train, valid, refit, extra)
+    chosen, refitted = fit_then_refit(
+        config, loader("train"), loader("valid") if loop_config["valid"] else None, loader("refit") if loop_config["refit"] else None, extra
+    )
     booster = chosen.booster
     metrics = {
         "best_iteration": best_iteration_of(booster),
@@ -211,7 +224,7 @@ class FitResult:
     backend: str
     num_workers: int
     refit: "FitResult | None" = None  # the refit made in the same run, if asked for
-    # Per worker, in rank order: {"rank", "node": its Ray node, "train": rows per date, "valid": rows, "refit": rows per date}.
+    # Per worker, in rank order: {"rank", "node": its Ray node, and its rows per date of "train", "valid", "refit"}.
     shards: list[dict[str, Any]] = field(default_factory=list)
 
     def rows_per_worker(self) -> list[dict[str, int]]:
@@ -352,8 +365,7 @@ def fit_plain(
         backend="lightgbm",
         num_workers=0,
         refit=None if refitted is None else _refit_result(*refitted, "lightgbm", 0),
-        shards=[{"rank": 0, "train": {"rows": int(train[1].size)}, "valid": None if valid is None else int(valid[1].size)}
-                | ({} if refit is None else {"refit": {"rows": int(refit[1].size)}})],
+        shards=[{"rank": 0, **{name: {"rows": int(part[1].size)} for name, part in (("train", train), ("valid", valid), ("refit", refit)) if part is not None}}],
     )
 
 

@@ -44,15 +44,21 @@ class BlockShards(ray.train.DataConfig):
 
 def shard_rows(name: str, feature_names: Sequence[str]) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, int]]:
     """This worker's rows of dataset ``name``: (features, target), and its rows per date
-    (``{"rows": n}`` for rows without dates)."""
+    (``{"rows": n}`` for rows without dates). The matrix is filled block by block, so that the
+    worker holds it and one block, not every block twice."""
     shard = ray.train.get_dataset_shard(name)
-    tables = list(shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
-    frame = pl.concat([pl.from_arrow(table) for table in tables]) if tables else None
-    if frame is None or frame.is_empty():
+    blocks = list(shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    height = sum(block.num_rows for block in blocks)
+    if not height:
         raise ValueError(f"Ray Train worker {ray.train.get_context().get_world_rank()} got no {name} rows")
-    counts = (
-        {day.isoformat(): n for day, n in frame.group_by("game_date").len().sort("game_date").iter_rows()}
-        if "game_date" in frame.columns
-        else {"rows": frame.height}
-    )
-    return (feature_matrix(frame, feature_names), frame[TARGET].to_numpy().astype(np.float64)), counts
+    features, target = np.empty((height, len(feature_names))), np.empty(height)
+    counts: dict[str, int] = {}
+    start = 0
+    for block in blocks:
+        frame = pl.from_arrow(block)
+        end = start + frame.height
+        features[start:end], target[start:end] = feature_matrix(frame, feature_names), frame[TARGET].cast(pl.Float64).to_numpy()
+        start = end
+        if "game_date" in frame.columns:
+            counts.update((day.isoformat(), n) for day, n in frame.group_by("game_date").len().iter_rows())
+    return (features, target), dict(sorted(counts.items())) or {"rows": height}

@@ -33,16 +33,9 @@ from training.data import FEATURE_STORE, DataError
 from training.predict import grade_dates, graded_totals, mae_per_date, model_dir_for, predict_dates
 from training.slate import MAX_ROWS, csv_path, print_slate, slate_frame, write_csv
 from training.sweep import POINTER_FILE
-from training.train import (
-    ConfigError,
-    TrainResult,
-    TrainSettings,
-    _multirun_job,
-    existing_model_for,
-    train_and_report,
-    training_config,
-    training_rows_for,
-)
+from training.results import TrainResult
+from training.settings import ConfigError, TrainSettings, training_config
+from training.train import _multirun_job, existing_model_for, train_and_report, training_rows_for
 
 log = logging.getLogger("pipeline.training")
 

@@ -23,172 +23,34 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.progress import console
-from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
+from pipeline.tables.ml_feature_store import FEATURE_COLUMNS, feature_matrix
 from pipeline.validation.gate import check_before_training, pre_training_failures
 from pipeline.warehouse import Warehouse
 from training import artifacts, intervals
-from training.baselines import SHORT_LABELS, best_baseline_of
-from training.blocks import DEFAULT_BLOCK_ROWS, TrainingRows, read_training_rows
-from training.data import EVAL_MIN_PRIOR_GAMES, TARGET, Dataset, DataError, build_dataset, load_rows, make_split
-from training.fit import FitResult, LoopConfig, fit_plain, fit_ray, lightgbm_params
-from training.report import HISTORICAL_RULES_MAE, HISTORICAL_RULES_ROWS, write_report
-from training.scoring import Evaluation, calibrate_intervals, evaluate_rows, score, score_opening_weeks  # noqa: F401 - score*, calibrate_intervals: here before training.scoring
+from training.blocks import TrainingRows, read_training_rows
+from training.data import TARGET, Dataset, DataError, build_dataset, load_rows, make_split
+from training.fit import FitResult, LoopConfig, fit_plain, fit_ray
+from training.report import write_report
+from training.results import TrainResult, build_metrics, importance_shares, load_result
+from training.scoring import Evaluation, evaluate_rows
+from training.settings import TrainSettings
+
+# Their home before training.settings, training.results and training.scoring: imported from here.
+from training.results import VOLATILE_KEYS  # noqa: E402, F401
+from training.scoring import calibrate_intervals, score, score_opening_weeks  # noqa: E402, F401
+from training.settings import ConfigError, training_config  # noqa: E402, F401
 
 log = logging.getLogger("pipeline.training")
 
-# Keys of metrics.json that change from one run to the next even with the same data and seed.
 # Every table task=train reads: the feature store and the actual points, and for the check before
 # training (pipeline.validation.gate) the schedule and the run state.
 TABLES_READ = ("nba_predictions.ml_feature_store", "nba_analytics.player_game_summary", "nba_raw.schedule", "nba_orchestration.run_state")
-
-# "data": how the rows were read (where, and what passed through the driver), not what they hold.
-VOLATILE_KEYS = ("model_id", "created_at", "output_dir", "timings", "git_commit", "overrides", "data")
-
-
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """``training.*`` of the Hydra config (conf/training/v5.yaml)."""
-
-    split: dict[str, Any]
-    min_prior_games: int
-    refit: bool
-    num_workers: int
-    cpus_per_worker: float
-    params: dict[str, Any]
-    num_threads: int
-    num_boost_round: int
-    early_stopping_rounds: int
-    output_dir: str | None
-    models_root: str
-    storage_path: str | None
-    health_check_interval_s: float | None
-    preemption_watcher: bool
-    block_rows: int = DEFAULT_BLOCK_ROWS
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> "TrainSettings":
-        t = training_config(cfg)
-        params = OmegaConf.to_container(t.params, resolve=True)
-        block_rows = t.get("data", {}).get("block_rows", DEFAULT_BLOCK_ROWS)
-        if not isinstance(block_rows, int) or block_rows < 1:
-            raise ConfigError(f"training.data.block_rows must be a positive number of rows, not {block_rows!r}")
-        return cls(
-            split=OmegaConf.to_container(t.split, resolve=True),
-            min_prior_games=int(t.train_rows.min_prior_games or 0),
-            refit=bool(t.refit),
-            num_workers=int(t.num_workers),
-            cpus_per_worker=float(t.cpus_per_worker),
-            params=params,
-            num_threads=int(t.num_threads),
-            num_boost_round=int(t.num_boost_round),
-            early_stopping_rounds=int(t.early_stopping_rounds),
-            output_dir=t.output_dir,
-            models_root=str(t.models_root),
-            storage_path=t.ray.storage_path,
-            health_check_interval_s=t.ray.health_check_interval_s,
-            preemption_watcher=bool(t.ray.get("preemption_watcher", False)),
-            block_rows=block_rows,
-        )
-
-    def lightgbm(self) -> dict[str, Any]:
-        return lightgbm_params(self.params, self.num_threads)
-
-    def record(self) -> dict[str, Any]:
-        """What of these settings shapes the model: ``params`` in metrics.json."""
-        return {
-            "lightgbm": self.lightgbm(),
-            "num_boost_round": self.num_boost_round,
-            "early_stopping_rounds": self.early_stopping_rounds,
-            "num_workers": self.num_workers,
-            "min_prior_games": self.min_prior_games,
-            "refit": self.refit,
-        }
-
-
-def training_config(cfg: DictConfig) -> DictConfig:
-    t = cfg.get("training")
-    if t is None:
-        raise ConfigError("no training config: add `+training=v5` to the command (or `- training: v5` to conf/config.yaml defaults)")
-    return t
-
-
-@dataclass
-class TrainResult:
-    metrics: dict
-    output_dir: Path
-    report_path: Path
-    model_id: str
-
-    def summary_lines(self) -> list[str]:
-        m = self.metrics
-        test, base = m["test"], m["baselines"]
-        best = m.get("best_baseline") or best_baseline_of(test["mae"], base)  # older models: computed here
-        others = [name for name in sorted(base, key=lambda n: base[n]["mae"]) if name not in (best["name"], "rules")]
-        return [
-            f"v5 model {m['model_id']}: test MAE {test['mae']:.3f} on {test['rows']:,} player-games ({test['start']}..{test['end']}): "
-            f"{best['ratio']:.3f} x the best baseline, {SHORT_LABELS.get(best['name'], best['name'])} {best['mae']:.3f}",
-            "  baselines on the same rows: "
-            + ", ".join(f"{SHORT_LABELS.get(name, name)} {base[name]['mae']:.3f}" for name in [best["name"], *others])
-            + (f"; old rules model {base['rules']['mae']:.3f} (reference; model / old rules = {test['mae'] / base['rules']['mae']:.3f})" if "rules" in base and best["name"] != "rules" else ""),
-            f"  validation MAE {m['valid']['mae']:.3f} (early stopping, best iteration {m['fit']['best_iteration']}"
-            + (f"; the model kept refitted on training + validation rows, {m['fit']['refit']['rows']:,}" if m["fit"].get("refit") else "")
-            + "); "
-            f"historical {HISTORICAL_RULES_MAE} was measured on another system's rows (2024-02-04..2024-04-14)",
-            *self._opening_lines(),
-            *self._interval_lines(),
-            *self._data_lines(),
-            f"  report: {self.report_path}",
-        ]
-
-    def _data_lines(self) -> list[str]:
-        data = self.metrics.get("data")  # None for a model trained before the rows were read in blocks
-        if not data:
-            return []
-        where = "the workers read them from the warehouse" if data["read_by"] == "workers" else "the driver read them from the warehouse"
-        return [
-            f"  rows read in {data['blocks']} block(s), {_size(data['read_bytes'])}: {where}; the driver moved "
-            f"{_size(data['driver_bytes'])} of table data ({data['driver_bytes'] / max(1, data['read_bytes']):.2%})"
-        ]
-
-    def _opening_lines(self) -> list[str]:
-        ow = self.metrics.get("opening_weeks")  # None for a model trained before the section existed
-        if not ow or not ow["rows"]:
-            return []
-        overall = ow["overall"]
-        best = min((name for name in overall if name != "model"), key=lambda n: overall[n]["mae"])
-        return [
-            f"  opening weeks (test rows with < 5 earlier games, {ow['rows']:,}): model MAE {overall['model']['mae']:.3f}, "
-            f"best baseline {SHORT_LABELS.get(best, best)} {overall[best]['mae']:.3f}"
-        ]
-
-    def _interval_lines(self) -> list[str]:
-        iv = self.metrics.get("intervals")  # None for a model trained before intervals existed
-        if not iv:
-            return []
-        tiers = ", ".join(f"{t['tier']} {t['coverage']:.1%}" for t in iv["by_tier"])
-        return [f"  80% interval (p10-p90): test coverage {iv['coverage']:.1%} ({tiers}), mean width {iv['mean_width']:.1f} points"]
-
-    def print_summary(self) -> None:
-        for line in self.summary_lines():
-            console.print(line, highlight=False, soft_wrap=True)
-
-
-def load_result(directory: Path) -> TrainResult:
-    """A finished training run read back from its output directory."""
-    metrics = json.loads((directory / artifacts.METRICS_FILE).read_text())
-    return TrainResult(metrics, directory, directory / artifacts.REPORT_FILE, metrics["model_id"])
 
 
 def dataset_for(settings: TrainSettings, warehouse: Warehouse) -> Dataset:
@@ -350,84 +212,6 @@ def _run_fit(settings: TrainSettings, train, valid, refit, cfg: DictConfig | Non
     )
 
 
-def importance_shares(booster) -> list[tuple[str, float]]:
-    gain = booster.feature_importance(importance_type="gain").astype(np.float64)
-    total = gain.sum() or 1.0
-    return sorted(((name, float(g / total)) for name, g in zip(booster.feature_name(), gain)), key=lambda kv: -kv[1])
-
-
-def build_metrics(
-    *,
-    model_id: str,
-    created: dt.datetime,
-    settings: TrainSettings,
-    dataset: Dataset | TrainingRows,
-    fit_result: FitResult,
-    model_fit: FitResult,
-    valid_eval: dict,
-    test_eval: dict,
-    output_dir: Path,
-    overrides: list[str],
-    interval_metrics: dict | None = None,
-    opening_metrics: dict | None = None,
-) -> dict:
-    test_overall, valid_overall = test_eval["overall"], valid_eval["overall"]
-    baselines = {name: s for name, s in test_overall.items() if name != "model"}
-    valid_baselines = {name: s for name, s in valid_overall.items() if name != "model"}
-    rules_mae = baselines["rules"]["mae"]
-    best = best_baseline_of(test_overall["model"]["mae"], baselines)
-    return {
-        "model_id": model_id,
-        "created_at": created.isoformat(timespec="seconds"),
-        "test": {**test_overall["model"], "start": test_eval["start"], "end": test_eval["end"]},
-        "valid": {
-            **valid_overall["model"],
-            "start": valid_eval["start"],
-            "end": valid_eval["end"],
-            "lightgbm_l1": fit_result.valid_mae,
-            "baselines": valid_baselines,
-            "best_baseline": best_baseline_of(valid_overall["model"]["mae"], valid_baselines),
-        },
-        "train": {
-            "rows": dataset.rows_in("train"),
-            **dataset.window("train"),
-            "selection": "played (minutes > 0)"
-            + (f", at least {settings.min_prior_games} earlier games this season" if settings.min_prior_games else ""),
-        },
-        "baselines": baselines,
-        "best_baseline": best,
-        "ratios": {
-            "test_mae_vs_rules": test_overall["model"]["mae"] / rules_mae,
-            "test_mae_vs_best_baseline": best["ratio"],
-            "valid_mae_vs_rules": valid_overall["model"]["mae"] / valid_overall["rules"]["mae"],
-        },
-        "by_tier": test_eval["by_tier"],
-        "by_month": test_eval["by_month"],
-        "intervals": interval_metrics,
-        "opening_weeks": opening_metrics,
-        "evaluation_rows": f"minutes > 0 and games_played_season >= {EVAL_MIN_PRIOR_GAMES}",
-        "reference": {"historical_rules_mae": HISTORICAL_RULES_MAE, "measured_on": HISTORICAL_RULES_ROWS},
-        "features": list(FEATURE_COLUMNS),
-        "feature_version": FEATURE_VERSION,
-        "params": settings.record(),
-        "fit": {
-            "backend": fit_result.backend,
-            "num_workers": fit_result.num_workers,
-            "best_iteration": fit_result.best_iteration,
-            "rounds": fit_result.rounds,
-            # The model kept: fitted again on training + validation rows, or the early-stopping fit itself.
-            "refit": {"rows": dataset.rows_in("refit"), **dataset.window("refit"), "rounds": model_fit.rounds} if model_fit is not fit_result else None,
-            "rows_per_worker": fit_result.rows_per_worker(),
-        },
-        "data": dataset.record() if isinstance(dataset, TrainingRows) else None,
-        "split": dataset.split.as_dict(),
-        "data_fingerprint": dataset.fingerprint,
-        "git_commit": artifacts.git_commit(),
-        "output_dir": str(output_dir),
-        "overrides": list(overrides),
-    }
-
-
 def train_and_report(
     cfg: DictConfig,
     warehouse: Warehouse,
@@ -509,6 +293,3 @@ def train_and_report(
         result.print_summary()
     return result
 
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:,.1f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KB"
