@@ -156,6 +156,8 @@ def read_block_rows(warehouse: Warehouse, block: Block) -> tuple[pl.DataFrame, p
 
 
 def prepare(block: Block, features: pl.DataFrame, actuals: pl.DataFrame, split: Split, min_prior_games: int) -> tuple[BlockParts, BlockSummary]:
+    """A block's parts (training, evaluation, opening-weeks rows) and its summary, from its
+    feature-store rows (sorted) and their actual points."""
     parts = block_parts(with_actuals(features, actuals), split, min_prior_games=min_prior_games)
     frames = {name: getattr(parts, name) for name in PARTS}
     summary = BlockSummary(

@@ -144,18 +144,20 @@ def fit_then_refit(
     def rows(given: Matrices | Loader) -> Matrices:
         return given() if callable(given) else given
 
-    started = time.perf_counter()
     extra_params = dict(extra_params or {})
-    chosen = Trained(*train_booster(config, rows(train), None if valid is None else rows(valid), extra_params), time.perf_counter() - started)
-    train = valid = None
+    fit_rows, valid_rows = rows(train), None if valid is None else rows(valid)
+    started = time.perf_counter()
+    chosen = Trained(*train_booster(config, fit_rows, valid_rows, extra_params), time.perf_counter() - started)
+    train = valid = fit_rows = valid_rows = None
     refitted = None
     if refit is not None:
+        refit_rows = rows(refit)
         started = time.perf_counter()
         refit_config = replace(config, num_boost_round=best_iteration_of(chosen.booster), early_stopping_rounds=0)
         # The workers' network stays up with the first booster and the refit runs over it: set up
         # again, it would bind the ports just closed, which the system may hold for a while yet.
         same_network = {k: v for k, v in extra_params.items() if k not in NETWORK_SETUP}
-        refitted = Trained(*train_booster(refit_config, rows(refit), None, same_network), time.perf_counter() - started)
+        refitted = Trained(*train_booster(refit_config, refit_rows, None, same_network), time.perf_counter() - started)
     if "machines" in extra_params:
         chosen.booster.free_network()
     return chosen, refitted
