@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.calendar import Calendar, date_runs, runs_text
@@ -19,6 +20,8 @@ from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import RunSummary, console
 from pipeline.state import RunState
 from pipeline.tables import Table, registry
+from pipeline.tables.prop_lines import USED
+from pipeline.tables.prop_lines import prop_lines as prop_lines_table
 from pipeline.validation import gate_enforced, make_gate
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.source import RawSource
@@ -27,6 +30,8 @@ if TYPE_CHECKING:  # the runner imports Ray, which plan and status never need
     from pipeline.runner import RunSettings
 
 log = logging.getLogger("pipeline")
+
+PROP_LINES = prop_lines_table.name
 
 
 def table_params(cfg: DictConfig, tables: dict[str, Table]) -> dict[str, dict[str, object]]:
@@ -47,6 +52,8 @@ def run_settings(cfg: DictConfig, run_id: str, tables: dict[str, Table]) -> RunS
         max_rows=cfg.shard.max_rows,
         # Names and endpoints only: a worker that opens the warehouse brings its own credentials.
         warehouse_config=OmegaConf.to_container(cfg.warehouse, resolve=True) if cfg.shard.worker_io else None,
+        commit_interval_seconds=cfg.warehouse.get("commit_interval_seconds") or 0.0,
+        reachable_cpus=cfg.ray.get("reachable_cpus"),
     )
 
 
@@ -110,9 +117,48 @@ def retry_command(unfinished: dict[str, list[dt.date]], overrides: list[str]) ->
 
 
 
+def refuse_unshared_folders(cfg: DictConfig, warehouse: Warehouse) -> None:
+    """On a Ray cluster with worker-side I/O (BigQuery) every worker reads the raw files itself: a
+    local folder is refused unless ``data.shared_filesystem`` says every node sees it."""
+    from pipeline.warehouse.source import SOURCES, list_files
+    from pipeline.warehouse.storage import is_remote
+
+    on_cluster = cfg.ray.get("address") is not None
+    worker_io = cfg.shard.worker_io and warehouse.reachable_from_workers
+    if not (on_cluster and worker_io) or cfg.data.get("shared_filesystem"):
+        return
+    local = []
+    for key, folder in (("raw_dir", "raw"), ("slate_dir", "slates"), ("lines_dir", "lines")):
+        path = cfg.data.get(key)
+        patterns = tuple(p for spec in SOURCES.values() if spec.folder == folder for p in spec.patterns)
+        if path and not is_remote(str(path)) and list_files(str(path), patterns, None):  # an empty slate folder holds nothing to read
+            local.append(f"data.{key}={path}")
+    if local:
+        raise UsageError(
+            f"refused: on a Ray cluster with {warehouse.describe()} every worker reads its own raw files, and "
+            f"{' and '.join(local)} {'is a local folder' if len(local) == 1 else 'are local folders'} the other nodes may not see. "
+            "Put the files in Cloud Storage "
+            "(data.raw_dir=gs://bucket/path), or, if every node mounts the same folder, say so with data.shared_filesystem=true "
+            "(or let the driver read every shard: shard.worker_io=false)."
+        )
+
+
+def lines_set_aside(warehouse: Warehouse, plan: Plan) -> dict[str, int]:
+    """Rows of ``nba_raw.prop_lines`` on the dates this run built that are not used, by status,
+    the most frequent first (a line that matched no player does not stop a run: it is counted)."""
+    built = plan.tables.get(PROP_LINES)
+    if built is None or not built.build or not warehouse.exists(PROP_LINES):
+        return {}
+    days = sorted(built.build)
+    rows = warehouse.read(PROP_LINES, start=days[0], end=days[-1], columns=["game_date", "status"])
+    aside = rows.filter(pl.col("game_date").is_in(days) & (pl.col("status") != USED))
+    return dict(aside.group_by("status").len().sort("len", "status", descending=[True, False]).iter_rows())
+
+
 def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> RunSummary | None:
     """Plan and build ``cfg.tables`` on ``cfg.dates`` in a warehouse the caller holds the lock of,
     each level behind its validation gate; print the summary. None when nothing needed building."""
+    refuse_unshared_folders(cfg, warehouse)
     ctx = Context.open(cfg, warehouse)
     plan = ctx.plan()
     if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
@@ -132,5 +178,6 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     gate = make_gate(cfg, warehouse, ctx.calendar, ctx.state, run_id=run_id, plan=plan, tables=ctx.tables)
     runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
     summary = runner.execute(plan, gate=gate)
+    summary.lines_set_aside = lines_set_aside(warehouse, plan)
     summary.render(retry_command(summary.unfinished, overrides))
     return summary

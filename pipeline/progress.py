@@ -70,6 +70,8 @@ class RunSummary:
     first_date: object = None
     last_date: object = None
     quarantined: int = 0
+    # Rows of nba_raw.prop_lines built in this run that are not used, by status (no_player, ...).
+    lines_set_aside: dict[str, int] = field(default_factory=dict)
     gate_failures: list[str] = field(default_factory=list)
     gate_overridden: list[str] = field(default_factory=list)
     # Table data that passed through the driver (inputs it read, rows and row hashes it got
@@ -77,6 +79,10 @@ class RunSummary:
     driver_bytes: int = 0
     rows_bytes: int = 0
     worker_io: bool = False
+    # Warehouse jobs the driver made during the run, by kind (BigQuery: what a run costs), and the
+    # load jobs Ray workers made staging their own shards' rows (one per shard).
+    jobs: dict[str, int] = field(default_factory=dict)
+    worker_loads: int = 0
 
     def outcome(self, table: str) -> TableOutcome:
         return self.tables.setdefault(table, TableOutcome())
@@ -118,8 +124,20 @@ class RunSummary:
                 f"({self.driver_bytes / self.rows_bytes:.1%}): {where}",
                 highlight=False,
             )
+        if self.jobs:
+            console.print(
+                f"warehouse jobs: {self.jobs.get('transaction', 0):,} transactions, {self.jobs.get('load', 0):,} load jobs, "
+                f"{self.jobs.get('query', 0):,} other queries by the driver; {self.worker_loads:,} load jobs by workers staging their shards",
+                highlight=False,
+            )
         if self.quarantined:
             console.print(f"[yellow]{self.quarantined:,} raw row(s) quarantined in nba_raw.quarantine (data.on_bad_rows=quarantine)")
+        if self.lines_set_aside:
+            counts = ", ".join(f"{n:,} {status}" for status, n in self.lines_set_aside.items())
+            console.print(
+                f"[yellow]{sum(self.lines_set_aside.values()):,} prop line row(s) set aside in nba_raw.prop_lines ({counts}): its reason column says why",
+                highlight=False,
+            )
         for name in self.gate_overridden:
             console.print(f"[bold yellow]VALIDATION GATE OVERRIDDEN for {name} (validation.gate=false): dependents ran on data that failed critical checks")
         for name in self.gate_failures:

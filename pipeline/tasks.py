@@ -186,6 +186,8 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
     """Run ``cfg.task``; return the process exit code."""
     run_id = new_run_id()
     log_path = setup_logging(cfg, run_id)
+    if "labels" in cfg.warehouse:  # BigQuery: every job of the run says which run made it, workers' too
+        OmegaConf.update(cfg, "warehouse.labels", {"task": cfg.task, "run_id": run_id}, merge=True, force_add=True)
     log.debug("run %s: task=%s overrides=%s\n%s", run_id, cfg.task, overrides, OmegaConf.to_yaml(cfg))
     tasks = {
         "run": task_run,
@@ -195,9 +197,11 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         "train": _model_task("train_task"),
         "predict": _model_task("predict_task"),
         "grade": _model_task("grade_task"),
+        "backtest": _model_task("backtest_task"),
         "backup": _backup_task("backup_task"),
         "restore": _backup_task("restore_task"),
         "backups": _backup_task("backups_task"),
+        "doctor": task_doctor,
     }
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
@@ -208,6 +212,12 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         return fail(str(exc))
     finally:
         console.print(f"[dim]log: {log_path}")
+
+
+def task_doctor(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    from pipeline.doctor import doctor_task
+
+    return doctor_task(cfg, run_id, overrides)
 
 
 def task_plan(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:

@@ -65,3 +65,27 @@ def backend(request, tmp_path) -> Backend:
     if request.param == "duckdb":
         return Backend.duckdb(tmp_path / "warehouse.duckdb")
     return Backend.bigquery(request.getfixturevalue("bigquery_emulator"))
+
+
+# -- the opt-in live suite (tests/test_bigquery_live.py) ----------------------------------------
+
+LIVE_MARKER = "bigquery_live"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Live tests run only when asked for by marker (``-m bigquery_live``), and then only with a
+    project named; otherwise they are deselected, never counted as skipped."""
+    import os
+
+    asked = LIVE_MARKER in (config.getoption("markexpr") or "") and "not " + LIVE_MARKER not in (config.getoption("markexpr") or "")
+    live = [item for item in items if item.get_closest_marker(LIVE_MARKER)]
+    if not asked:
+        if live:
+            config.hook.pytest_deselected(items=live)
+            items[:] = [item for item in items if not item.get_closest_marker(LIVE_MARKER)]
+        return
+    if live and not os.environ.get("NBA_PIPELINE_LIVE_PROJECT"):
+        raise pytest.UsageError(
+            "-m bigquery_live runs against real BigQuery: name the project with NBA_PIPELINE_LIVE_PROJECT=my-project "
+            "(Application Default Credentials, with the roles README lists)"
+        )

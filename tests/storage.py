@@ -25,6 +25,25 @@ def gs_folder(emulator: StorageEmulatorProcess, name: str | None = None) -> Fold
     return Folder.open(f"gs://{BUCKET}/{name or uuid.uuid4().hex[:12]}", endpoint_url=emulator.url)
 
 
+def upload_raw(storage_emulator, *, broken_file: bool = False) -> str:
+    """The bundled raw files in a folder of their own, in a bucket of their own, and the bundled
+    prop lines beside it (``<bucket>/lines``); the raw folder's gs:// URL."""
+    from gcsfs.core import GCSFileSystem
+
+    from conftest import RAW_DIR
+
+    bucket = f"raw-{uuid.uuid4().hex[:10]}"
+    storage_emulator.create_bucket(bucket)
+    fs = GCSFileSystem(endpoint_url=storage_emulator.url, token="anon", use_listings_cache=False)
+    for path in sorted(RAW_DIR.glob("*.parquet")):
+        fs.put_file(str(path), f"{bucket}/nightly/{path.name}")
+    for path in sorted((RAW_DIR.parent / "lines").glob("*.parquet")):
+        fs.put_file(str(path), f"{bucket}/lines/{path.name}")
+    if broken_file:
+        fs.pipe_file(f"{bucket}/nightly/player_boxscores_2099-00.parquet", b"not parquet")
+    return f"gs://{bucket}/nightly"
+
+
 @pytest.fixture
 def gs_target(storage_emulator) -> Folder:
     return gs_folder(storage_emulator)

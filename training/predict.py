@@ -9,8 +9,9 @@
     × predicted-points bin) of the model's ``intervals.json`` (:mod:`training.intervals`), with
     which :func:`training.intervals.p_over` gives P(actual > line) at any line. NULL for a model
     trained before intervals existed. An interval assumes the player plays.
-  - ``points_line``, ``bookmaker`` from ``nba_raw.pregame_roster`` (NULL without a line, or when
-    the warehouse has no such table), ``p_over`` = P(actual > points_line) and
+  - ``points_line``, ``bookmaker`` from ``nba_raw.pregame_roster``, else from ``nba_raw.prop_lines``
+    (lines captured before tip-off only; NULL without a line, or when the warehouse has neither
+    table: :func:`training.lines.read_lines`), ``p_over`` = P(actual > points_line) and
     ``edge`` = p_over − 0.5 (:mod:`training.lines`: a probability margin, not money).
   - ``made_before_tipoff``: the date had no row in ``nba_analytics.player_game_summary`` when
     the prediction was made (its box scores were not loaded: a morning prediction).
@@ -191,16 +192,23 @@ def prediction_writes(
 
 
 def predict_dates(
-    warehouse: Warehouse, saved: SavedModel, start: dt.date | None, end: dt.date | None, dates: Sequence[dt.date] | None = None
+    warehouse: Warehouse,
+    saved: SavedModel,
+    start: dt.date | None,
+    end: dt.date | None,
+    dates: Sequence[dt.date] | None = None,
+    *,
+    bookmaker: str | None = None,
 ) -> pl.DataFrame:
     """Predict every feature-store row in ``start..end`` (or on ``dates``); write and return them
-    (with the feature-store column ``starter`` and ``is_home`` added, for printing)."""
+    (with the feature-store column ``starter`` and ``is_home`` added, for printing). ``bookmaker``
+    (``lines.bookmaker``): the prop lines of that bookmaker only, where a slate gives no line."""
     if dates:
         start, end = min(dates), max(dates)
     features = _in_dates(read_feature_store(warehouse, start, end), dates)
     requested = sorted(set(dates)) if dates else sorted(set(features["game_date"].to_list()))
     before = dates_before_tipoff(warehouse, requested)
-    lines = read_lines(warehouse, start, end) if requested else no_lines()
+    lines = read_lines(warehouse, start, end, bookmaker) if requested else no_lines()
     rows = prediction_rows(features, saved, lines=lines, before_tipoff=before)
     warehouse.ensure_table(PREDICTIONS)  # creates it, or adds the columns an older table lacks
     if requested:

@@ -3,12 +3,17 @@
 - ``task=train``: :func:`train_task` (the whole of it is :func:`training.train.train_and_report`);
 - ``task=predict dates.start=... dates.end=...`` (or ``dates.list=[...]``): :func:`predict_task`
   writes the predictions (with 80 % intervals, and P(over) and edge where
-  ``nba_raw.pregame_roster`` has a line: :mod:`training.predict`), prints them per date as a
+  ``nba_raw.pregame_roster`` or ``nba_raw.prop_lines`` has a line: :mod:`training.predict`,
+  :mod:`training.lines`), prints them per date as a
   table by game (:mod:`training.slate`: at most ``training.predict.print_rows`` rows a date) and
   writes all of them to ``<logs.dir>/<run id>-predictions.csv``, beside the run's log;
 - ``task=grade`` (same date options): :func:`grade_task` grades the prediction made before
   tip-off (else the latest) of each player-game and prints per date MAE, interval coverage and,
-  over rows with a line, the hit rate of the side chosen and the Brier score of P(over).
+  over rows with a line, the hit rate of the side chosen and the Brier score of P(over);
+- ``task=backtest dates.start=... dates.end=...`` (default: the dates of the prop lines):
+  :func:`backtest_task` builds the feature store and the prop lines through the end date, walks
+  the range in blocks with a model fitted before each (:mod:`training.backtest`) and writes
+  ``backtest.md`` (:mod:`training.backtest_report`) under ``backtest.root``.
 
 Each returns the exit code (0 ok, 1 failed) and never calls ``sys.exit``, so Hydra multirun jobs
 run one after another in one process.
@@ -30,6 +35,7 @@ from pipeline.build import build
 from pipeline.warehouse import WarehouseError, open_warehouse
 from training.artifacts import ModelNotFound, load_model
 from training.data import FEATURE_STORE, DataError
+from training.lines import PROP_LINES
 from training.predict import grade_dates, graded_totals, mae_per_date, model_dir_for, predict_dates
 from training.slate import MAX_ROWS, csv_path, print_slate, slate_frame, write_csv
 from training.sweep import POINTER_FILE
@@ -119,7 +125,7 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
             summary = build(features_of(cfg), warehouse, run_id, overrides)
             if summary is not None and not summary.ok:
                 return fail("the feature store of the requested dates did not build (see above); nothing was predicted")
-            rows = predict_dates(warehouse, saved, start, end, days)
+            rows = predict_dates(warehouse, saved, start, end, days, bookmaker=lines_bookmaker(cfg))
     except EXPECTED as exc:
         log.debug("predict refused", exc_info=True)
         return fail(str(exc))
@@ -145,14 +151,62 @@ def predict_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     return EXIT_OK
 
 
+def lines_bookmaker(cfg: DictConfig) -> str | None:
+    """``lines.bookmaker``: the one bookmaker whose prop lines are used; None, the consensus."""
+    return (cfg.get("lines") or {}).get("bookmaker") or None
+
+
 def features_of(cfg: DictConfig) -> DictConfig:
-    """``cfg`` asking a run for the feature store on the requested dates and what they read, and
-    nothing else: later dates that an upstream rebuild makes stale wait for the next plain run."""
+    """``cfg`` asking a run for the feature store and the prop lines on the requested dates and
+    what they read, and nothing else: later dates that an upstream rebuild makes stale wait for
+    the next plain run."""
     built = cfg.copy()
     with open_dict(built):
-        built.tables = [FEATURE_STORE]
+        built.tables = [FEATURE_STORE, PROP_LINES]
         built.backfill.with_dependents = False
     return built
+
+
+def history_through(cfg: DictConfig, end: dt.date | None) -> DictConfig:
+    """``cfg`` asking a run for the feature store and the prop lines on every date through ``end``:
+    what a backtest fits its models on and scores."""
+    built = features_of(cfg)
+    with open_dict(built):
+        built.dates.start, built.dates.list = None, []
+        built.dates.end = end.isoformat() if end else None
+    return built
+
+
+def backtest_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    """``task=backtest``: the model against the line on ``dates.start..dates.end`` (default: the
+    first to the last date of a used prop line), walked in blocks; ``backtest.md`` and its plots."""
+    from training.backtest import BacktestSettings, given_model, line_range, run_backtest
+    from training.backtest_report import print_summary, summarise, write_report
+
+    try:
+        training_config(cfg)
+        settings = BacktestSettings.from_config(cfg)
+        start, end, days = requested_dates(cfg)
+        if days:
+            raise UsageError("task=backtest walks a range: give dates.start and dates.end, not dates.list")
+        if settings.model_dir and start and end:
+            given_model(settings.model_dir, start, end)  # refused before anything is built
+        warehouse = open_warehouse(cfg.warehouse)
+        with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
+            summary = build(history_through(cfg, end), warehouse, run_id, overrides)
+            if summary is not None and not summary.ok:
+                return fail("the feature store or the prop lines did not build (see above); nothing was backtested")
+            if start is None or end is None:
+                first, last = line_range(warehouse)
+                start, end = start or first, end or last
+            run = run_backtest(cfg, warehouse, run_id, start, end)
+            metrics = summarise(run)
+            report = write_report(run, metrics)
+    except EXPECTED as exc:
+        log.debug("backtest refused", exc_info=True)
+        return fail(str(exc))
+    print_summary(console, metrics, report)
+    return EXIT_OK
 
 
 def grade_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
@@ -211,4 +265,4 @@ def print_grades(graded: pl.DataFrame, shown: int = 40) -> None:
     )
 
 
-__all__ = ["train_task", "predict_task", "grade_task", "train_after_run", "train_and_report", "TrainResult"]
+__all__ = ["train_task", "predict_task", "grade_task", "backtest_task", "train_after_run", "train_and_report", "TrainResult"]

@@ -24,32 +24,18 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.backup.manifest import BackupError, relative_path
+from pipeline.warehouse import storage
+from pipeline.warehouse.storage import GCS_SCHEME
 
 log = logging.getLogger(__name__)
-
-GCS_SCHEME = "gs://"
 
 
 def open_filesystem(url: str, endpoint_url: str | None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The file system of ``url`` and the path in it fsspec uses: a local folder or ``gs://``."""
-    if url.startswith(GCS_SCHEME):
-        # Another process (the backup, a restore, retention) may have changed the bucket since
-        # this one last listed it: list it afresh every time.
-        options = {"use_listings_cache": False}
-        if endpoint_url:
-            # gcsfs's default class (its experimental zonal/HNS bucket support, switched by
-            # GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT when gcsfs is imported) probes each bucket over
-            # gRPC first; an emulator serves no gRPC and the probe waits 60 s. The core class
-            # speaks JSON over HTTP only, which is all an emulator serves.
-            from gcsfs.core import GCSFileSystem
-
-            fs = GCSFileSystem(endpoint_url=endpoint_url, token="anon", **options)
-        else:
-            fs = fsspec.filesystem("gs", **options)  # Application Default Credentials
-        return fs, fs._strip_protocol(url).rstrip("/")
-    if "://" in url:
-        raise BackupError(f"{url!r}: a backup folder is a local path or gs://bucket/path")
-    return LocalFileSystem(), os.path.abspath(url)
+    try:
+        return storage.open_filesystem(url, endpoint_url)
+    except ValueError:
+        raise BackupError(f"{url!r}: a backup folder is a local path or gs://bucket/path") from None
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked
+from pipeline.warehouse.base import Check, PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked
 
-__all__ = ["PartitionWrite", "TableSchema", "Warehouse", "WarehouseError", "WarehouseLocked", "open_warehouse"]
+__all__ = ["Check", "PartitionWrite", "TableSchema", "Warehouse", "WarehouseError", "WarehouseLocked", "open_warehouse"]
 
 
 def open_warehouse(config, *, read_only: bool = False) -> Warehouse:

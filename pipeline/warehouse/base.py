@@ -13,7 +13,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -39,6 +39,21 @@ class TableSchema:
     columns: Mapping[str, pl.DataType]
     partition_by: str = "game_date"
     cluster_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check (``task=doctor``): what was checked, what was found, and if something
+    is wrong, what (``problem``) and the role or setting that fixes it (``fix``)."""
+
+    name: str
+    detail: str = ""
+    problem: str | None = None
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,18 @@ class Warehouse(ABC):
         backend cannot see a dead holder at once (a file lock is released by the kernel; a row
         in a remote table is not), a holder silent for ``stale_seconds`` is taken over, loudly.
         When the lock is released, the next holder can use the warehouse at once: nothing of
-        this run (an open connection, a file handle) stands in its way."""
+        this run (an open connection, a file handle) stands in its way. A warehouse opened
+        read-only takes the lock as well: a backup holds it so that no run writes while it reads."""
+
+    def checks(self) -> Iterator[Check]:
+        """Preflight: can this process use the warehouse as configured (credentials, datasets,
+        permissions)? Every problem is yielded as a failed :class:`Check`, none raised."""
+        yield from ()
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs this process made, by kind (``transaction``, ``load``, ``query``), where a
+        backend's cost is counted in jobs (BigQuery); empty otherwise."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional for backends without a connection
         pass

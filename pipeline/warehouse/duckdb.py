@@ -25,7 +25,7 @@ from typing import Iterator, Mapping, Sequence
 import duckdb
 import polars as pl
 
-from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked, holder_text
+from pipeline.warehouse.base import Check, PartitionWrite, TableSchema, Warehouse, WarehouseError, WarehouseLocked, holder_text
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,22 @@ class DuckDBWarehouse(Warehouse):
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
+
+    def checks(self) -> Iterator[Check]:
+        """The file opens (or its folder can hold it, before the first run)."""
+        if not self.path.exists():
+            folder = next((p for p in self.path.absolute().parents if p.exists()), Path("/"))
+            if os.access(folder, os.W_OK | os.X_OK):
+                yield Check("warehouse file", detail=f"{self.path} does not exist yet: the first run creates it")
+            else:
+                yield Check("warehouse file", problem=f"cannot create {self.path}: {folder} is not writable", fix="set warehouse.path")
+            return
+        try:
+            tables = len(self.catalog())
+        except WarehouseError as exc:
+            yield Check("warehouse file", problem=str(exc), fix="let the run holding it finish, or set warehouse.path")
+            return
+        yield Check("warehouse file", detail=f"{self.path}: {tables} table(s)")
 
     def close(self) -> None:
         for cursor in self._cursors:

@@ -1,5 +1,8 @@
-"""The raw input: a folder of box-score files and a folder of slates (tonight's listed players),
-read as the ``source.*`` inputs of Phase 2.
+"""The raw input: a folder of box-score files, a folder of slates (tonight's listed players) and a
+folder of prop lines, read as the ``source.*`` inputs of Phase 2. A folder is local or in Cloud
+Storage (``gs://``, where the scrapers put the files): both are read the same way
+(:mod:`pipeline.warehouse.storage`), by the driver when it checks them and by a Ray worker on any
+machine when it reads a shard.
 
 Every row keeps the file it came from and its 1-based row number, so a bad row can be named.
 A file missing a column fails every shard that needs its dates (naming the file and the
@@ -13,10 +16,13 @@ reads them itself), so no process holds the whole input.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import io
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import polars as pl
 
@@ -24,6 +30,7 @@ from pipeline.fingerprint import fingerprints_of, row_hashes
 from pipeline.tables._raw import COUNT_COLUMNS, SOURCE_FILE, SOURCE_ROW, RawDataError
 from pipeline.calendar import Calendar
 from pipeline.tables.schedule import CALENDAR_COLUMNS, games
+from pipeline.warehouse.storage import is_remote, open_filesystem
 
 _COUNTS = {c: pl.Int16 for c in COUNT_COLUMNS}
 
@@ -35,7 +42,11 @@ class SourceSpec:
     columns: dict[str, pl.DataType]  # required columns and the types they are read as
     calendar_columns: tuple[str, ...]  # needed just to place the rows on the calendar
     optional: dict[str, pl.DataType] = field(default_factory=dict)  # read when a file has them, else NULL
-    folder: str = "raw"  # which folder: data.raw_dir, or data.slate_dir ("slates")
+    folder: str = "raw"  # which folder: data.raw_dir, data.slate_dir ("slates") or data.lines_dir ("lines")
+    # Groups of optional columns of which a file must have at least one (a player's name or id).
+    one_of: tuple[tuple[str, ...], ...] = ()
+    # Columns a file may lack and that are derived from others, before anything else reads it.
+    derive: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None
 
     @property
     def all_columns(self) -> dict[str, pl.DataType]:
@@ -101,7 +112,7 @@ SLATES = SourceSpec(
         "player_id": pl.Int32,
         "player_name": pl.String,
     },
-    calendar_columns=("game_id", "game_date", "season", "season_type", "team_abbr", "is_home"),
+    calendar_columns=("game_id", "game_date", "season", "season_type", "team_abbr", "opponent_abbr", "is_home"),
     optional={
         "team_id": pl.Int32,
         "starter": pl.Boolean,  # NULL until the lineups are announced
@@ -113,7 +124,54 @@ SLATES = SourceSpec(
     folder="slates",
 )
 
-SOURCES = {s.name: s for s in (PLAYER_BOXSCORES, TEAM_GAME_LOGS, SLATES)}
+
+# The time zone of a game date: the NBA's dates are US Eastern, so a 7:30 pm tip-off on the west
+# coast is 02:30 UTC the next day but still the same game date.
+GAME_DATE_TIME_ZONE = "America/New_York"
+
+
+def game_date_from_tipoff(scan: pl.LazyFrame) -> pl.LazyFrame:
+    """A lines file without ``game_date`` gets it from ``commence_time`` (the US Eastern date of the
+    tip-off); a file with neither is refused for lacking ``game_date``."""
+    schema = scan.collect_schema()
+    if "game_date" in schema or "commence_time" not in schema:
+        return scan
+    tipoff = read_as("commence_time", schema["commence_time"], pl.Datetime("us"), strict=False)
+    eastern = tipoff.dt.replace_time_zone("UTC").dt.convert_time_zone(GAME_DATE_TIME_ZONE).dt.date()
+    return scan.with_columns(eastern.alias("game_date"))
+
+
+# Historical and tonight's player points lines (see data/README.md): one row per side of a line
+# (``side``, ``price``) or one per line (``over_price``, ``under_price``); matched to NBA player
+# and game ids in nba_raw.prop_lines.
+PROP_LINES = SourceSpec(
+    name="source.lines",
+    patterns=("*.parquet", "*.csv"),
+    columns={
+        "game_date": pl.Date,  # the US Eastern date; derived from commence_time when absent
+        "home_team": pl.String,  # full names (Boston Celtics) or abbreviations (BOS)
+        "away_team": pl.String,
+        "bookmaker": pl.String,
+        "line": pl.Float64,
+    },
+    calendar_columns=("game_date",),
+    optional={
+        "player_name": pl.String,
+        "player_id": pl.Int32,  # the NBA person id, when the feed has it
+        "commence_time": pl.Datetime("us"),  # scheduled tip-off, UTC
+        "captured_at": pl.Datetime("us"),  # when the line was seen, UTC
+        "side": pl.String,  # Over / Under: one row per side, priced by `price`
+        "price": pl.Float64,  # American odds of `side`
+        "over_price": pl.Float64,  # one row per line: American odds of each side
+        "under_price": pl.Float64,
+        "real_prices": pl.Boolean,  # the prices are a sportsbook's odds (lines.real_price_books names whole books)
+    },
+    folder="lines",
+    one_of=(("player_name", "player_id"),),
+    derive=game_date_from_tipoff,
+)
+
+SOURCES = {s.name: s for s in (PLAYER_BOXSCORES, TEAM_GAME_LOGS, SLATES, PROP_LINES)}
 
 
 @dataclass(frozen=True)
@@ -138,6 +196,7 @@ class RawFiles:
     good: dict[str, tuple[GoodFile, ...]]
     broken: dict[str, tuple[BrokenFile, ...]]
     boxscores_through: dt.date | None = None  # box scores of later dates are set aside
+    endpoint_url: str | None = None  # gs:// files: a Cloud Storage emulator instead of Google's
 
     def read(self, name: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Rows of source ``name`` dated ``start..end``, each with its file and 1-based row number."""
@@ -153,7 +212,7 @@ class RawFiles:
             types = dict(f.types)
             columns = [read_as(c, types[c], t) if c in types else pl.lit(None, t).alias(c) for c, t in spec.all_columns.items()]
             parts.append(
-                scan_file(f.path)
+                scan_source_file(spec, f.path, self.endpoint_url)
                 .with_row_index(SOURCE_ROW, offset=1)
                 .select(*columns, pl.lit(f.path).alias(SOURCE_FILE), pl.col(SOURCE_ROW).cast(pl.Int64))
                 .filter(pl.col("game_date").is_between(start, end))
@@ -174,12 +233,26 @@ class RawSource:
     A file whose columns or types are wrong is held back with its dates (a shard that needs one
     of them fails naming the file); every other file's dates still build."""
 
-    def __init__(self, raw_dir: str | Path, slate_dir: str | Path | None = None, boxscores_through: dt.date | None = None):
-        self.raw_dir = Path(raw_dir)
-        if not self.raw_dir.is_dir():
+    def __init__(
+        self,
+        raw_dir: str | Path,
+        slate_dir: str | Path | None = None,
+        boxscores_through: dt.date | None = None,
+        lines_dir: str | Path | None = None,
+        *,
+        endpoint_url: str | None = None,
+    ):
+        self.raw_dir = str(raw_dir)
+        self.endpoint_url = endpoint_url
+        if not folder_exists(self.raw_dir, endpoint_url):
             raise RawDataError(f"raw data folder {self.raw_dir} does not exist (data.raw_dir)")
         # No slate folder is the usual case for history: every date's roster comes from its box scores.
-        self.slate_dir = Path(slate_dir) if slate_dir else None
+        self.slate_dir = str(slate_dir) if slate_dir else None
+        # No lines folder (null): no prop lines. A folder named but missing is a mistake, not "no lines".
+        self.lines_dir = str(lines_dir) if lines_dir else None
+        if self.lines_dir is not None and not folder_exists(self.lines_dir, endpoint_url):
+            raise RawDataError(f"prop lines folder {self.lines_dir} does not exist (data.lines_dir; null for no lines)")
+        self.folders = {"raw": self.raw_dir, "slates": self.slate_dir, "lines": self.lines_dir}
         # The morning of a date whose box scores are already in the folder (a backtest, the example).
         self.boxscores_through = boxscores_through
         good: dict[str, tuple[GoodFile, ...]] = {}
@@ -195,7 +268,7 @@ class RawSource:
                     fingerprints[day] = f"broken:{bad.fingerprint}"
             self._fingerprints[spec.name] = fingerprints
             self.rows_per_date[spec.name] = dict(hashes.group_by("game_date").len().iter_rows())
-        self.files = RawFiles(good, broken, boxscores_through)
+        self.files = RawFiles(good, broken, boxscores_through, endpoint_url)
         if not good[PLAYER_BOXSCORES.name] and not broken[PLAYER_BOXSCORES.name]:
             raise RawDataError(f"no {PLAYER_BOXSCORES.patterns[0]} files in {self.raw_dir}")
 
@@ -209,17 +282,16 @@ class RawSource:
         hashes: list[pl.DataFrame] = []
         broken: list[BrokenFile] = []
         placed: list[pl.DataFrame] = []
-        folder = self.raw_dir if spec.folder == "raw" else self.slate_dir
-        paths = sorted({p for pattern in spec.patterns for p in folder.glob(pattern)}) if folder and folder.is_dir() else []
-        for path in paths:
-            name = str(path)
+        folder = self.folders[spec.folder]
+        for name in list_files(folder, spec.patterns, self.endpoint_url) if folder else []:
+            suffix = posixpath.splitext(name)[1].lstrip(".").upper()
             try:
-                scan = scan_file(name)
+                scan = scan_source_file(spec, name, self.endpoint_url)
                 if spec.folder == "raw" and self.boxscores_through is not None:
                     scan = scan.filter(pl.col("game_date").cast(pl.String) <= self.boxscores_through.isoformat())
                 frame = scan.collect()
             except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-                raise RawDataError(f"{name}: cannot read as {path.suffix.lstrip('.').upper()}: {exc}") from exc
+                raise RawDataError(f"{name}: cannot read as {suffix}: {exc}") from exc
             missing_for_calendar = [c for c in spec.calendar_columns if c not in frame.columns]
             if missing_for_calendar:
                 raise RawDataError(f"{name}: missing column(s) {missing_for_calendar}; the file cannot be placed on the calendar")
@@ -230,6 +302,9 @@ class RawSource:
             types = tuple((c, frame.schema[c]) for c in spec.all_columns if c in frame.columns)
             missing = [c for c in spec.columns if c not in frame.columns]
             problem = f"missing column(s) {missing}" if missing else None
+            lacking = [" or ".join(group) for group in spec.one_of if not any(c in frame.columns for c in group)]
+            if problem is None and lacking:
+                problem = f"missing column(s): needs {'; '.join(lacking)}"
             if problem is None:
                 original = frame
                 try:
@@ -239,9 +314,9 @@ class RawSource:
                     )
                 except pl.exceptions.PolarsError as exc:
                     problem = first_uncastable(original, spec.all_columns) or f"a column does not have the expected type ({exc})".replace("\n", " ")
-                else:  # text parsed leniently (CSV booleans): a value that did not parse is still wrong
-                    text_booleans = {c: t for c, t in spec.all_columns.items() if t == pl.Boolean and original.schema.get(c) == pl.String}
-                    problem = first_uncastable(original, text_booleans)
+                else:  # text parsed leniently (CSV booleans and times): a value that did not parse is still wrong
+                    lenient = {c: t for c, t in spec.all_columns.items() if t in (pl.Boolean, pl.Datetime) and original.schema.get(c) == pl.String}
+                    problem = first_uncastable(original, lenient)
             if problem is None:
                 null_dates = frame.with_row_index(SOURCE_ROW, offset=1).filter(pl.col("game_date").is_null())
                 if null_dates.height:
@@ -252,7 +327,7 @@ class RawSource:
                         path=name,
                         problem=problem,
                         dates=frozenset(placed[-1]["game_date"].drop_nulls()),
-                        fingerprint=hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(),
+                        fingerprint=hashlib.blake2b(read_bytes(name, self.endpoint_url), digest_size=16).hexdigest(),
                     )
                 )
                 continue
@@ -263,19 +338,20 @@ class RawSource:
         return tuple(good), tuple(broken), calendar, pl.concat([row_hashes(empty), *hashes])
 
     def describe(self) -> str:
-        return str(self.raw_dir)
+        return self.raw_dir
 
     @classmethod
     def from_config(cls, data: Mapping) -> "RawSource":
-        """The source of ``data.raw_dir``, ``data.slate_dir`` and ``data.boxscores_through`` (the
-        ``data:`` group of the config)."""
+        """The source of ``data.raw_dir``, ``data.slate_dir``, ``data.boxscores_through`` and
+        ``data.lines_dir`` (the ``data:`` group of the config)."""
         through = data.get("boxscores_through")
         if through is not None and not isinstance(through, dt.date):
             try:
                 through = dt.date.fromisoformat(str(through))
             except ValueError:
                 raise RawDataError(f"data.boxscores_through must be a date (YYYY-MM-DD), not {through!r}") from None
-        return cls(data["raw_dir"], data.get("slate_dir"), through)
+        endpoint = (data.get("storage") or {}).get("endpoint_url")
+        return cls(data["raw_dir"], data.get("slate_dir"), through, data.get("lines_dir"), endpoint_url=endpoint)
 
     def calendar(self) -> Calendar:
         """Every game date of the box scores and the slates, with its season, opener and teams."""
@@ -300,22 +376,100 @@ class RawSource:
         return self._fingerprints[name]
 
 
-def scan_file(path: str) -> pl.LazyFrame:
-    """A raw or slate file, Parquet or CSV (every CSV column read as text, then typed by :func:`read_as`)."""
-    if path.endswith(".csv"):
-        return pl.scan_csv(path, infer_schema=False)
-    return pl.scan_parquet(path)
+def scan_source_file(spec: SourceSpec, path: str, endpoint_url: str | None = None) -> pl.LazyFrame:
+    """A file of ``spec`` with the columns it derives (:attr:`SourceSpec.derive`)."""
+    scan = scan_file(path, endpoint_url)
+    return spec.derive(scan) if spec.derive else scan
+
+
+def scan_file(path: str, endpoint_url: str | None = None) -> pl.LazyFrame:
+    """A raw or slate file, Parquet or CSV (every CSV column read as text, then typed by
+    :func:`read_as`); a ``gs://`` file is fetched whole (the files are a season each, or a night)."""
+    csv = path.endswith(".csv")
+    if is_remote(path):
+        data = io.BytesIO(read_bytes(path, endpoint_url))
+        return (pl.read_csv(data, infer_schema=False) if csv else pl.read_parquet(data)).lazy()
+    return pl.scan_csv(path, infer_schema=False) if csv else pl.scan_parquet(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem(url_scheme_root: str, endpoint_url: str | None):
+    """One file system per bucket (or the local one) and process, kept: a Ray worker reads many shards."""
+    return open_filesystem(url_scheme_root, endpoint_url)[0]
+
+
+def _fs_and_path(url: str, endpoint_url: str | None):
+    """The file system of ``url`` and its path there (a bucket path for ``gs://``)."""
+    try:
+        if is_remote(url):
+            fs = _filesystem("gs://" + url[len("gs://") :].split("/", 1)[0], endpoint_url)
+            return fs, fs._strip_protocol(url).rstrip("/")
+        return _filesystem("/", None), str(Path(url).absolute())
+    except ValueError as exc:
+        raise RawDataError(f"{exc} (data.raw_dir, data.slate_dir)") from None
+
+
+def folder_exists(url: str, endpoint_url: str | None) -> bool:
+    fs, path = _fs_and_path(url, endpoint_url)
+
+    def look() -> bool:
+        try:  # a gs:// "folder" is a prefix of objects: it exists if anything is below it
+            return fs.isdir(path) or (is_remote(url) and bool(fs.ls(path)))
+        except FileNotFoundError:
+            return False
+
+    return bool(_storage(f"looking for {url}", look))
+
+
+def list_files(folder: str, patterns: tuple[str, ...], endpoint_url: str | None) -> list[str]:
+    """The files of ``folder`` matching any of ``patterns``, sorted, named as people name them
+    (a local path, or ``gs://bucket/...``); none if the folder does not exist."""
+    fs, path = _fs_and_path(folder, endpoint_url)
+    if not folder_exists(folder, endpoint_url):
+        return []
+    found = {name for pattern in patterns for name in _storage(f"listing {folder}", lambda p=pattern: fs.glob(posixpath.join(path, p)))}
+    return sorted(("gs://" + name if is_remote(folder) else name) for name in found)
+
+
+def read_bytes(path: str, endpoint_url: str | None) -> bytes:
+    fs, name = _fs_and_path(path, endpoint_url)
+    return _storage(f"reading {path}", lambda: fs.cat_file(name))
+
+
+def _storage(what: str, action):
+    """A storage failure (a missing bucket, no permission) as bad input naming what was being done."""
+    try:
+        return action()
+    except RawDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - named for the person reading it
+        raise RawDataError(f"failed {what}: {type(exc).__name__}: {exc}") from exc
 
 
 TRUE_TEXT = ("true", "t", "1", "yes")
 FALSE_TEXT = ("false", "f", "0", "no")
 
 
+# Text times: ISO 8601 with a UTC offset (``Z``, ``+01:00``) or without one (read as UTC), "T" or a
+# space between date and time, seconds and their fractions optional.
+_TIME_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
+_TIME_WITHOUT_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+
+
 def read_as(column: str, source: pl.DataType, dtype: pl.DataType, *, strict: bool = True) -> pl.Expr:
-    """``column`` as ``dtype``; text dates in ISO form (YYYY-MM-DD) and text booleans
-    (true/false, 1/0, yes/no) are parsed."""
+    """``column`` as ``dtype``; text dates in ISO form (YYYY-MM-DD), text booleans (true/false,
+    1/0, yes/no) and text times (ISO 8601) are parsed. Times come out naive, in UTC."""
     if source == pl.String and dtype == pl.Date:
         return pl.col(column).str.to_date("%Y-%m-%d", strict=strict)
+    if dtype == pl.Datetime:
+        if source == pl.String:
+            # Other text reads as NULL; RawSource refuses such a file (first_uncastable finds the row).
+            text = pl.col(column).str.strip_chars().str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T")
+            aware = [text.str.to_datetime(f, time_zone="UTC", time_unit="us", strict=False) for f in _TIME_WITH_OFFSET]
+            naive = [text.str.to_datetime(f, time_unit="us", strict=False).dt.replace_time_zone("UTC") for f in _TIME_WITHOUT_OFFSET]
+            return pl.coalesce(*aware, *naive).dt.replace_time_zone(None).alias(column)
+        if isinstance(source, pl.Datetime) and source.time_zone is not None:
+            return pl.col(column).dt.convert_time_zone("UTC").dt.replace_time_zone(None).dt.cast_time_unit("us")
     if source == pl.String and dtype == pl.Boolean:
         # Other text reads as NULL; RawSource refuses such a file (first_uncastable finds the row).
         text = pl.col(column).str.strip_chars().str.to_lowercase()
