@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,16 +112,16 @@ def compare(extra: list[str]) -> None:
         print(f"Ray Train / plain lightgbm.train wall time: {ray_first.seconds / plain.seconds:.2f}x")
 
 
-def scale_curve(scales: list[int], backend: str, extra: list[str]) -> None:
-    """Part 3 of the module docstring, on ``backend``: ``duckdb``, where the driver reads each block
-    (and runs the check before training), or ``bigquery`` (the emulator, filled with the tables
-    training reads from the DuckDB build: untimed), where the Ray tasks read the blocks and run
-    the check themselves."""
-    print(f"scale curve of task=train on {backend}:", flush=True)
-    results = {}
+def scale_curve(scales: list[int], backends: list[str], extra: list[str]) -> None:
+    """Part 3 of the module docstring: each scale built once (Phase 2-4 on DuckDB, untimed), then
+    ``task=train`` on each of ``backends``: ``duckdb``, where the driver reads each block (and runs
+    the check before training), or ``bigquery`` (the emulator, filled with the tables training reads
+    from the DuckDB build: untimed), where the Ray tasks read the blocks and run the check themselves."""
+    print(f"scale curve of task=train on {', '.join(backends)}:", flush=True)
+    results: dict[str, dict[int, dict]] = {backend: {} for backend in backends}
     with tempfile.TemporaryDirectory() as tmp:
         for factor in scales:
-            raw, warehouse, model = Path(tmp) / f"raw{factor}", Path(tmp) / f"w{factor}.duckdb", Path(tmp) / f"model{factor}"
+            raw, warehouse = Path(tmp) / f"raw{factor}", Path(tmp) / f"w{factor}.duckdb"
             scale_up(RAW_DIR, factor, raw)
             built = subprocess.run(
                 [sys.executable, str(Path(__file__).with_name("scale.py")), "--build-once", str(raw), str(warehouse), *extra],
@@ -130,37 +131,50 @@ def scale_curve(scales: list[int], backend: str, extra: list[str]) -> None:
                 raise SystemExit(f"the {factor}x build failed:\n{built.stdout}{built.stderr}")
             with duckdb.connect(str(warehouse), read_only=True) as con:
                 rows = con.execute(f"SELECT count(*) FROM {FEATURE_STORE}").fetchone()[0]
-            overrides = [f"data.raw_dir={raw}", f"logs.dir={Path(tmp) / 'logs'}", f"training.output_dir={model}", *extra]
-            with contextlib.ExitStack() as stack:
-                if backend == "bigquery":
-                    emulator = stack.enter_context(EmulatorProcess.start())
-                    target = [*emulator.overrides(), f"warehouse.dataset_prefix=scale{factor}_"]
-                    with open_warehouse(config(f"warehouse.path={warehouse}").warehouse, read_only=True) as source:
-                        with open_warehouse(config(*target).warehouse) as copy:
-                            copy_tables(source, copy, [owned_tables()[name] for name in TABLES_READ])
-                else:
-                    target = [f"warehouse.path={warehouse}"]
-                run = watched([sys.executable, "-m", "pipeline", "task=train", *target, *overrides], PROJECT_ROOT)
-            metrics = json.loads((model / "metrics.json").read_text())
-            results[factor] = {"rows": rows, "run": run}
-            timings, fitted, data = metrics["timings"], metrics["fit"], metrics["data"]
-            print(
-                f"{factor:>3}x: {rows:,} feature-store rows ({data['read_bytes'] / 2**20:,.0f} MB read in {data['blocks']} blocks by the "
-                f"{data['read_by']}; the driver moved {data['driver_bytes'] / 2**20:,.2f} MB), task=train {run.seconds:.1f}s, "
-                f"{run.seconds / rows * 1e6:.1f} us a row (fit {timings['fit']:.1f}s: best iteration {fitted['best_iteration']} of "
-                f"{fitted['rounds']} rounds; read {timings['load']:.1f}s, check {timings['validate']:.1f}s, scores {timings['evaluate']:.1f}s); "
-                f"test MAE {metrics['test']['mae']:.3f}; driver peak {run.driver_peak / 2**20:,.0f} MB (private "
-                f"{run.driver_private_peak / 2**20:,.0f} MB, object store pages {run.driver_object_store_peak / 2**20:,.0f} MB), "
-                f"largest worker {run.worker_peak / 2**20:,.0f} MB",
-                flush=True,
-            )
-    if len(results) > 1:
-        low, high = results[scales[0]], results[scales[-1]]
-        ratio = f"{backend} {scales[-1]}x / {scales[0]}x"
-        print(f"driver private peak {ratio}: {high['run'].driver_private_peak / low['run'].driver_private_peak:.2f}")
-        print(f"driver peak {ratio}: {high['run'].driver_peak / low['run'].driver_peak:.2f} (target under 2)")
-        per_row = (high["run"].seconds / high["rows"]) / (low["run"].seconds / low["rows"])
-        print(f"time per row {ratio}: {per_row:.2f} (target at most 1.0)", flush=True)
+            for backend in backends:
+                model = Path(tmp) / f"model{factor}-{backend}"
+                run = train_once(backend, factor, warehouse, [f"data.raw_dir={raw}", f"logs.dir={Path(tmp) / 'logs'}", f"training.output_dir={model}", *extra])
+                results[backend][factor] = {"rows": rows, "run": run}
+                print_scale(backend, factor, rows, run, json.loads((model / "metrics.json").read_text()))
+            shutil.rmtree(raw)  # a scale is done with: 16x is gigabytes
+            warehouse.unlink()
+    for backend, curve in results.items():
+        if len(curve) > 1:
+            low, high = curve[scales[0]], curve[scales[-1]]
+            ratio = f"{backend} {scales[-1]}x / {scales[0]}x"
+            print(f"driver private peak {ratio}: {high['run'].driver_private_peak / low['run'].driver_private_peak:.2f}")
+            print(f"driver peak {ratio}: {high['run'].driver_peak / low['run'].driver_peak:.2f} (target under 2)")
+            per_row = (high["run"].seconds / high["rows"]) / (low["run"].seconds / low["rows"])
+            print(f"time per row {ratio}: {per_row:.2f} (target at most 1.0)", flush=True)
+
+
+def train_once(backend: str, factor: int, warehouse: Path, overrides: list[str]):
+    """``task=train`` in a fresh process, watched (benchmarks/scale.py), on the DuckDB build or on a
+    fresh BigQuery emulator filled with the tables training reads from it."""
+    with contextlib.ExitStack() as stack:
+        if backend == "bigquery":
+            emulator = stack.enter_context(EmulatorProcess.start())
+            target = [*emulator.overrides(), f"warehouse.dataset_prefix=scale{factor}_"]
+            with open_warehouse(config(f"warehouse.path={warehouse}").warehouse, read_only=True) as source:
+                with open_warehouse(config(*target).warehouse) as copy:
+                    copy_tables(source, copy, [owned_tables()[name] for name in TABLES_READ])
+        else:
+            target = [f"warehouse.path={warehouse}"]
+        return watched([sys.executable, "-m", "pipeline", "task=train", *target, *overrides], PROJECT_ROOT)
+
+
+def print_scale(backend: str, factor: int, rows: int, run, metrics: dict) -> None:
+    timings, fitted, data = metrics["timings"], metrics["fit"], metrics["data"]
+    print(
+        f"{backend} {factor:>3}x: {rows:,} feature-store rows ({data['read_bytes'] / 2**20:,.0f} MB read in {data['blocks']} blocks by the "
+        f"{data['read_by']}; the driver moved {data['driver_bytes'] / 2**20:,.2f} MB), task=train {run.seconds:.1f}s, "
+        f"{run.seconds / rows * 1e6:.1f} us a row (fit {timings['fit']:.1f}s: best iteration {fitted['best_iteration']} of "
+        f"{fitted['rounds']} rounds; read {timings['load']:.1f}s, check {timings['validate']:.1f}s, scores {timings['evaluate']:.1f}s); "
+        f"test MAE {metrics['test']['mae']:.3f}; driver peak {run.driver_peak / 2**20:,.0f} MB (private "
+        f"{run.driver_private_peak / 2**20:,.0f} MB, object store pages {run.driver_object_store_peak / 2**20:,.0f} MB), "
+        f"largest worker {run.worker_peak / 2**20:,.0f} MB",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -172,8 +186,9 @@ def main() -> None:
     if not args.no_compare:
         compare(extra)
     scales = [int(s) for s in args.scales.split(",") if s.strip()]
-    for backend in [b.strip() for b in args.backends.split(",") if b.strip()] if scales else []:
-        scale_curve(scales, backend, [o for o in extra if not o.startswith("warehouse.path=")])
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if scales and backends:
+        scale_curve(scales, backends, [o for o in extra if not o.startswith("warehouse.path=")])
 
 
 if __name__ == "__main__":

@@ -216,6 +216,13 @@ def test_ray_train_shards_give_each_block_to_one_worker_in_date_order(warehouse,
     assert sorted(set(first)) == expected[0] and sorted(set(second)) == expected[1]
     assert first == sorted(first) and second == sorted(second)
     assert len(first) + len(second) == rows.rows_in("train")
+    # Three workers: blocks r and r + 3 each, whole, although their dates differ (5 + 5, 5 + 5 and
+    # 4 + 4 of the 28 dates: the balanced cut of 28 dates in 6 blocks holds 5, 5, 4, 5, 5, 4), so
+    # their rows differ: whole blocks, not an equal number of rows each (Ray's default).
+    thirds = dates_seen(3)
+    assert [len(set(seen)) for seen in thirds] == [10, 10, 8]
+    assert [sorted(set(seen)) for seen in thirds] == [sorted(blocks[rank].dates + blocks[rank + 3].dates) for rank in range(3)]
+    assert sum(len(seen) for seen in thirds) == rows.rows_in("train")
     # One worker: every row, in the order the rows read at once have.
     (alone,) = dates_seen(1)
     assert alone == reference(warehouse).train["game_date"].to_list()

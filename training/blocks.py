@@ -26,7 +26,7 @@ size of what it read). The driver keeps summaries: its memory grows with the dat
 ``train`` (training rows of the train split), ``valid`` (evaluation rows of the validation split)
 and ``refit`` (training rows of both). With one worker their blocks come in date order, so the rows
 reach it in the order :func:`training.data.build_dataset` gives them and the model is the same to
-the last bit; with N workers each gets every N-th block (:class:`training.fit.BlockShards`), so
+the last bit; with N workers each gets every N-th block (:class:`training.shards.BlockShards`), so
 each row reaches exactly one worker. The evaluation reads the ``valid`` and ``test`` rows and the
 opening weeks' where they are (:mod:`training.scoring`).
 """
@@ -263,7 +263,7 @@ class TrainingRows:
 
     def datasets(self, num_workers: int, refit: bool) -> dict[str, ray.data.Dataset]:
         """Ray Train's datasets: ``train`` and ``refit`` shared out by blocks between
-        ``num_workers`` workers (:class:`training.fit.BlockShards`), ``valid`` whole to each."""
+        ``num_workers`` workers (:class:`training.shards.BlockShards`), ``valid`` whole to each."""
         out = {"train": arrow_dataset(self.refs_of("train"), num_workers), "valid": arrow_dataset(self.refs_of("valid"), 1)}
         if refit:
             out["refit"] = arrow_dataset(self.refs_of("refit"), num_workers)
@@ -285,7 +285,7 @@ class TrainingRows:
 
 
 def arrow_dataset(refs: Sequence[ray.ObjectRef], workers: int) -> ray.data.Dataset:
-    """A Ray Dataset of Arrow tables, its blocks ordered for :class:`training.fit.BlockShards`:
+    """A Ray Dataset of Arrow tables, its blocks ordered for :class:`training.shards.BlockShards`:
     cut into ``workers`` contiguous groups, group r holds blocks r, r + N, r + 2N... in date order
     (one worker: every block in date order)."""
     import ray.data
