@@ -4,7 +4,7 @@
 Datasets (``datasets={"train": ..., "valid": ..., "refit": ...}``: :meth:`training.blocks.TrainingRows.datasets`,
 whose blocks Ray tasks read and keep in the object store). Each of ``training.num_workers`` workers
 runs :func:`train_loop`: it takes its shard with ``ray.train.get_dataset_shard``, its share of the
-training rows (:class:`BlockShards`: whole blocks, each row to exactly one worker, the same way every
+training rows (:class:`training.shards.BlockShards`: whole blocks, each row to exactly one worker, the same way every
 run; with 2+ workers LightGBM's data-parallel tree learner joins them through the network parameters
 Ray Train sets up) and the whole validation set, so every worker sees the same validation MAE and
 stops at the same round. The loop calls ``lightgbm.train`` with an early-stopping callback and
