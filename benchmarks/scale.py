@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -66,12 +67,25 @@ def shifted(frame: pl.DataFrame, k: int) -> pl.DataFrame:
     return frame.with_columns(exprs)
 
 
-def watched(args: list[str], cwd: Path) -> tuple[float, int, int, str]:
-    """Run ``args``; (seconds, its peak RSS, the largest peak RSS of a Ray worker below it, output)."""
+@dataclass
+class Watched:
+    """One watched process: its wall time and memory, and what it printed."""
+
+    seconds: float
+    driver_peak: int  # its peak RSS (VmHWM): its own memory, and Ray's object store pages it wrote or read
+    driver_private_peak: int  # its largest anonymous RSS seen (polled): its own memory only
+    driver_object_store_peak: int  # its largest RssShmem seen (polled): object store pages mapped in it
+    worker_peak: int  # the largest peak RSS of a Ray worker below it
+    output: str
+
+
+def watched(args: list[str], cwd: Path) -> Watched:
+    """Run ``args`` and watch its memory and its Ray workers' until it ends."""
     started = time.perf_counter()
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks: dict[int, int] = {}
     workers: set[int] = set()
+    private = shared = 0
     while proc.poll() is None:
         for pid in (proc.pid, *descendants(proc.pid)):
             status = proc_status(pid)
@@ -79,11 +93,14 @@ def watched(args: list[str], cwd: Path) -> tuple[float, int, int, str]:
                 peaks[pid] = max(peaks.get(pid, 0), status.get("VmHWM", 0))
                 if status.get("Name", "").startswith("ray::") or pid in workers:
                     workers.add(pid)
+                if pid == proc.pid:
+                    private, shared = max(private, status.get("RssAnon", 0)), max(shared, status.get("RssShmem", 0))
         time.sleep(POLL_SECONDS)
     output = proc.stdout.read()
     if proc.returncode != 0:
-        raise SystemExit(f"the build failed ({proc.returncode}):\n{output}")
-    return time.perf_counter() - started, peaks.get(proc.pid, 0), max((peaks[p] for p in workers), default=0), output
+        raise SystemExit(f"{' '.join(args[:4])} ... failed ({proc.returncode}):\n{output}")
+    worker_peak = max((peaks[p] for p in workers), default=0)
+    return Watched(time.perf_counter() - started, peaks.get(proc.pid, 0), private, shared, worker_peak, output)
 
 
 def proc_status(pid: int) -> dict[str, object]:
@@ -142,13 +159,13 @@ def main() -> None:
             raw = Path(tmp) / f"raw{factor}"
             player_rows = scale_up(RAW_DIR, factor, raw)
             command = [sys.executable, __file__, "--build-once", str(raw), str(Path(tmp) / f"w{factor}.duckdb"), *extra]
-            seconds, driver_peak, worker_peak, output = watched(command, Path(tmp))
-            built = json.loads(output.strip().splitlines()[-1])
-            results[factor] = built | {"driver": driver_peak, "worker": worker_peak}
+            run = watched(command, Path(tmp))
+            built = json.loads(run.output.strip().splitlines()[-1])
+            results[factor] = built | {"driver": run.driver_peak, "worker": run.worker_peak}
             print(
                 f"{factor:>3}x: {player_rows:,} raw player rows, {built['rows']:,} rows built in {built['seconds']:.1f}s "
-                f"({built['rows'] / built['seconds']:,.0f} rows/s; the process {seconds:.1f}s); "
-                f"driver peak {driver_peak / 2**20:,.0f} MB, largest worker {worker_peak / 2**20:,.0f} MB",
+                f"({built['rows'] / built['seconds']:,.0f} rows/s; the process {run.seconds:.1f}s); "
+                f"driver peak {run.driver_peak / 2**20:,.0f} MB, largest worker {run.worker_peak / 2**20:,.0f} MB",
                 flush=True,
             )
     scales = sorted(results)

@@ -12,7 +12,8 @@ pipeline at it and runs until Ctrl-C::
 The emulator needs DuckDB's ``spatial`` extension (and tries ``avro``); both come from pinned
 packages (``duckdb-extension-*``) and are installed into DuckDB before it starts, so nothing is
 downloaded. The tests and benchmarks start it the same way, on free loopback ports
-(:class:`EmulatorProcess`), and read the ports from its first line of output.
+(:class:`EmulatorProcess`), and read the ports from its first line of output, and fill it with
+tables another warehouse built (:func:`copy_tables`) where only some tables are needed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Sequence
+
 from pipeline.child_process import ChildProcess, start_reporting
+
+if TYPE_CHECKING:
+    from pipeline.warehouse import TableSchema, Warehouse
 
 DEFAULT_DATA_DIR = Path("var/bqemulator")
 DEFAULT_REST_PORT = 9050
@@ -95,6 +101,24 @@ class EmulatorProcess(ChildProcess):
 
     def overrides(self, project: str = "local") -> list[str]:
         return overrides_for(self.rest, self.grpc, project)
+
+
+def copy_tables(source: Warehouse, target: Warehouse, schemas: Sequence[TableSchema], *, dates_per_write: int = 60) -> dict[str, int]:
+    """Every row of each table of ``schemas`` from ``source`` into ``target`` (a warehouse built on
+    DuckDB into the emulator, say), through the warehouse interface: ``dates_per_write`` partitions
+    a write, each replacing those partitions in the target. Returns the rows copied per table."""
+    from pipeline.warehouse import PartitionWrite
+
+    copied: dict[str, int] = {}
+    for schema in schemas:
+        target.ensure_table(schema)
+        dates = source.dates_present(schema.name, schema.partition_by)
+        for i in range(0, len(dates), dates_per_write):
+            chunk = dates[i : i + dates_per_write]
+            rows = source.read(schema.name, start=chunk[0], end=chunk[-1], partition_by=schema.partition_by)
+            target.write([PartitionWrite(schema.name, chunk, rows, partition_by=schema.partition_by)])
+            copied[schema.name] = copied.get(schema.name, 0) + rows.height
+    return copied
 
 
 def main(argv: list[str] | None = None) -> int:

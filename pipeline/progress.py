@@ -120,7 +120,7 @@ class RunSummary:
         if self.rows_bytes:
             where = "the workers read their inputs and staged their rows" if self.worker_io else "the driver read every shard's inputs and wrote its rows"
             console.print(
-                f"driver moved {_size(self.driver_bytes)} of table data for {_size(self.rows_bytes)} of rows built "
+                f"driver moved {size_text(self.driver_bytes)} of table data for {size_text(self.rows_bytes)} of rows built "
                 f"({self.driver_bytes / self.rows_bytes:.1%}): {where}",
                 highlight=False,
             )
@@ -155,5 +155,6 @@ class RunSummary:
             console.print(Text("  " + retry_command, style="bold"), soft_wrap=True)
 
 
-def _size(nbytes: int) -> str:
+def size_text(nbytes: int) -> str:
+    """A size in bytes as people read it: KB below a megabyte, MB above."""
     return f"{nbytes / 2**20:,.1f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KB"

@@ -22,6 +22,13 @@
 - Refit rows (``training.refit``): the training rows of the train and validation splits together
   (the same selection on both), for the model fitted again once early stopping has chosen its
   number of rounds. Never a test date.
+- Fingerprint: of every row a fit or a score reads (:func:`used_rows`), date by date
+  (:func:`date_fingerprints`), so that rows read in blocks of dates give the same fingerprint as
+  rows read at once (:func:`fingerprint_of`).
+
+Two ways to hold the rows: :func:`build_dataset` splits rows held in memory (:class:`Dataset`);
+:func:`block_parts` cuts the rows of one block of dates into the same selections, for training
+rows read in blocks by Ray tasks (:mod:`training.blocks`). Both use the selections below.
 """
 
 from __future__ import annotations
@@ -189,6 +196,18 @@ def training_rows(min_prior_games: int = 0) -> pl.Expr:
     return expr
 
 
+def used_rows(min_prior_games: int = 0) -> pl.Expr:
+    """Every row a fit or a score reads: the training rows of the train and validation splits (the
+    refit's, which hold the early-stopping fit's) and the evaluation rows of the validation and
+    test splits. Needs the ``split`` column (:func:`assign_split`)."""
+    split = pl.col("split")
+    return (split.is_in(["train", "valid"]) & training_rows(min_prior_games)) | (split.is_in(["valid", "test"]) & evaluation_rows())
+
+
+# What the fingerprint covers of each used row: what the model reads, its target, the row's identity and split.
+FINGERPRINT_COLUMNS = (*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES, "split")
+
+
 @dataclass
 class Dataset:
     """The rows of one training run: all three splits, with their target and selections."""
@@ -209,10 +228,30 @@ class Dataset:
         frame = getattr(self, part)
         return feature_matrix(frame), frame[TARGET].to_numpy().astype(np.float64)
 
+    def rows_in(self, part: str) -> int:
+        """Rows of ``train``, ``valid``, ``test`` or ``refit``."""
+        return getattr(self, part).height
+
+    def window(self, part: str) -> dict[str, str]:
+        """First and last game date of ``train``, ``valid``, ``test`` or ``refit``."""
+        days = getattr(self, part)["game_date"]
+        return {"start": days.min().isoformat(), "end": days.max().isoformat()}
+
 
 def data_fingerprint(frame: pl.DataFrame) -> str:
     """Content fingerprint of the rows used (features, target, split), independent of row order."""
-    per_date = partition_fingerprints(frame.select(sorted(frame.columns)))
+    return fingerprint_of(partition_fingerprints(frame.select(sorted(frame.columns))))
+
+
+def date_fingerprints(labelled: pl.DataFrame, min_prior_games: int = 0) -> dict[dt.date, str]:
+    """{date: fingerprint} of the used rows (:func:`used_rows`) of split-labelled rows. A date's
+    fingerprint depends on that date's rows alone, so blocks of dates can be fingerprinted apart."""
+    used = labelled.filter(used_rows(min_prior_games)).select(FINGERPRINT_COLUMNS)
+    return partition_fingerprints(used.select(sorted(used.columns)))
+
+
+def fingerprint_of(per_date: Mapping[dt.date, str]) -> str:
+    """The training data's fingerprint from its dates' (:func:`date_fingerprints`)."""
     return digest(f"{day.isoformat()}={fp}" for day, fp in sorted(per_date.items()))
 
 
@@ -226,9 +265,52 @@ def build_dataset(rows: pl.DataFrame, split: Split, *, min_prior_games: int = 0)
     for name, part in (("train", train), ("valid", valid), ("test", test)):
         if part.is_empty():
             raise DataError(f"no {name} rows in {split.as_dict()}")
-        if part[TARGET].is_null().any():
-            raise DataError(f"{name} rows without actual points: player_game_summary is incomplete")
-    # Every row a fit or a score reads, once: the refit rows hold the training rows.
-    used = pl.concat([refit, valid, test]).unique(subset=["game_id", "player_id"], keep="first", maintain_order=True)
-    used = used.select(*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES, "split")
-    return Dataset(labelled, split, train, valid, test, refit, data_fingerprint(used))
+        check_targets(part, name)
+    return Dataset(labelled, split, train, valid, test, refit, fingerprint_of(date_fingerprints(labelled, min_prior_games)))
+
+
+def check_targets(rows: pl.DataFrame, name: str) -> None:
+    """Refuse rows a fit or a score would read without their actual points, naming their dates."""
+    missing = rows.filter(pl.col(TARGET).is_null())
+    if missing.height:
+        days = sorted(set(missing["game_date"].to_list()))
+        shown = ", ".join(d.isoformat() for d in days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+        raise DataError(
+            f"{missing.height} {name} row(s) without actual points in {PLAYER_GAME_SUMMARY} on {shown} "
+            f"(e.g. game {missing['game_id'][0]}, player {missing['player_id'][0]}): player_game_summary is incomplete"
+        )
+
+
+# -- one block of dates ------------------------------------------------------------------------
+
+# The columns of a block's training rows (what a fit reads, and the date, to count rows per date)
+# and of its evaluation and opening-weeks rows (what the scores and the report read).
+FIT_COLUMNS = ("game_date", *FEATURE_COLUMNS, TARGET)
+ROW_COLUMNS = (*ID_COLUMNS, *FEATURE_COLUMNS, TARGET, ACTUAL_MINUTES)
+
+
+@dataclass
+class BlockParts:
+    """The selections of one block of dates (:func:`block_parts`); a part the block's split does
+    not use is empty."""
+
+    fit: pl.DataFrame  # training rows of the train and validation splits (FIT_COLUMNS)
+    evaluation: pl.DataFrame  # evaluation rows of the validation and test splits (ROW_COLUMNS)
+    opening: pl.DataFrame  # opening-weeks rows of the train and test splits (ROW_COLUMNS)
+    fingerprints: dict[dt.date, str]  # of the used rows, per date (:func:`date_fingerprints`)
+
+
+def block_parts(rows: pl.DataFrame, split: Split, *, min_prior_games: int = 0) -> BlockParts:
+    """Feature-store rows of some dates, with their actuals (:func:`with_actuals`), cut into what
+    training reads of them: the same selections :func:`build_dataset` makes of all rows, in the
+    rows' order (sort them first: :func:`read_feature_store` does)."""
+    labelled = assign_split(rows, split).filter(pl.col("split").is_not_null())
+    part = pl.col("split")
+    parts = BlockParts(
+        fit=labelled.filter(part.is_in(["train", "valid"]) & training_rows(min_prior_games)).select(FIT_COLUMNS),
+        evaluation=labelled.filter(part.is_in(["valid", "test"]) & evaluation_rows()).select(ROW_COLUMNS),
+        opening=labelled.filter(part.is_in(["train", "test"]) & opening_rows()).select(ROW_COLUMNS),
+        fingerprints=date_fingerprints(labelled, min_prior_games),
+    )
+    check_targets(labelled.filter(used_rows(min_prior_games)), "training or evaluation")
+    return parts

@@ -1,13 +1,16 @@
 """Fitting LightGBM through Ray Train, with early stopping on validation MAE.
 
-:func:`fit_ray` runs a ``ray.train.lightgbm.LightGBMTrainer`` (Ray Train v2 in Ray 2.60; :mod:`training.ray_trainer` leaves out its placement-group cleaner): each of
-``training.num_workers`` workers runs :func:`train_loop` on its share of the training rows (rows
-``rank::num_workers``; with 2+ workers LightGBM's data-parallel tree learner joins them through
-the network parameters Ray Train sets up) and the whole validation set, so every worker sees the
-same validation MAE and stops at the same round. The loop calls ``lightgbm.train`` with an
-early-stopping callback and reports to Ray Train **once**, at the end, with the model as the
-checkpoint of rank 0: per-iteration reports would make every round a round trip through the
-controller.
+:func:`fit_ray` runs a ``ray.train.lightgbm.LightGBMTrainer`` (Ray Train v2 in Ray 2.60; :mod:`training.ray_trainer`
+leaves out its placement-group cleaner) on Ray Datasets (``datasets={"train": ..., "valid": ..., "refit": ...}``: :meth:`training.blocks.TrainingRows.datasets`,
+whose blocks Ray tasks read and keep in the object store). Each of ``training.num_workers`` workers
+runs :func:`train_loop`: it takes its shard with ``ray.train.get_dataset_shard``, its share of the
+training rows (:class:`training.shards.BlockShards`: whole blocks, each row to exactly one worker, the same way every
+run; with 2+ workers LightGBM's data-parallel tree learner joins them through the network parameters
+Ray Train sets up) and the whole validation set, so every worker sees the same validation MAE and
+stops at the same round. The loop calls ``lightgbm.train`` with an early-stopping callback and
+reports to Ray Train **once**, at the end, with the model as the checkpoint of rank 0 and each
+worker's rows per date beside it (:attr:`FitResult.shards`): per-iteration reports would make
+every round a round trip through the controller.
 
 A refit (``training.refit``) follows in the same run, in the same workers: without validation
 rows, exactly the number of rounds the early-stopping fit chose, on the training and validation
@@ -16,12 +19,13 @@ several seconds of start-up however short its fit.
 
 ``training.num_workers=0`` runs the same loop through Ray Train's local mode (in the driver
 process, no worker actors). :func:`fit_plain` runs the same loop without Ray at all: the benchmark's
-reference, and with one worker the same model bit for bit.
+reference, and with one worker the same model bit for bit. :func:`fit_ray` also takes matrices, as
+:func:`fit_plain` does (they become one block per worker, put in the object store by the caller).
 
 Determinism: fixed ``seed`` (LightGBM derives its bagging and feature-fraction seeds from it),
 ``deterministic=True``, ``force_row_wise=True`` (otherwise LightGBM picks row- or column-wise
-histograms by timing them) and a fixed ``num_threads``. Same data, same parameters, same number
-of workers: the same model.
+histograms by timing them), a fixed ``num_threads``, and rows in a fixed order. Same data, same
+parameters, same number of workers: the same model.
 
 Speed on one machine (Ray Train's own start-up, about 5 s of actor processes, is most of the
 overhead over a plain ``lightgbm.train``): the controller polls its workers every
@@ -30,24 +34,41 @@ has ended, so :func:`fit_ray` sets it to ``training.ray.health_check_interval_s`
 off the preemption watcher (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER``, one more actor process per
 fit that watches for cloud nodes being drained) unless ``training.ray.preemption_watcher`` is
 true. A value already set in the environment wins over both.
+
+Storage: rank 0 writes the models into the run's checkpoint and every rank its rows per date, in
+``training.ray.storage_path`` (default a temporary directory on the driver's machine). Ray Train
+copies a worker's checkpoint there from the worker's node: on a cluster of several machines it
+must be storage every node reaches (a ``gs://`` bucket, a shared file system).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence, Union
 
 import lightgbm as lgb
 import numpy as np
 
+from training.data import TARGET
+
+if TYPE_CHECKING:
+    import ray.data
+
 MODEL_FILE = "model.txt"
 REFIT_MODEL_FILE = "refit_model.txt"
+SHARD_FILE = "shard-{rank}.json"  # a worker's rows per dataset and date, in the run's checkpoint
+NETWORK_SETUP = ("machines", "local_listen_port")  # the parameters with which a booster sets up the workers' network
 VALID_METRIC = "l1"  # LightGBM's name for mean absolute error
+
+Matrices = tuple[np.ndarray, np.ndarray]
+Loader = Callable[[], Matrices]  # loads a set of rows when the loop needs them
+Rows = Union["ray.data.Dataset", Matrices]  # fit_ray's input: a Ray Dataset of rows, or (features, target)
 
 # Always set for every fit, whatever the config says (see the module docstring).
 FIXED_PARAMS = {"deterministic": True, "force_row_wise": True, "metric": VALID_METRIC, "verbose": -1}
@@ -110,41 +131,65 @@ class Trained(NamedTuple):
 
 def fit_then_refit(
     config: LoopConfig,
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray] | None,
-    refit: tuple[np.ndarray, np.ndarray] | None,
+    train: Matrices | Loader,
+    valid: Matrices | Loader | None,
+    refit: Matrices | Loader | None,
     extra_params: Mapping[str, Any] | None = None,
 ) -> tuple[Trained, Trained | None]:
     """The loop every backend runs: the early-stopping fit, then, given ``refit`` rows, the same
-    settings again on them for exactly the rounds it chose."""
+    settings again on them for exactly the rounds it chose. Each set of rows is given, or a
+    function that loads it when it is needed: then the early-stopping fit's rows are let go before
+    the refit's are loaded, which hold them again (a Ray Train worker never holds both)."""
+
+    def rows(given: Matrices | Loader) -> Matrices:
+        return given() if callable(given) else given
+
+    extra_params = dict(extra_params or {})
+    fit_rows, valid_rows = rows(train), None if valid is None else rows(valid)
     started = time.perf_counter()
-    chosen = Trained(*train_booster(config, train, valid, extra_params), time.perf_counter() - started)
-    if refit is None:
-        return chosen, None
-    started = time.perf_counter()
-    refit_config = replace(config, num_boost_round=best_iteration_of(chosen.booster), early_stopping_rounds=0)
-    return chosen, Trained(*train_booster(refit_config, refit, None, extra_params), time.perf_counter() - started)
+    chosen = Trained(*train_booster(config, fit_rows, valid_rows, extra_params), time.perf_counter() - started)
+    train = valid = fit_rows = valid_rows = None
+    refitted = None
+    if refit is not None:
+        refit_rows = rows(refit)
+        started = time.perf_counter()
+        refit_config = replace(config, num_boost_round=best_iteration_of(chosen.booster), early_stopping_rounds=0)
+        # The workers' network stays up with the first booster and the refit runs over it: set up
+        # again, it would bind the ports just closed, which the system may hold for a while yet.
+        same_network = {k: v for k, v in extra_params.items() if k not in NETWORK_SETUP}
+        refitted = Trained(*train_booster(refit_config, refit_rows, None, same_network), time.perf_counter() - started)
+    if "machines" in extra_params:
+        chosen.booster.free_network()
+    return chosen, refitted
 
 
 def train_loop(loop_config: dict) -> None:
     """One Ray Train worker: its share of the training rows, all validation rows, then its share of
-    the refit rows (if any); one report."""
+    the refit rows (if any); one report, with rank 0's models and every worker's rows per date."""
     import ray
     import ray.train
     from ray.train.lightgbm import get_network_params
 
+    from training.shards import shard_rows
+
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config: LoopConfig = loop_config["config"]
-    train = ray.get(loop_config["train"])
-    valid = ray.get(loop_config["valid"]) if loop_config["valid"] is not None else None
-    refit = ray.get(loop_config["refit"]) if loop_config["refit"] is not None else None
+    shard: dict[str, Any] = {"rank": rank, "node": ray.get_runtime_context().get_node_id()}
+
+    def loader(name: str) -> Loader:
+        def load() -> Matrices:
+            matrices, shard[name] = shard_rows(name, config.feature_names)
+            return matrices
+
+        return load
+
     extra = {}
     if world > 1:
-        train = (train[0][rank::world], train[1][rank::world])
-        refit = None if refit is None else (refit[0][rank::world], refit[1][rank::world])
         extra = {**get_network_params(), "tree_learner": "data", "pre_partition": True}
-    chosen, refitted = fit_then_refit(config, train, valid, refit, extra)
+    chosen, refitted = fit_then_refit(
+        config, loader("train"), loader("valid") if loop_config["valid"] else None, loader("refit") if loop_config["refit"] else None, extra
+    )
     booster = chosen.booster
     metrics = {
         "best_iteration": best_iteration_of(booster),
@@ -156,13 +201,13 @@ def train_loop(loop_config: dict) -> None:
     }
     tmp = tempfile.mkdtemp(prefix="nba-train-checkpoint-")
     try:
-        checkpoint = None
+        # Every rank's checkpoint lands in the same directory of the run (Ray Train v2).
+        Path(tmp, SHARD_FILE.format(rank=rank)).write_text(json.dumps(shard))
         if rank == 0:
             booster.save_model(os.path.join(tmp, MODEL_FILE), num_iteration=metrics["best_iteration"])
             if refitted is not None:
                 refitted.booster.save_model(os.path.join(tmp, REFIT_MODEL_FILE))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     finally:
         # Ray Train copies a worker's checkpoint into its storage; in local mode it keeps the
         # directory itself as the checkpoint, and the driver removes it after loading the model.
@@ -181,6 +226,14 @@ class FitResult:
     backend: str
     num_workers: int
     refit: "FitResult | None" = None  # the refit made in the same run, if asked for
+    # Per worker, in rank order: {"rank", "node": its Ray node, and its rows per date of "train", "valid", "refit"}.
+    shards: list[dict[str, Any]] = field(default_factory=list)
+
+    def rows_per_worker(self) -> list[dict[str, int]]:
+        """Each worker's training (and refit) rows: what metrics.json records of the shards."""
+        return [
+            {name: sum(shard[name].values()) for name in ("train", "refit") if shard.get(name) is not None} for shard in self.shards
+        ]
 
     @property
     def kept(self) -> "FitResult":
@@ -205,11 +258,29 @@ def _ray_env(health_check_interval_s: float | None, preemption_watcher: bool) ->
     _set_env("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1" if preemption_watcher else "0")
 
 
+def as_dataset(rows: Rows, feature_names: Sequence[str], workers: int) -> ray.data.Dataset:
+    """A Ray Dataset as :func:`train_loop` reads it: given, or made of (features, target) matrices,
+    cut into one block of contiguous rows per worker."""
+    if not isinstance(rows, tuple):
+        return rows
+    import pyarrow as pa
+    import ray
+
+    from training.blocks import arrow_dataset
+
+    features, target = rows
+    tables = [
+        pa.table({**{name: features[part, i] for i, name in enumerate(feature_names)}, TARGET: target[part]})
+        for part in np.array_split(np.arange(target.size), max(1, workers))
+    ]
+    return arrow_dataset([ray.put(table) for table in tables], 1)
+
+
 def fit_ray(
     config: LoopConfig,
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray] | None,
-    refit: tuple[np.ndarray, np.ndarray] | None = None,
+    train: Rows,
+    valid: Rows | None,
+    refit: Rows | None = None,
     *,
     num_workers: int = 1,
     cpus_per_worker: float = 1,
@@ -219,29 +290,32 @@ def fit_ray(
     preemption_watcher: bool = False,
 ) -> FitResult:
     """Fit through ``LightGBMTrainer`` (:class:`training.ray_trainer.Trainer`); Ray must be running (start_ray).
+    ``train`` / ``valid`` / ``refit``: Ray Datasets of rows with ``config.feature_names`` and the
+    target (:meth:`training.blocks.TrainingRows.datasets`), or (features, target) matrices.
     ``valid=None``: exactly ``config.num_boost_round`` rounds. ``refit``: rows to fit again on,
     in the same run, for the rounds the first fit chose (:func:`fit_then_refit`)."""
     _ray_env(health_check_interval_s, preemption_watcher)
-    import ray
     import ray.train
 
     from training.ray_trainer import Trainer
+    from training.shards import BlockShards
 
     started = time.perf_counter()
+    datasets = {"train": as_dataset(train, config.feature_names, num_workers)}
+    if valid is not None:
+        datasets["valid"] = as_dataset(valid, config.feature_names, 1)
+    if refit is not None:
+        datasets["refit"] = as_dataset(refit, config.feature_names, num_workers)
     own_storage = storage_path is None
     storage = tempfile.mkdtemp(prefix="nba-train-") if own_storage else storage_path
     try:
         trainer = Trainer(
             train_loop,
-            train_loop_config={
-                "config": config,
-                "train": ray.put(train),
-                "valid": ray.put(valid) if valid is not None else None,
-                "refit": ray.put(refit) if refit is not None else None,
-                "local": num_workers == 0,
-            },
+            train_loop_config={"config": config, "valid": valid is not None, "refit": refit is not None, "local": num_workers == 0},
             scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
             run_config=ray.train.RunConfig(storage_path=str(Path(storage).resolve()), name=run_name),
+            datasets=datasets,
+            dataset_config=BlockShards(),
         )
         result = trainer.fit()
         if result.checkpoint is None:
@@ -249,6 +323,7 @@ def fit_ray(
         with result.checkpoint.as_directory() as directory:
             booster = lgb.Booster(model_file=os.path.join(directory, MODEL_FILE))
             refitted = lgb.Booster(model_file=os.path.join(directory, REFIT_MODEL_FILE)) if refit is not None else None
+            shards = sorted((json.loads(p.read_text()) for p in Path(directory).glob(SHARD_FILE.format(rank="*"))), key=lambda s: s["rank"])
         if num_workers == 0:
             shutil.rmtree(result.checkpoint.path, ignore_errors=True)
         metrics = result.metrics
@@ -266,14 +341,15 @@ def fit_ray(
         backend=backend,
         num_workers=num_workers,
         refit=None if refitted is None else _refit_result(refitted, int(metrics["refit_rounds"]), float(metrics["refit_worker_seconds"]), backend, num_workers),
+        shards=shards,
     )
 
 
 def fit_plain(
     config: LoopConfig,
-    train: tuple[np.ndarray, np.ndarray],
-    valid: tuple[np.ndarray, np.ndarray] | None,
-    refit: tuple[np.ndarray, np.ndarray] | None = None,
+    train: Matrices,
+    valid: Matrices | None,
+    refit: Matrices | None = None,
 ) -> FitResult:
     """The same fit (and refit) with plain ``lightgbm.train`` calls in this process (the reference)."""
     started = time.perf_counter()
@@ -291,6 +367,7 @@ def fit_plain(
         backend="lightgbm",
         num_workers=0,
         refit=None if refitted is None else _refit_result(*refitted, "lightgbm", 0),
+        shards=[{"rank": 0, **{name: {"rows": int(part[1].size)} for name, part in (("train", train), ("valid", valid), ("refit", refit)) if part is not None}}],
     )
 
 

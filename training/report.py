@@ -13,6 +13,7 @@ name; the old rules model stays in the tables as a reference row.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -237,24 +238,34 @@ def _refit_lines(refit: dict | None) -> list[str]:
     ]
 
 
+def render_row_plots(test_actual: np.ndarray, test_predicted: np.ndarray, residuals: pl.DataFrame) -> dict[str, bytes]:
+    """The plots of the rows themselves (predicted against actual on the test rows, residuals by
+    month: ``residuals`` as :func:`plot_residuals_by_month` takes it), as PNG files by name: drawn
+    where the rows are (training.scoring), so that they need not travel to where the report is written."""
+    with tempfile.TemporaryDirectory(prefix="nba-report-plots-") as tmp:
+        folder = Path(tmp)
+        plot_predicted_vs_actual(folder / PLOTS["pred_vs_actual"], test_actual, test_predicted)
+        plot_residuals_by_month(folder / PLOTS["residuals_by_month"], residuals)
+        return {name: (folder / name).read_bytes() for name in (PLOTS["pred_vs_actual"], PLOTS["residuals_by_month"])}
+
+
 def write_report(
     directory: Path,
     metrics: dict,
     *,
-    test_actual: np.ndarray,
-    test_predicted: np.ndarray,
-    residuals: pl.DataFrame,
+    row_plots: Mapping[str, bytes],
     importance: list[tuple[str, float]],
 ) -> Path:
-    """Write the plots and ``report.md`` into ``directory``; return the report's path."""
+    """Write the plots and ``report.md`` into ``directory``; return the report's path.
+    ``row_plots``: :func:`render_row_plots` of the model's scored rows."""
     directory.mkdir(parents=True, exist_ok=True)
     test_overall = {"model": metrics["test"], **metrics["baselines"]}
     valid_overall = {"model": metrics["valid"], **metrics["valid"]["baselines"]}
     predictors = list(test_overall)
-    plot_predicted_vs_actual(directory / PLOTS["pred_vs_actual"], test_actual, test_predicted)
+    for name, png in row_plots.items():
+        (directory / name).write_bytes(png)
     plot_mae_by_tier(directory / PLOTS["mae_by_tier"], metrics["by_tier"], predictors)
     plot_importance(directory / PLOTS["importance"], importance)
-    plot_residuals_by_month(directory / PLOTS["residuals_by_month"], residuals)
 
     test, valid, train = metrics["test"], metrics["valid"], metrics["train"]
     rules_mae = metrics["baselines"]["rules"]["mae"]

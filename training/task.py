@@ -39,16 +39,9 @@ from training.lines import PROP_LINES
 from training.predict import grade_dates, graded_totals, mae_per_date, model_dir_for, predict_dates
 from training.slate import MAX_ROWS, csv_path, print_slate, slate_frame, write_csv
 from training.sweep import POINTER_FILE
-from training.train import (
-    ConfigError,
-    TrainResult,
-    TrainSettings,
-    _multirun_job,
-    dataset_for,
-    existing_model_for,
-    train_and_report,
-    training_config,
-)
+from training.results import TrainResult
+from training.settings import ConfigError, TrainSettings, training_config
+from training.train import _multirun_job, existing_model_for, train_and_report, training_rows_for
 
 log = logging.getLogger("pipeline.training")
 
@@ -79,13 +72,15 @@ def train_after_run(cfg: DictConfig, warehouse, run_id: str, overrides: list[str
         return EXIT_OK
     try:
         settings = TrainSettings.from_config(cfg)
-        dataset = dataset_for(settings, warehouse)
-        existing = existing_model_for(settings, dataset)
+        # Read for the fingerprint first: where the driver reads, without Ray and without keeping
+        # the rows; where the workers read, they keep them for the fit.
+        rows = training_rows_for(settings, cfg, warehouse, keep=False)
+        existing = existing_model_for(settings, rows)
         if existing is not None:
             console.print(f"the feature store is unchanged since model {existing.model_id} was trained: {existing.output_dir}")
             existing.print_summary()
             return EXIT_OK
-        train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides, dataset=dataset)
+        train_and_report(cfg, warehouse, run_id=run_id, overrides=overrides, dataset=rows if rows.refs is not None else None)
     except EXPECTED as exc:
         log.debug("training after the run refused", exc_info=True)
         return fail(f"training: {exc}")

@@ -52,6 +52,7 @@ table are derived here:
 from __future__ import annotations
 
 import datetime as dt
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -258,9 +259,10 @@ def roster_sums() -> dict[str, pl.Expr]:
     }
 
 
-def feature_matrix(frame: pl.DataFrame) -> np.ndarray:
-    """The model input of feature-store rows: FEATURE_COLUMNS in order, float64, NULL as NaN."""
-    return frame.select(pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS).to_numpy()
+def feature_matrix(frame: pl.DataFrame, columns: Sequence[str] = FEATURE_COLUMNS) -> np.ndarray:
+    """The model input of feature-store rows: FEATURE_COLUMNS (or the model's ``columns``) in
+    order, float64, NULL as NaN."""
+    return frame.select(pl.col(c).cast(pl.Float64) for c in columns).to_numpy()
 
 
 @table(

@@ -46,7 +46,7 @@ SCHEMA = {
     "opp_fg3a_share_allowed_season": pl.Float64,
     "opp_fg2_pct_allowed_last_10": pl.Float64,
     "opp_fg3_pct_allowed_last_10": pl.Float64,
-    "league_games_season": pl.Int16,
+    "league_games_season": pl.Int32,  # team-games of a league season: past Int16 on 16x the bundled league
     "league_fg2_pct_season": pl.Float64,
     "league_fg3_pct_season": pl.Float64,
     "league_fta_rate_season": pl.Float64,
@@ -95,7 +95,7 @@ def relative_to_league(zone: str) -> pl.Expr:
     ],
     phase=4,
     cluster_by=("team_abbr",),
-    version=4,  # 2: history read before the date; 3: league_games_season; 4: it counts team-games, not dates
+    version=5,  # 2: history read before the date; 3: league_games_season; 4: it counts team-games, not dates; 5: as Int32
 )
 def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, team_defense_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Opponent FG% allowed on twos and threes and free throws conceded, against the league."""

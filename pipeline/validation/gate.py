@@ -115,26 +115,41 @@ def checks_text(checks: list[str], shown: int = 8) -> str:
 FEATURE_STORE = "nba_predictions.ml_feature_store"
 
 
-def check_before_training(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.date], console: Console | None = None) -> list[Result]:
+def pre_training_failures(cfg: DictConfig, warehouse: Warehouse, dates: list[dt.date]) -> tuple[list[Result], int]:
+    """The feature store's checks on the dates training reads: the critical failures, and how many
+    checks ran. Reads the checked columns of every date: where the warehouse lets it, training runs
+    this on a Ray worker (:func:`check_before_training` then only reports)."""
+    tables = registry(cfg.phase4.bootstrap_days)
+    settings = load_settings(cfg.get("validation"), tables)
+    calendar = Calendar.from_schedule(warehouse.read("nba_raw.schedule"))
+    results = Validator(settings, warehouse, calendar, RunState.load(warehouse), tables).run({FEATURE_STORE: dates})
+    return failures(results, "critical"), len(results)
+
+
+def check_before_training(
+    cfg: DictConfig,
+    warehouse: Warehouse,
+    dates: list[dt.date],
+    console: Console | None = None,
+    *,
+    checked: tuple[list[Result], int] | None = None,
+) -> list[Result]:
     """The gate in front of every fit: the feature store's checks on the dates training reads.
 
     A run's gates check only the dates that run built; a model is fitted on the whole table, so
     the table is checked again here. Returns the critical failures that must stop training:
     none when every check passed, or when ``validation.gate=false`` (then they are printed
-    loudly and training goes on).
+    loudly and training goes on). ``checked``: :func:`pre_training_failures` as it came from
+    where it ran; without it, the checks run here.
     """
     if console is None:
         from pipeline.progress import console
-    tables = registry(cfg.phase4.bootstrap_days)
-    settings = load_settings(cfg.get("validation"), tables)
-    calendar = Calendar.from_schedule(warehouse.read("nba_raw.schedule"))
-    results = Validator(settings, warehouse, calendar, RunState.load(warehouse), tables).run({FEATURE_STORE: dates})
-    critical = failures(results, "critical")
+    critical, count = checked if checked is not None else pre_training_failures(cfg, warehouse, dates)
     if critical:
         render(critical, console, f"validation before training: {FEATURE_STORE} ({dates[0]}..{dates[-1]})")
-        if not settings.gate:
+        if not gate_enforced(cfg):
             console.print("[bold yellow]VALIDATION GATE OVERRIDDEN (validation.gate=false): training on a feature store that fails critical checks")
             return []
     else:
-        log.info("validation before training: %d checks on %s passed", len(results), FEATURE_STORE)
+        log.info("validation before training: %d checks on %s passed", count, FEATURE_STORE)
     return critical
