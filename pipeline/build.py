@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import UsageError, resolve_dates, resolve_tables
+from pipeline.history import record_of
 from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import RunSummary, console
 from pipeline.state import RunState
@@ -179,5 +180,9 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
     summary = runner.execute(plan, gate=gate)
     summary.lines_set_aside = lines_set_aside(warehouse, plan)
-    summary.render(retry_command(summary.unfinished, overrides))
+    retry = retry_command(summary.unfinished, overrides)
+    summary.render(retry)
+    record = record_of(run_id)
+    if record is not None:
+        record.note_build(summary, gate.results, str(gate.report_path), retry)
     return summary
