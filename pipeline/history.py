@@ -83,7 +83,7 @@ class RunRecord:
         self.run_id = run_id
         self.task = task
         self.overrides = list(overrides)
-        self.log_path = str(log_path) if log_path else None
+        self.log_path = str(Path(log_path).absolute()) if log_path else None
         self.log_dir = str(cfg.logs.dir) if cfg.get("logs") else None
         self.alerts = load_settings(cfg.get("alerts"))
         self.started_at = utcnow()
@@ -105,6 +105,7 @@ class RunRecord:
     def note_build(self, summary: RunSummary, gate_results: Iterable[Result], report: str | None, retry: str | None) -> None:
         """A build ended: its failed dates, failed gates and drift warnings become events."""
         self.builds.append(summary)
+        report = str(Path(report).absolute()) if report else None
         if summary.failed_dates:
             self.events.append(events.run_failed(summary.failed_dates, summary.unfinished, retry, self.log_path or ""))
         results = list(gate_results)
@@ -114,6 +115,7 @@ class RunRecord:
         self.note_drift(results, report)
 
     def note_drift(self, results: Iterable[Result], report: str | None) -> None:
+        report = str(Path(report).absolute()) if report else None
         drifted = [r for r in failures(results) if r.check == DRIFT]
         if drifted:
             self.events.append(events.drift(drifted, report or self.log_path or ""))

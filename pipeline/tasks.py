@@ -20,7 +20,7 @@ from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS, UsageError, fail, hold_lock
 from pipeline.planner import Plan
 from pipeline.progress import console
-from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP
+from pipeline.state import FAILED, coverage_frame
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import validate_task
@@ -85,37 +85,10 @@ def print_plan(plan: Plan, calendar: Calendar) -> None:
 # -- task=status -------------------------------------------------------------------------------
 
 
-AWAITING_BOX_SCORES = "awaiting_box_scores"
-
-
 def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
-    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped, rows.
-
-    A date known from a slate only (no box scores yet) is not missing from a table of box-score
-    results (``needs_box_scores``: Phase 2's box scores, Phase 3): it is awaiting its box scores,
-    and counted apart."""
-    records = []
-    for name, table in ctx.tables.items():
-        for day in ctx.calendar.dates:
-            row = ctx.state.get(name, day)
-            if row:
-                status = row.status
-            else:
-                status = AWAITING_BOX_SCORES if ctx.calendar.awaits_box_scores(table, day) else "missing"
-            records.append((name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), status, row.rows_written if row else 0))
-    frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
-    keys = ["table", "season", "month"] if by_month else ["table", "season"]
-    return (
-        frame.group_by(keys, maintain_order=True)
-        .agg(
-            ok=(pl.col("status") == OK).sum(),
-            failed=(pl.col("status") == FAILED).sum(),
-            missing=(pl.col("status") == "missing").sum(),
-            bootstrap_skipped=(pl.col("status") == SKIPPED_BOOTSTRAP).sum(),
-            awaiting_box_scores=(pl.col("status") == AWAITING_BOX_SCORES).sum(),
-            rows=pl.col("rows").sum(),
-        )
-    )
+    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped /
+    awaiting box scores, rows (:func:`pipeline.state.coverage_frame`)."""
+    return coverage_frame(ctx.tables, ctx.calendar, ctx.state, by_month)
 
 
 def print_status(ctx: Context, by_month: bool) -> int:

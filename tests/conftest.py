@@ -28,7 +28,8 @@ RAW_DIR = PROJECT_ROOT / "data" / "raw"
 # Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
 PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,prop_lines,quarantine]"
 
-pytest_plugins = ["backends", "storage"]  # fixtures: backend, bigquery_emulator (backends.py); storage_emulator, gs_target (storage.py)
+# fixtures: backend, bigquery_emulator (backends.py); storage_emulator, gs_target (storage.py); webhook_server, smtp_server (alert_servers.py)
+pytest_plugins = ["backends", "storage", "alert_servers"]
 
 
 @dataclass

@@ -33,7 +33,7 @@ def graded_with_baselines(warehouse: Warehouse, start: dt.date | None = None, en
     )
     joined = graded.join(features, on=["game_id", "player_id"], how="inner")
     baselines = baseline_predictions(joined)
-    return pl.concat([joined.select(ACCURACY.columns), baselines], how="horizontal").drop_nulls(list(baselines.columns))
+    return pl.concat([joined.select(list(ACCURACY.columns)), baselines], how="horizontal").drop_nulls(list(baselines.columns))
 
 
 def graded_against_baselines(warehouse: Warehouse, window_dates: int) -> dict | None:

@@ -129,7 +129,8 @@ def load_settings(cfg: DictConfig | Mapping | None) -> AlertSettings:
         if value in (None, ""):
             return None
         if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
-            errors.append(f"alerts.{key}: the name of an environment variable (the secret itself never goes in the config), not {value!r}")
+            # The value is not repeated: it may be the secret itself, put here by mistake.
+            errors.append(f"alerts.{key}: the name of an environment variable (letters, digits, _), not the secret itself, which never goes in the config")
             return None
         return value
 
