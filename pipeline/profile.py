@@ -120,6 +120,7 @@ def merged_profile(pieces: Sequence[pl.DataFrame]) -> pl.DataFrame:
         min_value=pl.col("min_value").min(),
         max_value=pl.col("max_value").max(),
         contributing=(pl.col("values") > 0).sum(),
+        has_mean=pl.col("mean_value").is_not_null().any(),  # numbers and booleans only
         has_quartiles=pl.col("p50").is_not_null().any(),
     )
     quartiles = _mixed_quartiles(stacked, keys, len(pieces))
@@ -127,7 +128,7 @@ def merged_profile(pieces: Sequence[pl.DataFrame]) -> pl.DataFrame:
         totals.join(quartiles, on=keys, how="left")
         .with_columns(
             null_fraction=pl.when(pl.col("row_count") > 0).then(pl.col("null_count") / pl.col("row_count")),
-            mean_value=pl.when(pl.col("contributing") > 0).then(pl.col("mean_value")),
+            mean_value=pl.when((pl.col("contributing") > 0) & pl.col("has_mean")).then(pl.col("mean_value")),
             quartiles_exact=(pl.col("contributing") <= 1) | ~pl.col("has_quartiles"),
             **{name: pl.when(pl.col("has_quartiles")).then(pl.col(name)) for name in QUARTILES},
         )
