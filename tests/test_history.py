@@ -236,3 +236,31 @@ def test_a_backup_restores_the_history_and_the_profiles(main_command, tmp_path):
             assert got.filter(pl.col("task") == "restore").height == 1
             got = got.filter(pl.col("task") != "restore")
         assert got.equals(expected), table
+
+
+@pytest.mark.slow
+def test_both_backends_record_the_run_and_profile_what_the_workers_built(backend, tmp_path):
+    """On BigQuery the workers stage their own rows (the driver never sees them) and return the
+    profile with their result; the history and the profiles are the same on both backends."""
+    run = run_in_process(
+        tmp_path, "tables=[team_offense_game_summary]", "backfill.with_dependents=false", "dates.start=2024-01-01", "dates.end=2024-01-07",
+        warehouse=backend.overrides,
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    with backend.open(read_only=True) as warehouse:
+        history = warehouse.read("nba_orchestration.run_history", partition_by="run_date")
+        profile = warehouse.read("nba_orchestration.table_profile")
+        built = warehouse.read("nba_analytics.team_offense_game_summary")
+        state = warehouse.read("nba_orchestration.run_state")
+    assert history.height == 1
+    row = history.row(0, named=True)
+    assert (row["status"], row["exit_code"]) == ("ok", 0) and row["ended_at"] is not None
+    assert [level["tables"] for level in json.loads(row["level_seconds"])] == [
+        ["nba_raw.player_boxscores", "nba_raw.quarantine"], ["nba_raw.team_boxscores"], ["nba_analytics.team_offense_game_summary"],
+    ]  # fmt: skip
+    assert set(profile["table_name"]) == set(state["table_name"])
+    assert profile.select("table_name", "game_date").unique().height == state.height  # a profile for every table and date built
+    stored = profile.filter(pl.col("table_name") == "nba_analytics.team_offense_game_summary").drop("table_name", "run_id").sort("game_date", "column_name")
+    exact = column_profile(built, sorted(built["game_date"].unique())).sort("game_date", "column_name")
+    for column in ("row_count", "null_count", "null_fraction", "mean_value", "min_value", "p25", "p50", "p75", "max_value"):
+        assert close(exact[column], stored[column]), column
