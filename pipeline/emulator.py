@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.child_process import ChildProcess
+from pipeline.child_process import ChildProcess, start_reporting
 
 DEFAULT_DATA_DIR = Path("var/bqemulator")
 DEFAULT_REST_PORT = 9050
@@ -90,19 +89,9 @@ class EmulatorProcess(ChildProcess):
     def start(cls, *, data_dir: Path | None = None, timeout: float = 120) -> "EmulatorProcess":
         """In memory (or persistent under ``data_dir``) on free loopback ports; returns once it serves."""
         where = ["--data-dir", str(data_dir)] if data_dir else ["--ephemeral"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.emulator", *where, "--rest-port", "0", "--grpc-port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        line = process.stdout.readline()  # its first line, once it serves (or nothing if it died)
-        try:
-            ready = json.loads(line)
-            return cls(process, ready["rest"], ready["grpc"])
-        except (ValueError, KeyError):
-            process.kill()
-            raise RuntimeError(f"the BigQuery emulator did not start (exit code {process.wait(timeout)}): {line!r}") from None
+        command = [sys.executable, "-m", "pipeline.emulator", *where, "--rest-port", "0", "--grpc-port", "0"]
+        process, ready = start_reporting(command, "the BigQuery emulator", timeout)
+        return cls(process, ready["rest"], ready["grpc"])
 
     def overrides(self, project: str = "local") -> list[str]:
         return overrides_for(self.rest, self.grpc, project)

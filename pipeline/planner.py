@@ -7,7 +7,9 @@ the calendar and the run state.
   windows of the dates above; without it, missing upstream dates refuse the run instead;
 - their dependents (``with_dependents``): every date whose lookback window contains a date being
   rebuilt upstream, wherever it is in the history, as long as the dependent's other inputs are
-  complete there (otherwise it is reported as waiting, not built);
+  complete there (otherwise it is reported as waiting, not built); without it, such dates of the
+  requested tables and of the dates they read only, so that nothing requested is built from an
+  input the same run replaces;
 - tables declared ``built_with`` others (the quarantine): on every date those are built.
 """
 
@@ -180,31 +182,34 @@ def make_plan(
             if not inp.is_source:
                 considered[inp.table] |= calendar.covering(inp.lookback, [d for d in considered[name] if reads(name, d)])
 
-    if with_dependents:
-        for name in order:
-            plan = plans[name]
-            added: set[dt.date] = set()
-            for inp in tables[name].inputs:
-                if inp.is_source:
-                    continue
-                for day in calendar.dependents_of(inp.lookback, set(plans[inp.table].build)):
-                    if day not in plan.build:
-                        added.add(day)
-            for day in sorted(added):
-                gaps = [
-                    inp.table
-                    for inp in tables[name].inputs
-                    if not inp.is_source
-                    and reads(name, day)
-                    and any(
-                        d not in plans[inp.table].build and not state.is_done(inp.table, d)
-                        for d in calendar.window(inp.lookback, day)
-                    )
-                ]
-                if gaps:
-                    plan.waiting[day] = gaps
-                else:
-                    plan.build[day] = DEPENDENT_REASON
+    # Dependents: every date whose window holds a date rebuilt upstream (with_dependents), or at
+    # least those the requested tables read, so that nothing requested is built from inputs this
+    # run replaces (a slate changed since the morning: its roster, and the schedule and Phase 4
+    # rows built from it, again).
+    for name in order:
+        plan = plans[name]
+        added: set[dt.date] = set()
+        for inp in tables[name].inputs:
+            if inp.is_source:
+                continue
+            for day in calendar.dependents_of(inp.lookback, set(plans[inp.table].build)):
+                if day not in plan.build and (with_dependents or day in considered[name]):
+                    added.add(day)
+        for day in sorted(added):
+            gaps = [
+                inp.table
+                for inp in tables[name].inputs
+                if not inp.is_source
+                and reads(name, day)
+                and any(
+                    d not in plans[inp.table].build and not state.is_done(inp.table, d)
+                    for d in calendar.window(inp.lookback, day)
+                )
+            ]
+            if gaps:
+                plan.waiting[day] = gaps
+            else:
+                plan.build[day] = DEPENDENT_REASON
 
     # A table built with others (the quarantine of bad raw rows) follows them date for date.
     for name in order:

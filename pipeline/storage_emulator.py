@@ -7,66 +7,44 @@ HTTP on this machine. Start it with its own command, then point the pipeline at 
     gcp-storage-emulator start --host 127.0.0.1 --port 9023 --in-memory --default-bucket backups
     python -m pipeline task=backup backup.target=gs://backups/nightly backup.storage.endpoint_url=http://127.0.0.1:9023
 
-The tests and benchmarks start it the same way as a child process, in memory, on a free
-loopback port, with the buckets they ask for (:class:`StorageEmulatorProcess`).
+The tests and benchmarks start the same server as a child process, in memory, with the buckets
+they ask for (:class:`StorageEmulatorProcess`): ``python -m pipeline.storage_emulator`` binds a
+loopback port the kernel picks and holds it from then on, and prints its URL as its first line
+of output, which the parent reads (a port picked by the parent and bound later by the child
+could be taken in between by another process, or by another emulator).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
-from pipeline.child_process import ChildProcess
-
-POLL_SECONDS = 0.1
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's pick for port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from pipeline.child_process import ChildProcess, start_reporting
 
 
 @dataclass
 class StorageEmulatorProcess(ChildProcess):
-    """``gcp-storage-emulator start`` as a child process (the tests' and benchmarks' Cloud Storage)."""
+    """``python -m pipeline.storage_emulator`` as a child process (the tests' and benchmarks' Cloud Storage)."""
 
     url: str  # what backup.storage.endpoint_url takes
 
     @classmethod
     def start(cls, *, buckets: Sequence[str] = ("backups",), timeout: float = 60) -> "StorageEmulatorProcess":
-        """In memory on a free loopback port, with ``buckets`` made; returns once it serves."""
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # it prints a traceback for every client that hangs up early
-        )
-        emulator = cls(process, f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + timeout
-        while not emulator.serves():
-            if process.poll() is not None or time.monotonic() > deadline:
-                emulator.stop()
-                raise RuntimeError(f"the Cloud Storage emulator did not start on port {port} (exit code {process.returncode})")
-            time.sleep(POLL_SECONDS)
-        for bucket in buckets:
-            emulator.create_bucket(bucket)
-        return emulator
-
-    def serves(self) -> bool:
+        """In memory on a loopback port of its own, with ``buckets`` made; returns once it serves."""
+        process, ready = start_reporting([sys.executable, "-m", "pipeline.storage_emulator"], "the Cloud Storage emulator", timeout)
+        emulator = cls(process, ready["url"])
         try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as answer:  # its health check answers "OK"
-                return answer.read() == b"OK"
-        except OSError:
-            return False
+            for bucket in buckets:
+                emulator.create_bucket(bucket)
+        except BaseException:
+            emulator.stop()
+            raise
+        return emulator
 
     def create_bucket(self, name: str) -> None:
         request = urllib.request.Request(
@@ -82,3 +60,29 @@ class StorageEmulatorProcess(ChildProcess):
         """The Hydra overrides that point ``python -m pipeline``'s gs:// backups at it."""
         return [f"backup.storage.endpoint_url={self.url}"]
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.storage_emulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="loopback port; 0 (the default) lets the kernel pick a free one")
+    args = parser.parse_args(argv)
+
+    from http.server import HTTPServer
+
+    from gcp_storage_emulator.server import RequestHandler
+    from gcp_storage_emulator.storage import Storage
+
+    # gcp-storage-emulator's own server, in memory: its request handler over its storage, on a
+    # socket bound here (its `start` command takes the port to bind, and cannot report one it picked).
+    server = HTTPServer(("127.0.0.1", args.port), partial(RequestHandler, Storage(use_memory_fs=True)))
+    print(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

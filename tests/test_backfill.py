@@ -71,17 +71,21 @@ def test_sigkill_mid_level_then_rerun_completes_without_redoing_work(tmp_path, b
         "ray.num_cpus=2", "shard.days=8", f"tables={PHASE3_TABLES}", "backfill.with_dependents=false",
         "dates.start=2022-12-01", "dates.end=2023-02-28",
     ]  # fmt: skip
-    env = {**os.environ, FAULTS: "nba_analytics.player_game_summary@2023-01-15:sleep=300"}
+    # The shard of 2023-01-15 parks until a file appears that the test never makes: it is still
+    # running when the run is killed, however long the other shards take.
+    parked = tmp_path / "never"
+    env = {**os.environ, FAULTS: f"nba_analytics.player_game_summary@2023-01-15:wait_for={parked}"}
     stop_in_process_ray()
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         committed = 0
-        while time.monotonic() < deadline and committed < 5:
+        while not (committed >= 5 and Path(f"{parked}.waiting").exists()):
+            assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before the level got going"
+            assert time.monotonic() < deadline, f"the level did not get going in 600 s ({committed} shards committed)"
             time.sleep(0.5)
             text = "".join(p.read_text() for p in logs.glob("*.log")) if logs.exists() else ""
             committed = text.count("DEBUG pipeline.runner.commits: nba_analytics.player_game_summary 20")
-        assert committed >= 5, "the level never got going"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -147,9 +151,16 @@ def test_failed_date_is_recorded_then_rebuilt_alone_with_its_dependents(tmp_path
     # Its dependents did not run on that date.
     for table in ("nba_analytics.player_game_summary", "nba_analytics.team_defense_game_summary"):
         assert before.filter(table=table, date=failing).height == 0
+    # task=status says so, with the error, and exits 1.
+    status = run_in_process(tmp_path, "task=status")
+    assert status.returncode == 1, status.output
+    text = unwrapped(status.output)
+    assert "nba_analytics.team_offense_game_summary: 1 failed date(s)" in text
+    assert f"{failing}: RuntimeError: injected failure for nba_analytics.team_offense_game_summary on {failing}" in text
 
     second = run_in_process(tmp_path, f"tables={PHASE3_TABLES}", *OPENING)
     assert second.returncode == 0, second.output
+    assert run_in_process(tmp_path, "task=status").returncode == 0
     after = states(warehouse)
     assert set(after["status"]) == {"ok"}
     redone = rebuilt_by(before, after)
@@ -309,7 +320,13 @@ def test_status_while_a_run_writes_names_the_run(phase3_copy, tmp_path):
 
 
 def test_without_upstream_an_incomplete_request_is_refused_before_anything_runs(tmp_path):
-    run = run_pipeline(tmp_path, "tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
+    request = ("tables=[player_game_summary]", "backfill.with_upstream=false", "dates.start=2024-03-01", "dates.end=2024-03-03")
+    # task=plan refuses too: it shows the gaps and exits 1.
+    plan = run_in_process(tmp_path, "task=plan", *request)
+    assert plan.returncode == 1, plan.output
+    assert "blocking gap: nba_analytics.team_offense_game_summary is missing 3 date(s): 2024-03-01..2024-03-03 (3 dates)" in unwrapped(plan.output)
+    assert not (tmp_path / "warehouse.duckdb").exists()
+    run = run_pipeline(tmp_path, *request)
     assert run.returncode == 1
     assert "refused" in run.output
     # Every missing date is listed, as runs of consecutive game dates.

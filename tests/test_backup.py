@@ -9,7 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +23,7 @@ import polars as pl
 import pytest
 
 from backends import Backend
+from conftest import kill_process_group, pipeline_overrides, run_in_process, stop_in_process_ray, unwrapped
 from pipeline.backup.export import parquet_bytes, write_backup
 from pipeline.backup.folder import Folder
 from pipeline.backup.manifest import (
@@ -32,11 +39,12 @@ from pipeline.backup.manifest import (
     season_of,
     sha256,
 )
-from pipeline.backup.restore import restore_backup, verify_backup
+from pipeline.backup.restore import read_table, restore_backup, verify_backup
 from pipeline.backup.retention import INCOMPLETE_GRACE, Listed, expired, list_backups, prune
 from pipeline.state import RUN_STATE
-from pipeline.warehouse import PartitionWrite, Warehouse
+from pipeline.warehouse import PartitionWrite, Warehouse, WarehouseLocked
 from pipeline.warehouse.base import TableSchema
+from pipeline.warehouse.duckdb import DuckDBWarehouse
 from storage import OTHER_BUCKET, gs_folder
 
 D = dt.date
@@ -372,3 +380,183 @@ def test_a_small_warehouse_round_trips_through_cloud_storage(backend, gs_target,
         restored = restore_backup(target, made.folder, verified, owned_tables(), run_state_tables())
         assert restored == {name: expected[name].height for name in owned_tables()}
         same_tables(every_table(target), expected)
+
+
+def test_a_file_changed_after_the_verification_is_refused_as_it_is_read_and_nothing_of_it_written(local_backup, tmp_path):
+    """The backup verifies; then, before the restore reads it, one file of a table is replaced by
+    another Parquet file of the same table with other values (checks that read the manifest again
+    would pass it). The restore stops at that file, naming it; the table's dates in the files
+    before it are restored, those of that file keep their old rows and run state."""
+    name = "nba_analytics.player_game_summary"
+    schema = owned_tables()[name]
+    with Backend.duckdb(tmp_path / "target.duckdb").open() as target:
+        fill(target)
+        # The target's own rows of that table and its run state: 3 a day, and failed dates.
+        target.write([PartitionWrite(name, DAYS, sample_rows(schema, DAYS, per_day=3))])
+        state = sample_rows(RUN_STATE, DAYS, per_day=1).with_columns(table_name=pl.lit(name), status=pl.lit("failed"))
+        target.write([PartitionWrite(RUN_STATE.name, DAYS, state, where={"table_name": name})])
+        before = every_table(target)
+
+        verified = verify_backup(local_backup, owned_tables())
+        first, last = verified.tables[name].files  # 2022-23 (01-05, 01-06), then 2023-24 (11-02)
+        rows = pl.read_parquet(io.BytesIO(local_backup.read_bytes(last.path)))
+        local_backup.write_bytes(last.path, parquet_bytes(rows.with_columns(pl.col("pts") + 10)))
+        with pytest.raises(BackupError, match=f"{last.path}: changed after the backup was verified; the restore stopped here"):
+            restore_backup(target, local_backup, verified, owned_tables(), run_state_tables())
+        after = every_table(target)
+
+    def on(frame: pl.DataFrame, days: list[dt.date]) -> pl.DataFrame:
+        return frame.filter(pl.col("game_date").is_in(days))
+
+    backed_up = pl.read_parquet(io.BytesIO(local_backup.read_bytes(first.path))).sort(pl.all())
+    assert on(after[name], DAYS[:2]).equals(backed_up) and backed_up.height == 4  # its first file: restored
+    assert on(after[name], DAYS[2:]).equals(on(before[name], DAYS[2:])) and on(after[name], DAYS[2:]).height == 3  # the changed one: old
+    old_state = after[RUN_STATE.name].filter(table_name=name)
+    assert on(old_state, DAYS[2:]).equals(on(before[RUN_STATE.name].filter(table_name=name), DAYS[2:]))
+    backup_state = read_table(local_backup, verified.tables[RUN_STATE.name], RUN_STATE).filter(table_name=name)
+    assert on(old_state, DAYS[:2]).equals(on(backup_state, DAYS[:2]).sort(pl.all()))  # restored with the file's rows
+
+
+# The restore in a subprocess, parked the moment it is about to read one file for writing (its
+# second read: the first verified it), until the test kills it: a kill half-way, at a known point,
+# which no timing can promise. Everything else is the command as it runs.
+PARKED_RESTORE = """
+import pathlib, runpy, sys, time
+from pipeline.backup.folder import Folder
+parked, barrier = sys.argv[1], pathlib.Path(sys.argv[2])
+read_bytes, reads = Folder.read_bytes, []
+def parking_read(self, relative):
+    reads.append(relative)
+    if relative == parked and reads.count(relative) == 2:
+        barrier.touch()
+        time.sleep(3600)
+    return read_bytes(self, relative)
+Folder.read_bytes = parking_read
+sys.argv = ["python -m pipeline", *sys.argv[3:]]
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)  # python -m pipeline, in this process
+"""
+
+
+@pytest.mark.slow
+def test_a_restore_killed_half_way_leaves_each_table_and_date_old_or_restored(local_backup, tmp_path):
+    """SIGKILL while the restore reads the second file of nba_analytics.player_game_summary: every
+    (table, date) holds either the target's old rows or the backup's, with the matching run state;
+    both kinds are there; a second restore completes and leaves exactly the backup."""
+    target = tmp_path / "warehouse.duckdb"
+    old_days = [*DAYS[1:], D(2025, 1, 1)]  # the backup's days but its first, and one of the target's own
+    with Backend.duckdb(target).open() as warehouse:
+        for name, schema in owned_tables().items():
+            warehouse.ensure_table(schema)
+            if name == RUN_STATE.name:
+                rows = pl.concat(
+                    sample_rows(schema, old_days, per_day=1).with_columns(table_name=pl.lit(table), status=pl.lit("failed"))
+                    for table in sorted(run_state_tables())
+                )
+            else:
+                rows = sample_rows(schema, old_days, per_day=3)
+            warehouse.write([PartitionWrite(name, old_days, rows, partition_by=schema.partition_by)])
+        before = every_table(warehouse)
+    backup = every_table_of(local_backup)
+
+    parked = "nba_analytics.player_game_summary/2023-24.parquet"
+    barrier = tmp_path / "parked"
+    overrides = pipeline_overrides(tmp_path, ("task=restore", f"backup.source={local_backup.root}"), None)
+    stop_in_process_ray()
+    restore = subprocess.Popen(
+        [sys.executable, "-c", PARKED_RESTORE, parked, str(barrier), *overrides], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not barrier.exists():
+            assert restore.poll() is None, f"the restore ended (exit code {restore.returncode}) before it reached {parked}"
+            assert time.monotonic() < deadline, f"the restore did not reach {parked} in 300 s"
+            time.sleep(0.1)
+        os.killpg(restore.pid, signal.SIGKILL)
+        restore.wait(timeout=60)
+    finally:
+        kill_process_group(restore.pid)
+    assert restore.returncode == -signal.SIGKILL
+
+    with Backend.duckdb(target).open(read_only=True) as warehouse:
+        after = every_table(warehouse)
+    states = {"before": before[RUN_STATE.name], "backup": backup[RUN_STATE.name], "after": after[RUN_STATE.name]}
+    kinds = set()
+    for name, schema in owned_tables().items():
+        if name == RUN_STATE.name:
+            continue
+        day_column = schema.partition_by
+        for day in sorted({*DAYS, *old_days}):
+            rows = {k: t[name].filter(pl.col(day_column) == day) for k, t in (("before", before), ("backup", backup), ("after", after))}
+            kind = "old" if rows["after"].equals(rows["before"]) else "restored" if rows["after"].equals(rows["backup"]) else None
+            assert kind, f"{name} {day}: neither the old rows nor the backup's"
+            kinds.add(kind)
+            if name in run_state_tables():
+                state = {k: s.filter(pl.col("table_name") == name, pl.col("game_date") == day) for k, s in states.items()}
+                assert state["after"].equals(state["before" if kind == "old" else "backup"]), f"{name} {day}: run state of another kind than its rows"
+    assert kinds == {"old", "restored"}
+    assert not after["nba_analytics.player_game_summary"].filter(pl.col("game_date") == DAYS[0]).is_empty()  # the file before it: restored
+    # A second restore completes.
+    run = run_in_process(tmp_path, "task=restore", f"backup.source={local_backup.root}")
+    assert run.returncode == 0, run.output
+    with Backend.duckdb(target).open(read_only=True) as warehouse:
+        same_tables(every_table(warehouse), backup)
+
+
+def every_table_of(backup: Folder) -> dict[str, pl.DataFrame]:
+    """Every table of a backup, as every_table reads a warehouse."""
+    manifest = verify_backup(backup, owned_tables())
+    return {name: read_table(backup, manifest.tables[name], schema).sort(pl.all()) for name, schema in owned_tables().items()}
+
+
+# -- the command: the lock, and failures ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_backup_holds_the_warehouse_lock_while_it_reads(tmp_path):
+    """After each table it has read, another run tries to take the warehouse: refused every time,
+    naming the backup; once the backup is done, the warehouse is free."""
+    path = tmp_path / "warehouse.duckdb"
+    with Backend.duckdb(path).open() as warehouse:
+        fill(warehouse)
+    tries: list[str] = []
+
+    class AnotherRun(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().split(":")[0] in owned_tables():  # "<table>: N file(s), ...": that table is read
+                try:
+                    with DuckDBWarehouse(path).lock(holder={"run": "another run"}, wait_seconds=0, stale_seconds=0):
+                        tries.append("got the warehouse")
+                except WarehouseLocked as refused:
+                    tries.append(str(refused))
+
+    handler = AnotherRun()
+    logging.getLogger("pipeline.backup").addHandler(handler)
+    try:
+        run = run_in_process(tmp_path, "task=backup")
+    finally:
+        logging.getLogger("pipeline.backup").removeHandler(handler)
+    assert run.returncode == 0, run.output
+    assert len(tries) == len(owned_tables())
+    assert all("is in use by another run (held by run " in text and "task=backup" in text for text in tries), tries[:2]
+    with DuckDBWarehouse(path).lock(holder={"run": "another run"}, wait_seconds=0, stale_seconds=0):
+        pass
+
+
+@pytest.mark.slow
+def test_a_failed_backup_exits_1_naming_what_failed(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    with Backend.duckdb(path).open() as warehouse:
+        fill(warehouse)
+    # Another run holds the warehouse: refused at once, naming it, nothing written.
+    with DuckDBWarehouse(path).lock(holder={"run": "nightly-run", "pid": os.getpid()}, wait_seconds=0, stale_seconds=0):
+        refused = run_in_process(tmp_path, "task=backup")
+    assert refused.returncode == 1
+    assert "is in use by another run (held by run nightly-run" in unwrapped(refused.output)
+    assert not (tmp_path / "backups").exists()
+    # A target that cannot be written (a file where its folder should be): the error names the path.
+    (tmp_path / "not-a-folder").write_text("a file")
+    failed = run_in_process(tmp_path, "task=backup", f"backup.target={tmp_path / 'not-a-folder' / 'nightly'}")
+    assert failed.returncode == 1, failed.output
+    text = unwrapped(failed.output)
+    assert "error: failed writing" in text and str(tmp_path / "not-a-folder" / "nightly") in text and "Traceback" not in text

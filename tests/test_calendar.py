@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import polars as pl
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import RAW_DIR
 from pipeline.calendar import Calendar
+from pipeline.command import resolve_dates
 from pipeline.tables.base import Lookback
+from pipeline.tables.schedule import CALENDAR_COLUMNS, games
 from pipeline.warehouse.source import RawSource
 
 LOOKBACKS = [
@@ -88,3 +92,56 @@ def test_an_input_fingerprint_covers_the_previous_season_it_reads(calendar):
     moved = expected(dt.date(2023, 3, 1))  # 2022-23
     differ = {d for d in calendar.dates if moved[d] != base[d]}
     assert differ == {d for d in calendar.dates if dt.date(2023, 3, 1) < d <= dt.date(2024, 6, 17)}
+
+
+# -- games listed by a slate ------------------------------------------------------------------------
+
+EXAMPLE_SLATE = RAW_DIR.parent / "examples" / "slates" / "slate_2025-06-22.csv"  # IND at OKC, game 7 of the 2025 Finals
+
+
+def one_side(team: str, players: int, target) -> None:
+    """The example slate with only ``players`` players of ``team`` (a desk pricing one side)."""
+    target.mkdir()
+    slate = pl.read_csv(EXAMPLE_SLATE, infer_schema=False)
+    slate.filter(pl.col("team_abbr") == team).head(players).write_csv(target / "tonight.csv")
+
+
+@pytest.mark.parametrize(("team", "home"), [("IND", False), ("OKC", True)])
+def test_a_game_listed_for_one_team_only_is_on_the_calendar_with_its_date(tmp_path, team, home):
+    """Four players of one side of 2025-06-22, the morning of that date: the game is on the
+    calendar, dated, with both teams (the listed side names its opponent), and the date can be
+    asked for (before: "no game dates in 2025-06-22..2025-06-22; ... cover None..2025-06-19")."""
+    one_side(team, 4, tmp_path / "slates")
+    source = RawSource(RAW_DIR, tmp_path / "slates", dt.date(2025, 6, 21))
+    schedule = games(source.calendar_frame())
+    final = schedule.filter(pl.col("game_date") == dt.date(2025, 6, 22))
+    assert final.select("game_id", "season", "season_type", "home_team_abbr", "away_team_abbr").rows() == [
+        ("0042400407", "2024-25", "playoffs", "OKC", "IND")
+    ]
+    assert schedule["game_date"].null_count() == 0
+    calendar = source.calendar()
+    assert (calendar.first, calendar.last, calendar.season_of[dt.date(2025, 6, 22)]) == (dt.date(2022, 10, 18), dt.date(2025, 6, 22), "2024-25")
+    assert not calendar.is_played(dt.date(2025, 6, 22)) and {"IND", "OKC"} <= set(calendar.teams_of["2024-25"])
+    asked = OmegaConf.create({"dates": {"list": [], "start": "2025-06-22", "end": "2025-06-22"}})
+    assert resolve_dates(asked, calendar) == [dt.date(2025, 6, 22)]
+
+
+def test_the_calendar_never_holds_a_null_date_whatever_the_slate_lists(source):
+    """Slates listing any subset of the players of the example slate's game (one player, one side,
+    both sides, a few of each), beside the bundled history: every game has its date, season and both
+    teams, once, and every calendar date has a season."""
+    slate = pl.read_csv(EXAMPLE_SLATE, infer_schema=False).with_columns(
+        game_date=pl.col("game_date").str.to_date(), is_home=pl.col("is_home") == "true", team_id=pl.col("team_id").cast(pl.Int32)
+    )
+    history = source.calendar_frame().filter(pl.col("game_date") < dt.date(2025, 6, 22))
+    rng = random.Random(22)
+    subsets = [slate.head(1), slate.tail(1), slate.filter(team_abbr="IND"), slate.filter(team_abbr="OKC"), slate]
+    subsets += [slate[sorted(rng.sample(range(slate.height), rng.randint(1, slate.height)))] for _ in range(20)]
+    for listed in subsets:
+        schedule = games(pl.concat([history, listed.select(CALENDAR_COLUMNS)]))
+        assert schedule.select("game_date", "season", "home_team_abbr", "away_team_abbr").null_count().row(0) == (0, 0, 0, 0)
+        assert schedule["game_id"].is_unique().all()
+        assert schedule.filter(pl.col("game_date") == dt.date(2025, 6, 22))[["home_team_abbr", "away_team_abbr"]].rows() == [("OKC", "IND")]
+        calendar = Calendar.from_schedule(schedule)
+        assert None not in calendar.dates and calendar.dates[-1] == dt.date(2025, 6, 22)
+        assert all(season is not None for season in calendar.season_of.values())

@@ -4,7 +4,6 @@ Ray job to a real two-node cluster on this machine, on DuckDB and on the BigQuer
 from __future__ import annotations
 
 import re
-import socket
 import sys
 import time
 
@@ -40,32 +39,28 @@ PHASE_2_3 = [n for n, t in registry().items() if t.phase <= 3]
 JOB_TIMEOUT_SECONDS = 600
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_nodes():
     """A head node with the dashboard (where jobs are submitted) and a second node, one CPU each,
     torn down after the module whatever happened."""
     from ray.cluster_utils import Cluster
 
-    port = free_port()
-    # Each node's dashboard agent (which runs submitted jobs) on a port of its own: at Ray's fixed
-    # default, another Ray on the machine may hold it, and the head then has no agent to submit to.
+    # The dashboard (where jobs are submitted) and each node's dashboard agent (which runs them) on
+    # ports of their own: port 0, which each binds itself and reports (the dashboard's URL is read
+    # back from the cluster); at Ray's fixed defaults another Ray on the machine may hold them.
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
-            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
             "dashboard_agent_listen_port": 0,
         },
     )  # fmt: skip
     try:
         cluster.add_node(num_cpus=1, dashboard_agent_listen_port=0)
         cluster.wait_for_nodes()
-        yield cluster, f"http://127.0.0.1:{port}"
+        host, port = cluster.webui_url.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0, cluster.webui_url
+        yield cluster, f"http://{cluster.webui_url}"
     finally:
         cluster.shutdown()
 
@@ -113,7 +108,10 @@ def _client(client_class, dashboard: str):
 def outside_the_job(folder) -> list[str]:
     """Logs and reports where they outlive the job: its working directory is Ray's temporary copy
     (which the second node of a one-machine cluster even replaces under it)."""
-    return [f"logs.dir={folder / 'logs'}", f"validation.reports_dir={folder / 'reports'}", f"training.models_root={folder / 'models'}"]
+    return [
+        f"logs.dir={folder / 'logs'}", f"validation.reports_dir={folder / 'reports'}", f"training.models_root={folder / 'models'}",
+        f"data.slate_dir={folder / 'slates'}",  # not the checkout's data/slates, which the working directory copies
+    ]  # fmt: skip
 
 
 def same_tables(expected: Backend, got: Backend) -> None:

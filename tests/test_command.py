@@ -54,3 +54,26 @@ def test_hold_lock_names_the_run_and_its_command():
     holder = taken["holder"]
     assert holder["run"] == "run-1" and holder["command"] == "python -m pipeline task=validate tables=[schedule]"
     assert {"pid", "host", "since"} <= set(holder)
+
+
+def test_a_tests_pipeline_run_keeps_to_folders_of_its_own(tmp_path):
+    """Every run a test makes through conftest (run_pipeline, run_in_process, the main command)
+    reads the bundled raw files and nothing else of the checkout: not the slates a user copied
+    to data/slates, and it writes nothing under data/ or var/."""
+    from conftest import PROJECT_ROOT, RAW_DIR, pipeline_config, pipeline_overrides
+
+    cfg = OmegaConf.to_container(pipeline_config(pipeline_overrides(tmp_path, (), None)), resolve=True)
+    folders = {key: OmegaConf.select(OmegaConf.create(cfg), key) for key in (
+        "warehouse.path", "data.slate_dir", "logs.dir", "validation.reports_dir", "training.models_root", "backup.target",
+    )}  # fmt: skip
+    assert {key: Path(value).is_relative_to(tmp_path) for key, value in folders.items()} == dict.fromkeys(folders, True), folders
+
+    def leaves(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, f"{key}.{k}".lstrip("."))
+        elif isinstance(node, str):
+            yield key, node
+
+    in_checkout = {k: v for k, v in leaves(cfg) if v.startswith("/") and Path(v).is_relative_to(PROJECT_ROOT)}
+    assert in_checkout == {"data.raw_dir": str(RAW_DIR)}

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from conftest import PHASE3_TABLES, RAW_DIR, query, read_table, run_in_process
+from pipeline.state import utcnow
 from pipeline.tables import registry
 
 pytestmark = pytest.mark.slow  # runs the pipeline end to end
@@ -73,17 +74,25 @@ def snapshot(path) -> dict[str, pl.DataFrame]:
 
 
 def test_running_twice_leaves_every_table_identical(phase3_copy, tmp_path):
+    """A rebuild of every date (backfill.resume=false) writes the same rows, and writes every date
+    itself; a plain rerun after it writes nothing."""
     before = snapshot(phase3_copy)
     every_table = "[" + ",".join(PHASE3_AND_RAW) + "]"
+    started = utcnow()
     rebuilt = run_in_process(tmp_path, f"tables={every_table}", "backfill.with_dependents=false", "backfill.resume=false")
     assert rebuilt.returncode == 0, rebuilt.output
     after = snapshot(phase3_copy)
     for name in PHASE3_AND_RAW:
         assert before[name].equals(after[name]), name
-    # The rebuild really rewrote every date (a new run id on every state row) ...
-    runs = query(phase3_copy, "SELECT count(DISTINCT run_id) FROM nba_orchestration.run_state")[0][0]
-    assert runs == 1
-    # ... and a plain rerun finds nothing to do.
+    # Every state row is the rebuild's own: its run id (the name of its log), written after it started.
+    (log,) = (tmp_path / "logs").glob("*-run.log")
+    rebuild = log.name.removesuffix("-run.log")
+    state = read_table(phase3_copy, "nba_orchestration.run_state")
+    assert state.height == len(PHASE3_AND_RAW) * 634
+    assert state["run_id"].unique().to_list() == [rebuild]
+    assert state["started_at"].min() >= started
+    # ... and a plain rerun finds nothing to do, and leaves every state row as the rebuild wrote it.
     again = run_in_process(tmp_path, f"tables={PHASE3_TABLES}", "backfill.with_dependents=false")
     assert again.returncode == 0
     assert "nothing to do" in again.output
+    assert read_table(phase3_copy, "nba_orchestration.run_state").sort("table_name", "game_date").equals(state.sort("table_name", "game_date"))

@@ -475,29 +475,6 @@ def test_pace_states_why_it_is_null_or_zero():
     ]
 
 
-def test_fatigue_scales_with_age_where_birth_dates_are_known(phase3, calendar, source):
-    day = dt.date(2024, 1, 6)
-    factors = "nba_precompute.player_composite_factors"
-    without = build_phase4(phase3, calendar, source, [day], 1)[factors].select("player_id", "fatigue_score")
-    tired = without.filter(pl.col("fatigue_score").is_between(40, 70)).sort("player_id")["player_id"].to_list()
-    veteran, young, mid = tired[:3]  # aged 40, 25 and 34 on the day; everyone else: no birth date
-    births = {veteran: dt.date(1984, 1, 6), young: dt.date(1999, 1, 6), mid: dt.date(1990, 1, 6)}
-    frames = dict(phase3)
-    frames[ROSTER] = phase3[ROSTER].with_columns(birth_date=pl.col("player_id").replace_strict(births, default=None, return_dtype=pl.Date))
-    built = build_phase4(frames, calendar, source, [day], 1)
-
-    ages = dict(built["nba_analytics.upcoming_player_game_context"].select("player_id", "age_years").iter_rows())
-    assert ages[veteran] == pytest.approx(40.0, abs=0.01) and ages[young] == pytest.approx(25.0, abs=0.01)
-    assert sum(age is not None for age in ages.values()) == 3
-    base = dict(without.iter_rows())
-    aged = dict(built[factors].select("player_id", "fatigue_score").iter_rows())
-    assert aged[veteran] == pytest.approx(min(100.0, 1.25 * base[veteran]))  # 38 and older: the full 25 %
-    assert aged[mid] == pytest.approx(base[mid] * (1 + 0.25 * (34.0 - 30.0) / 8.0), rel=1e-3)
-    assert aged[young] == pytest.approx(base[young])  # 30 and younger: no change
-    others = [p for p in base if p not in births]
-    assert [aged[p] for p in others] == [base[p] for p in others]
-
-
 def test_usage_spike_comes_from_inactive_teammates(phase4):
     context = phase4["nba_analytics.upcoming_player_game_context"]
     per_team = context.group_by("game_id", "team_abbr").agg(

@@ -25,7 +25,10 @@ from pipeline.tasks import status_frame
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training.artifacts import load_model
 from training.data import read_feature_store
+from training.lines import pick_lines
 from training.predict import prediction_rows
+
+pytestmark = pytest.mark.slow  # runs the pipeline end to end
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"
 PREDICTIONS = "nba_predictions.player_points_predictions"
@@ -65,6 +68,16 @@ def feature_rows(warehouse: Path, dates: list[dt.date]) -> pl.DataFrame:
 # -- the pre-game equivalence ---------------------------------------------------------------------
 
 
+def slates_with_lines(dates: list[dt.date]) -> pl.DataFrame:
+    """The slates of ``dates`` derived from their box scores, with a made-up line for every third
+    player (lines are no feature: they change P(over) and edge, not the features)."""
+    derived = slate_from_boxscores(boxscores_on(dates))
+    lined = pl.int_range(pl.len()) % 3 == 0
+    return derived.with_columns(
+        points_line=pl.when(lined).then(pl.lit(11.5)), bookmaker=pl.when(lined).then(pl.lit("made-up book"))
+    )
+
+
 @pytest.fixture(scope="module")
 def from_slates(main_command, tmp_path_factory) -> Path:
     """``task=predict`` of SLATE_DATES on a fresh warehouse whose raw files lack those dates'
@@ -73,7 +86,7 @@ def from_slates(main_command, tmp_path_factory) -> Path:
     raw = raw_without(SLATE_DATES, workdir / "raw")
     slates = workdir / "slates"
     slates.mkdir()
-    derived = slate_from_boxscores(boxscores_on(SLATE_DATES))
+    derived = slates_with_lines(SLATE_DATES)
     derived.filter(pl.col("game_date") < SLATE_DATES[-1]).write_parquet(slates / "slates.parquet")
     derived.filter(pl.col("game_date") == SLATE_DATES[-1]).write_csv(slates / f"slate_{SLATE_DATES[-1]}.csv")
     run = run_in_process(
@@ -92,12 +105,16 @@ def test_features_from_the_slates_equal_the_features_with_the_box_scores(main_co
 
 
 def test_predictions_from_the_slates_equal_the_predictions_with_the_box_scores(main_command, from_slates):
+    """Every column of every prediction (the interval, its bin, the line, P(over), edge...), but the
+    moment it was made; both made before tip-off, with the slates' lines."""
     saved = load_model(model_dir(main_command))
-    expected = prediction_rows(feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES), saved)
+    features = feature_rows(main_command[0] / "warehouse.duckdb", SLATE_DATES)
+    expected = prediction_rows(features, saved, lines=pick_lines(slates_with_lines(SLATE_DATES)), before_tipoff=SLATE_DATES)
     made = read_table(from_slates, PREDICTIONS).sort("game_date", "player_id")
     assert made.height == expected.height > 0
-    columns = ["game_id", "game_date", "player_id", "model_id", "predicted_points", "feature_fingerprint"]
-    assert_frame_equal(made.select(columns), expected.sort("game_date", "player_id").select(columns))
+    assert made["made_before_tipoff"].all() and made["p10"].null_count() == 0
+    assert made["p_over"].drop_nulls().len() == made["points_line"].drop_nulls().len() > 20
+    assert_frame_equal(made.drop("predicted_at"), expected.sort("game_date", "player_id").drop("predicted_at"), check_exact=True)
 
 
 def test_the_slate_dates_come_from_the_slates_and_build_nothing_of_phase_3(from_slates):
@@ -191,6 +208,31 @@ def test_a_player_listed_out_shifts_his_share_to_his_teammates(main_command, mor
     missing = joined["inactive_teammates_usage_share"] - joined["inactive_teammates_usage_share_box"]
     assert missing.to_list() == pytest.approx([star["plays_share_last_10_team_games"]] * joined.height)
     assert all(star["player_name"] in names for names in joined["inactive_teammate_names"])
+
+
+def test_a_slate_of_one_sides_players_is_predicted(morning, tmp_path):
+    """A desk that prices one team: MORNING's slate lists four players of the away side of one game
+    and nothing else. The game is on the calendar with its date and both teams (before, its date was
+    NULL and task=predict refused: "no game dates in ...; the box scores and slates cover None..."),
+    and the four are predicted against their opponent."""
+    shutil.copy(morning["workdir"] / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    slate = slate_from_boxscores(boxscores_on([MORNING]))
+    game = slate.row(0, named=True)["game_id"]
+    four = slate.filter(game_id=game, is_home=False, status="active").head(4)
+    slates = tmp_path / "slates"
+    slates.mkdir()
+    four.write_csv(slates / "one_side.csv")
+    run = run_in_process(
+        tmp_path, "task=predict", f"data.boxscores_through={MORNING - dt.timedelta(days=1)}", f"dates.start={MORNING}",
+        f"dates.end={MORNING}", f"training.model_dir={morning['model']}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    schedule = read_table(tmp_path / "warehouse.duckdb", "nba_raw.schedule").filter(game_date=MORNING)
+    home = slate.filter(game_id=game, is_home=True)["team_abbr"][0]
+    assert schedule.select("game_id", "home_team_abbr", "away_team_abbr").rows() == [(game, home, four["team_abbr"][0])]
+    predicted = read_table(tmp_path / "warehouse.duckdb", PREDICTIONS).filter(game_date=MORNING)
+    assert sorted(predicted["player_id"]) == sorted(four["player_id"])
+    assert set(predicted["opponent_abbr"]) == {home} and predicted["predicted_points"].is_not_null().all()
 
 
 def test_bad_slate_rows_fail_naming_file_row_and_value(tmp_path):

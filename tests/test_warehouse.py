@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 
 import polars as pl
 import pytest
@@ -226,22 +225,43 @@ def test_one_run_at_a_time(backend: Backend):
 
 
 def test_a_waiting_run_gets_the_lock_when_the_holder_lets_go(backend: Backend):
+    """The holder lets go only once the second run says it is waiting, and the second run gets the
+    lock only after that: an order of events, not of clock readings."""
+    waiting, letting_go = threading.Event(), threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("waiting up to 120s for the warehouse: held by run first-run"):
+                waiting.set()
+
+    watcher = Waiting()
+    logging.getLogger("pipeline.warehouse").addHandler(watcher)
     with backend.open() as first, backend.open() as second:
         held = threading.Event()
+        failures: list[BaseException] = []
 
-        def hold_for_a_while() -> None:
-            with first.lock(holder={"run": "first-run"}, wait_seconds=0, stale_seconds=600):
+        def hold_until_the_other_waits() -> None:
+            try:
+                with first.lock(holder={"run": "first-run"}, wait_seconds=0, stale_seconds=600):
+                    held.set()
+                    assert waiting.wait(300), "the second run never said it was waiting"
+                    letting_go.set()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                failures.append(exc)
                 held.set()
-                time.sleep(2)
 
-        holder = threading.Thread(target=hold_for_a_while)
+        holder = threading.Thread(target=hold_until_the_other_waits)
         holder.start()
-        assert held.wait(60)
-        started = time.monotonic()
-        with second.lock(holder={"run": "second-run"}, wait_seconds=120, stale_seconds=600):
-            waited = time.monotonic() - started
-        holder.join()
-    assert waited > 0.5
+        try:
+            assert held.wait(300) and not failures, failures
+            with second.lock(holder={"run": "second-run"}, wait_seconds=120, stale_seconds=600):
+                got_it_after_release = letting_go.is_set()
+        finally:
+            waiting.set()  # whatever happened, the holder does not wait on
+            holder.join()
+            logging.getLogger("pipeline.warehouse").removeHandler(watcher)
+    assert not failures, failures
+    assert got_it_after_release
 
 
 def test_a_read_only_warehouse_refuses_to_write(backend: Backend):

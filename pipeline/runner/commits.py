@@ -7,7 +7,8 @@ the writer is free when ``commit_interval_seconds`` is 0 (DuckDB, where a commit
 milliseconds), or at most once per interval otherwise (BigQuery, where every transaction costs
 a load job and a script of a second or more each): the number of transactions then follows the
 run's length, not its number of shards, and a killed run loses at most an interval of work. The
-last units of a level are committed at once, since the level's gate reads them.
+last units of a level are committed at once, since the level's gate reads them: a level shorter
+than the interval is one transaction.
 
 If a transaction fails, its units are committed again one by one, so that one bad unit does not
 hold back the others, unless this run lost the warehouse lock (:class:`WarehouseLocked`): then
@@ -96,6 +97,11 @@ class Committer:
         self._writer.shutdown(wait=True)
 
     # -- batches of finished units -------------------------------------------------------------
+
+    def start_level(self) -> None:
+        """A level starts: its first units wait the interval too, so that a level shorter than
+        the interval is one transaction."""
+        self._last_started = time.monotonic()
 
     def add(self, unit: UnitBuild) -> None:
         self._waiting.append(unit)

@@ -210,6 +210,7 @@ class Runner:
                 pending += self._start(unit, 1 + max(self.state.attempts_before(name, d) for d in unit.dates))
         heapq.heapify(pending)
         in_flight: dict[ray.ObjectRef, tuple[int, int]] = {}
+        self.committer.start_level()
 
         def failed(unit_id: int, exc: BaseException) -> None:
             """A unit failed for good (its shards still out are dropped as they come back)."""

@@ -247,11 +247,18 @@ def blended(numerator: str, denominator: str, prior_games: float) -> pl.Expr:
     return ratio(pl.col(f"{numerator}_season") + k * per_game(numerator), pl.col(f"{denominator}_season") + k * per_game(denominator))
 
 
+LEAGUE_TEAM_GAMES = "team_games"
+
+
 def league_before(dates_frame: pl.DataFrame, log: pl.DataFrame, values: Sequence[str]) -> pl.DataFrame:
     """League-wide season-to-date sums of ``values`` strictly before each ``(season, game_date)``
-    of ``dates_frame``: every team-game of the season before the date, summed by date first."""
-    per_date = log.group_by("season", "game_date").agg(pl.col(v).cast(pl.Float64).sum() for v in values)
-    return prior_windows(dates_frame.select("season", "game_date").unique(), per_date, by=[], values=values)
+    of ``dates_frame``: every team-game of the season before the date, summed by date first.
+    ``team_games_season`` counts those team-games (``games_season``, as for any log, counts
+    their dates)."""
+    per_date = log.group_by("season", "game_date").agg(
+        *(pl.col(v).cast(pl.Float64).sum() for v in values), pl.len().cast(pl.Float64).alias(LEAGUE_TEAM_GAMES)
+    )
+    return prior_windows(dates_frame.select("season", "game_date").unique(), per_date, by=[], values=[*values, LEAGUE_TEAM_GAMES])
 
 
 def team_window_shares(player_game_summary: pl.DataFrame, listed: pl.DataFrame, window: int = 10) -> pl.DataFrame:

@@ -25,7 +25,7 @@ SCHEMA = {
     "away_team_abbr": pl.String,
 }
 
-CALENDAR_COLUMNS = ("game_id", "game_date", "season", "season_type", "team_id", "team_abbr", "is_home")
+CALENDAR_COLUMNS = ("game_id", "game_date", "season", "season_type", "team_id", "team_abbr", "opponent_abbr", "is_home")
 
 
 @table(
@@ -34,7 +34,7 @@ CALENDAR_COLUMNS = ("game_id", "game_date", "season", "season_type", "team_id", 
     key=("game_id",),
     inputs=[Input("nba_raw.pregame_roster", columns=CALENDAR_COLUMNS)],
     phase=2,
-    version=2,  # 2: games of slates too
+    version=3,  # 2: games of slates too; 3: a game listed for one team only
 )
 def schedule(dates: list[dt.date], pregame_roster: pl.DataFrame) -> pl.DataFrame:
     """Games, dates, home and away teams, season and season type."""
@@ -42,13 +42,24 @@ def schedule(dates: list[dt.date], pregame_roster: pl.DataFrame) -> pl.DataFrame
 
 
 def games(listed: pl.DataFrame) -> pl.DataFrame:
-    """One row per game from rows of ``CALENDAR_COLUMNS`` (a roster's, or the raw files' calendar)."""
-    teams = listed.select(CALENDAR_COLUMNS).unique(["game_id", "team_abbr"], keep="first", maintain_order=True)
-    home = teams.filter(pl.col("is_home")).select(
-        "game_id", "game_date", "season", "season_type", home_team_id="team_id", home_team_abbr="team_abbr"
+    """One row per game from rows of ``CALENDAR_COLUMNS`` (a roster's, or the raw files' calendar),
+    with its date, season and type from whichever side lists it: a game whose players are listed
+    for one team only (a slate of one side) is on the calendar too, its other team named by the
+    listed side's ``opponent_abbr`` (that team's id unknown: NULL)."""
+    sides = listed.select(CALENDAR_COLUMNS).unique(["game_id", "team_abbr"], keep="first", maintain_order=True)
+    home, away = pl.col("is_home"), ~pl.col("is_home")
+    return (
+        sides.group_by("game_id", maintain_order=True)
+        .agg(
+            pl.col("game_date", "season", "season_type").first(),
+            home_team_id=pl.col("team_id").filter(home).first(),
+            home_team_abbr=pl.coalesce(pl.col("team_abbr").filter(home).first(), pl.col("opponent_abbr").filter(away).first()),
+            away_team_id=pl.col("team_id").filter(away).first(),
+            away_team_abbr=pl.coalesce(pl.col("team_abbr").filter(away).first(), pl.col("opponent_abbr").filter(home).first()),
+        )
+        .select(list(SCHEMA))
+        .sort("game_date", "game_id")
     )
-    away = teams.filter(~pl.col("is_home")).select("game_id", away_team_id="team_id", away_team_abbr="team_abbr")
-    return home.join(away, on="game_id", how="full", coalesce=True).sort("game_date", "game_id")
 
 
 def season_openers(schedule_frame: pl.DataFrame) -> pl.DataFrame:

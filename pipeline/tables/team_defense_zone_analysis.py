@@ -28,7 +28,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.tables._phase4 import HISTORY, TEAM_KEY, league_before, prior_windows, ratio, team_rows
+from pipeline.tables._phase4 import HISTORY, LEAGUE_TEAM_GAMES, TEAM_KEY, league_before, prior_windows, ratio, team_rows
 from pipeline.tables.base import Input, table
 
 SCHEMA = {
@@ -95,7 +95,7 @@ def relative_to_league(zone: str) -> pl.Expr:
     ],
     phase=4,
     cluster_by=("team_abbr",),
-    version=3,  # 2: history read before the date; 3: league_games_season
+    version=4,  # 2: history read before the date; 3: league_games_season; 4: it counts team-games, not dates
 )
 def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, team_defense_game_summary: pl.DataFrame) -> pl.DataFrame:
     """Opponent FG% allowed on twos and threes and free throws conceded, against the league."""
@@ -105,7 +105,7 @@ def team_defense_zone_analysis(dates: list[dt.date], schedule: pl.DataFrame, tea
     rows = team_rows(schedule, dates)
     w = prior_windows(rows, log, by=["team_abbr"], values=VALUES, last_n=(10,))
     league = league_before(rows, log, VALUES).select(
-        "season", "game_date", pl.col("games_season").alias("league_games_season"), *(pl.col(f"{v}_season").alias(f"league_{v}_season") for v in VALUES)
+        "season", "game_date", pl.col(f"{LEAGUE_TEAM_GAMES}_season").alias("league_games_season"), *(pl.col(f"{v}_season").alias(f"league_{v}_season") for v in VALUES)
     )
     team_season, team_last10, league_season = zone_ratios("", "season"), zone_ratios("", "last10"), zone_ratios("league_", "season")
     out = w.join(league, on=["season", "game_date"], how="left").with_columns(

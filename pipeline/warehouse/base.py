@@ -149,7 +149,8 @@ class Warehouse(ABC):
         backend cannot see a dead holder at once (a file lock is released by the kernel; a row
         in a remote table is not), a holder silent for ``stale_seconds`` is taken over, loudly.
         When the lock is released, the next holder can use the warehouse at once: nothing of
-        this run (an open connection, a file handle) stands in its way."""
+        this run (an open connection, a file handle) stands in its way. A warehouse opened
+        read-only takes the lock as well: a backup holds it so that no run writes while it reads."""
 
     @property
     def lock_taken_over_from(self) -> Mapping[str, object] | None:

@@ -112,7 +112,7 @@ SLATES = SourceSpec(
         "player_id": pl.Int32,
         "player_name": pl.String,
     },
-    calendar_columns=("game_id", "game_date", "season", "season_type", "team_abbr", "is_home"),
+    calendar_columns=("game_id", "game_date", "season", "season_type", "team_abbr", "opponent_abbr", "is_home"),
     optional={
         "team_id": pl.Int32,
         "starter": pl.Boolean,  # NULL until the lineups are announced

@@ -190,7 +190,7 @@ class BigQueryWarehouse(Warehouse):
 
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> Iterator[None]:
-        self._writable()
+        # Not _writable(): a read-only run (a backup) holds the lock too, so no run writes under it.
         self.catalog.ensure_dataset(self.catalog.dataset_id(LOCK_TABLE.split(".")[0]))
         claim = RunLock(self.jobs, self.catalog.sql_name(LOCK_TABLE), holder, stale_seconds)
         claim.acquire(wait_seconds)
