@@ -21,7 +21,7 @@ import pytest
 from alert_servers import PASSWORD_ENV, SMTP_PASSWORD, WEBHOOK_ENV, WEBHOOK_TOKEN, alert_env, alert_overrides, closed_port
 from conftest import PROJECT_ROOT, Run, pipeline_config, read_table, run_in_process, unwrapped
 
-from pipeline.alerts import events
+from pipeline.alerts import events, watch
 from pipeline.alerts.events import Event, messages
 from pipeline.alerts.settings import load_settings
 from pipeline.command import UsageError
@@ -278,3 +278,45 @@ def test_the_alert_texts_of_each_backup_and_data_event():
     assert stale.title == "newest complete backup is 48 hours old" and "alerts.backup_max_age_hours is 36" in stale.lines[0]
     box = events.box_scores_stale(dt.date(2025, 1, 6), dt.date(2025, 1, 10), 2, "/raw")
     assert box.title == "no new box scores for 4 days (newest 2025-01-06)"
+
+
+# -- when task=watch finds something: its checks on given inputs ------------------------------------------
+
+
+def test_box_scores_are_stale_past_the_days_allowed_and_only_in_season():
+    settings = load_settings(pipeline_config([]).alerts)  # stale_after_days 2, season 10-15 .. 06-30
+    noon = dt.datetime(2025, 1, 10, 17, 0)  # 12:00 Eastern (UTC-5 in January) on 2025-01-10
+    assert watch.box_scores_stale(dt.date(2025, 1, 8), noon, settings, "/raw") is None  # 2 days old: allowed
+    stale = watch.box_scores_stale(dt.date(2025, 1, 7), noon, settings, "/raw")  # 3 days old
+    assert stale is not None and stale.title == "no new box scores for 3 days (newest 2025-01-07)"
+    # 03:00 UTC on 2025-01-11 is still 22:00 on 2025-01-10 in New York: 2 days, allowed.
+    assert watch.box_scores_stale(dt.date(2025, 1, 8), dt.datetime(2025, 1, 11, 3, 0), settings, "/raw") is None
+    # Out of season (2025-08-01), a newest box score of 2025-06-22 is no news.
+    assert watch.box_scores_stale(dt.date(2025, 6, 22), dt.datetime(2025, 8, 1, 16, 0), settings, "/raw") is None
+    assert watch.box_scores_stale(None, noon, settings, "/raw") is None
+
+
+def test_a_slate_date_is_due_from_hours_before_its_first_tipoff_until_a_day_after():
+    settings = load_settings(pipeline_config([]).alerts)  # predictions_due_hours 2, first_tipoff 19:00 Eastern
+    day = dt.date(2025, 1, 10)
+    # 19:00 Eastern on 2025-01-10 is 00:00 UTC on the 11th (EST, UTC-5); in October (EDT, UTC-4) 23:00 UTC.
+    assert watch.default_tipoff(day, settings.first_tipoff) == dt.datetime(2025, 1, 11, 0, 0)
+    assert watch.default_tipoff(dt.date(2024, 10, 22), settings.first_tipoff) == dt.datetime(2024, 10, 22, 23, 0)
+
+    def due(now: dt.datetime, predicted=frozenset(), tipoffs=None) -> list[str]:
+        """The detail lines of the dates found due."""
+        found = watch.predictions_due([day], set(predicted), tipoffs or {}, now, settings)
+        return [line for e in found for line in e.lines if line.startswith(f"{day}:")]
+
+    first = f"{day}: first tip-off 2025-01-11 00:00 UTC"
+    tail = "and nba_predictions.player_points_predictions has no row for it"
+
+    assert due(dt.datetime(2025, 1, 10, 21, 59)) == []  # 2 h 1 min before 00:00 UTC: not yet
+    assert due(dt.datetime(2025, 1, 10, 22, 0)) == [f"{first} in 2.0 hours {tail}"]  # exactly 2 h before
+    assert due(dt.datetime(2025, 1, 10, 22, 0), predicted={day}) == []  # predicted: nothing due
+    assert due(dt.datetime(2025, 1, 12, 0, 0)) == [f"{first} passed 24.0 hours ago {tail}"]  # a day after tip-off: still reported
+    assert due(dt.datetime(2025, 1, 12, 0, 1)) == []  # later: history
+    # A prop line's tip-off (earlier than the default) moves the deadline: 17:30 UTC, due from 15:30.
+    early = {day: dt.datetime(2025, 1, 10, 17, 30)}
+    assert due(dt.datetime(2025, 1, 10, 15, 29), tipoffs=early) == []
+    assert due(dt.datetime(2025, 1, 10, 15, 30), tipoffs=early) == [f"{day}: first tip-off 2025-01-10 17:30 UTC in 2.0 hours {tail}"]
