@@ -160,7 +160,7 @@ def test_a_failed_gate_says_the_table_check_dates_threshold_and_value(phase3_cop
         # the table, check and dates; the value (rows outside) against the threshold (none allowed); the rule and the worst value
         assert line.startswith(f"nba_analytics.player_game_summary: impossible_values minutes all on {DAY}: observed {over} against threshold 0 ")
         assert "(rule minutes (0..40)" in line and f"..{most:.4g};" in line
-        assert f"report: {tmp_path / 'var' / 'reports'}" in text
+        assert f"report: {tmp_path / 'reports'}" in text
     assert_no_secrets(webhook_server, run, tmp_path)
 
 
