@@ -3,16 +3,20 @@ lineage map holding exactly the tables and dependencies the declarations define.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
 import duckdb
+import polars as pl
 import pytest
 from conftest import run_in_process
 
 from pipeline.docs.lineage import BOX_H, BOX_W, layout, short_lookback
+from pipeline.docs.model_page import ModelPage, calibration_bins
 from pipeline.docs.pages import table_page
 from pipeline.tables import Lookback, registry
 
@@ -78,6 +82,33 @@ def test_an_empty_warehouse_gives_a_site_that_says_so(tmp_path):
     assert "No backup yet" in (site / "backups.html").read_text()
     nodes = {g.get("data-table"): g.get("class") for g in lineage(site).iter(f"{SVG}g") if "node" in (g.get("class") or "")}
     assert {state for name, state in nodes.items() if not name.startswith("source.")} == {"node unbuilt"}
+
+
+def test_the_graded_predictions_on_the_model_page_worked_out_by_hand():
+    """Six graded player-games of one model over two dates, every figure of the page by hand."""
+    actual = [20.0, 10.0, 30.0, 8.0, 15.0, 22.0]
+    predicted = [18.0, 13.0, 25.0, 9.0, 15.0, 26.0]  # absolute errors 2, 3, 5, 1, 0, 4
+    lines = [19.5, 11.5, 24.5, None, 14.5, 23.5]  # went over: yes, no, yes, -, yes, no
+    p_over = [0.30, 0.65, 0.72, None, 0.35, 0.61]  # sides: under, over, over, -, under, over
+    graded = pl.DataFrame({
+        "game_date": [dt.date(2025, 1, 1)] * 3 + [dt.date(2025, 1, 2)] * 3, "model_id": "m1",
+        "predicted_at": dt.datetime(2025, 1, 1, 12), "actual_points": actual, "absolute_error": [abs(p - a) for p, a in zip(predicted, actual)],
+        "played": True, "is_evaluation_row": True, "in_interval": [True, True, False, True, True, False],
+        "points_line": lines, "p_over": p_over, "side_hit": [False, False, True, None, False, False],
+        # each baseline's prediction: its distance from the actual points is its absolute error
+        "rules": [a + 4 for a in actual], "rules_core": [a - 3 for a in actual], "last10": [a + d for a, d in zip(actual, [1, 2, 1, 2, 1, 2])],
+        "season_avg": [a + 5 for a in actual], "prior_season_avg": [a - 6 for a in actual],
+    })  # fmt: skip
+    page = ModelPage(SimpleNamespace(graded=graded, models=[])).graded()["graded"]
+    # MAE (2+3+5+1+0+4)/6 = 2.5; baselines 4, 3, 1.5, 5, 6: last10 the best; 4 of 6 in the interval;
+    # 5 lines, their sides hit once (the 30 over 24.5): 1/5.
+    assert page == {
+        "rows": "6", "dates": "2", "span": "2025-01-01..2025-01-02", "mae": "2.5", "baseline": "last10", "baseline_mae": "1.5",
+        "coverage": "66.7%", "lines": "5", "hit_rate": "20.0%", "decided": "5",
+    }  # fmt: skip
+    # P(over) by tenths: 0.30 and 0.35 (both went over), 0.65 and 0.61 (neither), 0.72 (over).
+    bins = calibration_bins(graded)
+    assert [(round(p, 4), o, n) for p, o, n in bins] == [(0.325, 1.0, 2), (0.63, 0.0, 2), (0.72, 1.0, 1)]
 
 
 # -- on the main command's warehouse ------------------------------------------------------------------

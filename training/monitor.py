@@ -14,7 +14,7 @@ import datetime as dt
 import polars as pl
 
 from pipeline.warehouse import Warehouse
-from training.baselines import BASELINE_INPUTS, SHORT_LABELS, baseline_predictions, best_baseline_of
+from training.baselines import BASELINE_INPUTS, BASELINES, SHORT_LABELS, baseline_predictions, best_baseline_of
 from training.data import FEATURE_STORE
 from training.predict import ACCURACY
 
@@ -50,7 +50,7 @@ def graded_against_baselines(warehouse: Warehouse, window_dates: int) -> dict | 
         return None
     newest = rows.sort("game_date", "predicted_at").row(-1, named=True)["model_id"]
     rows = rows.filter(pl.col("model_id") == newest)
-    errors = {name: (pl.col(name) - pl.col("actual_points")).abs().mean() for name in ("rules", "rules_core", "last10", "season_avg", "prior_season_avg")}
+    errors = {name: (pl.col(name) - pl.col("actual_points")).abs().mean() for name in BASELINES}
     maes = rows.select(model=pl.col("absolute_error").mean(), **errors).row(0, named=True)
     baselines = {name: {"mae": mae} for name, mae in maes.items() if name != "model"}
     best = best_baseline_of(maes["model"], baselines)

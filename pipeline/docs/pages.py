@@ -1,27 +1,27 @@
 """The site's pages, from :class:`~pipeline.docs.collect.SiteData`: what each page shows, as plain
 values for its template (``templates/``, Jinja2 with autoescaping: every value is escaped, and
-only the SVG drawn here and Markdown rendered here pass as markup)."""
+only the SVG drawn here and Markdown rendered here pass as markup). The index, validation, runs
+and backups pages are here; a table's page is :mod:`.table_page`, the model's :mod:`.model_page`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from pipeline.docs.charts import Series, line_chart, reliability_chart
+from pipeline.docs.charts import Series, line_chart
 from pipeline.docs.collect import SiteData
+from pipeline.docs.format import anchor, check_rank, dates_text, integer_text, markdown, number_text, table_page
 from pipeline.docs.lineage import STATUS_CLASSES, lineage_svg
-from pipeline.tables import Table, dag_levels
-from pipeline.validation.results import CHECK_ORDER
+from pipeline.docs.model_page import ModelPage
+from pipeline.docs.table_page import TablePage
+from pipeline.tables import dag_levels
 
 STATIC = Path(__file__).parent / "static"
 MODEL_DIR = "model"
@@ -33,39 +33,6 @@ LEGEND = (("ok", "every date built"), ("failed", "a date failed"), ("incomplete"
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("pipeline.docs", "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     return env
-
-
-def markdown(text: str) -> Markup:
-    """Markdown (docstrings, the model's report) as HTML; raw HTML in it is escaped."""
-    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
-
-
-def table_page(name: str) -> str:
-    return f"tables/{name}.html"
-
-
-def anchor(*parts: str) -> str:
-    return "check-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-")
-
-
-def _n(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else "" if value is None else str(value)
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
-
-
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{100 * value:.{digits}f}%"
-
-
-def _dates(start: dt.date | None, end: dt.date | None) -> str:
-    if start is None:
-        return ""
-    return str(start) if end in (None, start) else f"{start}..{end}"
 
 
 class Site:
@@ -83,12 +50,13 @@ class Site:
         (self.out / "tables").mkdir(exist_ok=True)
         shutil.copyfile(STATIC / "style.css", self.out / "style.css")
         self.render("index.html", "index.html", self.index())
+        tables = TablePage(self.data, self.levels)
         for name, table in self.data.tables.items():
-            self.render("table.html", table_page(name), self.table(name, table), root="../", title=table.short_name)
+            self.render("table.html", table_page(name), tables.context(name, table), root="../", title=table.short_name)
         self.render("validation.html", "validation.html", self.validation())
         self.render("runs.html", "runs.html", self.runs())
         self.render("backups.html", "backups.html", self.backups())
-        self.render("model.html", "model.html", self.model())
+        self.render("model.html", "model.html", ModelPage(self.data).context(self.copy_report(self.data.latest_model_dir)))
         return self.pages
 
     def render(self, template: str, path: str, context: dict[str, Any], *, root: str = "", title: str | None = None) -> None:
@@ -115,8 +83,8 @@ class Site:
             t = data.tables[name]
             rows.append({
                 "level": self.levels[name], "name": name, "link": table_page(name), "phase": t.phase, "status": status[name],
-                "ok": _n(ok), "failed": _n(failed) if failed else "", "missing": _n(missing) if missing else "",
-                "awaiting": _n(awaiting) if awaiting else "", "rows": _n(count), "newest": newest_of.get(name, ""), "description": t.description,
+                "ok": integer_text(ok), "failed": integer_text(failed) if failed else "", "missing": integer_text(missing) if missing else "",
+                "awaiting": integer_text(awaiting) if awaiting else "", "rows": integer_text(count), "newest": newest_of.get(name, ""), "description": t.description,
             })  # fmt: skip
         return {"title": "Lineage and tables", "cards": self.cards(status), "lineage": Markup(svg), "legend": LEGEND, "tables": rows}
 
@@ -151,117 +119,12 @@ class Site:
         if data.models:
             m = data.models[0]
             best = m.get("best_baseline") or {}
-            cards.append({"label": "model test MAE", "value": _num(m["test"]["mae"], 4), "link": "model.html",
+            cards.append({"label": "model test MAE", "value": number_text(m["test"]["mae"], 4), "link": "model.html",
                           "state": "ok" if best.get("ratio", 1) < 1 else "failed",
-                          "detail": f"best baseline {best.get('name', '?')} {_num(best.get('mae'), 4)}"})  # fmt: skip
+                          "detail": f"best baseline {best.get('name', '?')} {number_text(best.get('mae'), 4)}"})  # fmt: skip
         return cards
 
     # -- a table --------------------------------------------------------------------------------
-
-    def table(self, name: str, t: Table) -> dict[str, Any]:
-        data = self.data
-        module = sys.modules.get(t.build.__module__)
-        doc = (module.__doc__ if module else None) or t.description
-        inputs = [
-            {"name": i.table, "link": "../" + table_page(i.table) if not i.is_source else None, "lookback": i.lookback.describe(),
-             "columns": ", ".join(i.columns) if i.columns else "all"}
-            for i in t.inputs
-        ]  # fmt: skip
-        dependents = [{"name": n, "link": "../" + table_page(n)} for n, other in data.tables.items() if name in other.upstream_tables]
-        profile = data.latest_profile.filter(pl.col("table_name") == name)
-        by_column = {r["column_name"]: r for r in profile.iter_rows(named=True)}
-        watched = data.validation.drift.watched(name, list(t.schema))
-        columns = []
-        for column, dtype in t.schema.items():
-            p = by_column.get(column, {})
-            if column in t.key:  # identifiers: their mean or quartiles mean nothing
-                p = {"null_fraction": p.get("null_fraction")}
-            approx = "≈" if p and p.get("quartiles_exact") is False and p.get("p50") is not None else ""
-            columns.append({
-                "name": column, "type": str(dtype), "key": column in t.key, "null": _pct(p.get("null_fraction")),
-                "mean": _num(p.get("mean_value")), "min": _num(p.get("min_value")), "p25": approx + _num(p.get("p25")),
-                "p50": approx + _num(p.get("p50")), "p75": approx + _num(p.get("p75")), "max": _num(p.get("max_value")),
-                "watched": f"drift: {watched[column].name}" if column in watched else "",
-            })  # fmt: skip
-        months = [
-            {"season": r["season"], "month": r["month"], "ok": _n(r["ok"]), "failed": _n(r["failed"]) if r["failed"] else "",
-             "missing": _n(r["missing"]) if r["missing"] else "", "bootstrap": _n(r["bootstrap_skipped"]) if r["bootstrap_skipped"] else "",
-             "awaiting": _n(r["awaiting_box_scores"]) if r["awaiting_box_scores"] else "", "rows": _n(r["rows"])}
-            for r in data.coverage.filter(pl.col("table") == name).iter_rows(named=True)
-        ]  # fmt: skip
-        per_date = data.rows_per_date.filter(pl.col("table_name") == name)
-        chart = line_chart(
-            [Series("rows", per_date["game_date"].to_list(), per_date["rows_written"].to_list(), markers=per_date.height < 40)],
-            title=f"{name}: rows per game date (run state)", y_label="rows", y_min=0,
-        )  # fmt: skip
-        return {
-            "t": t, "level": self.levels[name], "status": data.status_of(name), "doc": markdown(doc), "build_text": _build_text(t),
-            "bootstrap": _bootstrap_text(t), "inputs": inputs, "dependents": dependents, "columns": columns,
-            "profile_date": profile["game_date"].max() if profile.height else None,
-            "approximate": any(c["p50"].startswith("≈") for c in columns),
-            "coverage": self.coverage_rules(name), "bounds": self.bound_rules(name, t), "identities": self.identity_rules(name, t),
-            "cross": self.cross_rules(name), "drift": self.drift_groups(name, t), "drift_window": data.validation.drift.window_dates,
-            "months": months, "rows_chart": Markup(chart), "latest": self.latest_results(name),
-            "anchor": anchor(name) if (data.results["table_name"] == name).any() else None,
-        }  # fmt: skip
-
-    def coverage_rules(self, name: str) -> list[dict[str, str]]:
-        return [
-            {"feature": th.feature, "min": _pct(th.min_coverage, 0 if th.min_coverage in (0, 1) else 1), "population": th.population.describe(),
-             "severity": th.severity, "reason": th.reason}
-            for th in self.data.validation.thresholds.get(name, {}).values()
-        ]  # fmt: skip
-
-    def bound_rules(self, name: str, t: Table) -> list[dict[str, str]]:
-        out = []
-        for rule in self.data.validation.bounds:
-            columns = [c for c in t.schema if rule.applies(name, c)]
-            if columns:
-                out.append({"name": rule.name + (" (flagged, kept)" if rule.flag else ""), "columns": ", ".join(columns),
-                            "range": rule.describe(), "severity": rule.severity, "reason": rule.reason})  # fmt: skip
-        return out
-
-    def identity_rules(self, name: str, t: Table) -> list[dict[str, str]]:
-        return [
-            {"text": f"{r.name}: {r.identity.text}", "severity": r.severity}
-            for r in self.data.validation.identities
-            if r.identity.columns <= set(t.schema) and (r.tables is None or name in r.tables)
-        ]
-
-    def cross_rules(self, name: str) -> list[dict[str, str]]:
-        out = []
-        for c in self.data.validation.cross:
-            if name in c.tables:
-                other = c.right if c.left == name else c.left
-                out.append({"name": c.name, "reason": c.reason, "kind": c.kind, "other": other, "link": "../" + table_page(other), "severity": c.severity})
-        return out
-
-    def drift_groups(self, name: str, t: Table) -> list[dict[str, str]]:
-        watched = self.data.validation.drift.watched(name, list(t.schema))
-        groups: dict[str, list[str]] = {}
-        for column, group in watched.items():
-            groups.setdefault(group.name, []).append(column)
-        by_name = {g.name: g for g in self.data.validation.drift.groups}
-
-        def limit(value) -> str:
-            return "not watched" if value is None else f"robust z above {value.max_z:g} and a change of at least {value.min_change:g}"
-
-        return [{"name": g, "columns": ", ".join(cols), "null": limit(by_name[g].null_fraction), "mean": limit(by_name[g].mean_value)} for g, cols in groups.items()]
-
-    def latest_results(self, name: str) -> dict[str, Any] | None:
-        results = self.data.results.filter((pl.col("table_name") == name) | pl.col("related_tables").str.contains(name, literal=True).fill_null(False))
-        if results.is_empty():
-            return None
-        newest = results.sort("checked_at").row(-1, named=True)["run_id"]
-        rows = results.filter(pl.col("run_id") == newest)
-        failed = rows.filter(pl.col("status") == "fail").sort(pl.col("severity") != "critical", "check_name", "feature")
-        kinds = rows.group_by("check_name").len().sort(pl.col("check_name").map_elements(_check_rank, return_dtype=pl.Int64))
-        return {
-            "what": f"{rows['context'][0]} run {newest} ({rows['checked_at'].max():%Y-%m-%d %H:%M} UTC)",
-            "passed": _n(int((rows["status"] == "pass").sum())), "failed": _n(failed.height), "skipped": _n(int((rows["status"] == "skip").sum())),
-            "failures": [_result_row(r) for r in failed.head(50).iter_rows(named=True)],
-            "kinds": ", ".join(f"{k} {n}" for k, n in kinds.iter_rows()),
-        }  # fmt: skip
 
     # -- validation history ----------------------------------------------------------------------
 
@@ -281,7 +144,7 @@ class Site:
             .sort("checked_at")
         )  # fmt: skip
         return [
-            {**r, "number": i + 1, "checked_at": f"{r['checked_at']:%Y-%m-%d %H:%M}", "dates": _dates(r["first"], r["last"])}
+            {**r, "number": i + 1, "checked_at": f"{r['checked_at']:%Y-%m-%d %H:%M}", "dates": dates_text(r["first"], r["last"])}
             for i, r in enumerate(runs.iter_rows(named=True))
         ]
 
@@ -318,7 +181,7 @@ class Site:
                 "table": table.split(".", 1)[-1] if table.count(".") == 1 else table, "check": check, "feature": feature,
                 "link": table_page(table) if table in self.data.tables else "index.html", "anchor": anchor(table, check, feature),
                 "cells": cells, "latest": f"{state}: {(latest['details'] or '')[:240]}" if state in ("fail", "warn") else state,
-                "_order": (0 if state == "fail" else 1 if state == "warn" else 2 if ever else 3, self.table_rank(table), _check_rank(check), feature),
+                "_order": (0 if state == "fail" else 1 if state == "warn" else 2 if ever else 3, self.table_rank(table), check_rank(check), feature),
             })  # fmt: skip
         checks.sort(key=lambda c: c["_order"])
         for table in self.data.tables:  # a table's page links to its checks' first row
@@ -363,13 +226,13 @@ class Site:
             delivered = sum(a["delivered"] for a in alerts)
             rows.append({
                 "run_id": r["run_id"], "task": r["task"], "started": f"{r['started_at']:%Y-%m-%d %H:%M:%S}", "seconds": _seconds(r, unit=False),
-                "status": status, "exit_code": _n(r["exit_code"]), "dates": _dates(r["first_date"], r["last_date"]),
-                "built": _n(sum(built.values())) if built else "", "failed": _n(sum(len(v) for v in failed.values())) if failed else "",
-                "rows": _n(r["rows_written"]) if r["rows_written"] else "", "nodes": _n(len(json.loads(r["nodes"] or "{}")) or None),
+                "status": status, "exit_code": integer_text(r["exit_code"]), "dates": dates_text(r["first_date"], r["last_date"]),
+                "built": integer_text(sum(built.values())) if built else "", "failed": integer_text(sum(len(v) for v in failed.values())) if failed else "",
+                "rows": integer_text(r["rows_written"]) if r["rows_written"] else "", "nodes": integer_text(len(json.loads(r["nodes"] or "{}")) or None),
                 "alerts": (f"{delivered} of {len(alerts)} delivered" if alerts else ""), "overrides": " ".join(json.loads(r["overrides"] or "[]")), "css": css,
             })  # fmt: skip
             if css == "bad":
-                what = "; ".join(f"{t}: {len(d)} failed date(s) ({_dates(min(d), max(d))})" for t, d in failed.items())
+                what = "; ".join(f"{t}: {len(d)} failed date(s) ({dates_text(min(d), max(d))})" for t, d in failed.items())
                 what = what or (r["error"] or "") or ("never completed" if r["ended_at"] is None else f"exit code {r['exit_code']}")
                 problems.append({"run_id": r["run_id"], "task": r["task"], "started": rows[-1]["started"], "status": status, "what": what})
         level_chart = line_chart(
@@ -393,7 +256,7 @@ class Site:
             {"name": x.name, "started": f"{x.started_at:%Y-%m-%d %H:%M:%S}", "age": _age((now - x.started_at).total_seconds() / 3600),
              "state": ("complete" + (", verified" if b.newest is x and b.verified else ", does NOT verify" if b.newest is x and b.verified is False else ""))
              if x.complete else f"incomplete: {x.problem or 'no manifest'}",
-             "tables": _n(x.tables), "rows": _n(x.rows), "size": size_text(x.bytes), "css": "" if x.complete else "warn"}
+             "tables": integer_text(x.tables), "rows": integer_text(x.rows), "size": size_text(x.bytes), "css": "" if x.complete else "warn"}
             for x in reversed(b.listed)
         ]  # fmt: skip
         cards = []
@@ -401,7 +264,7 @@ class Site:
             hours = (now - b.newest.started_at).total_seconds() / 3600
             late = f"; older than alerts.backup_max_age_hours ({b.max_age_hours:g})" if hours > b.max_age_hours else ""
             cards.append({"label": "newest complete backup", "value": _age(hours) + " old", "state": "failed" if late else "ok",
-                          "detail": f"{b.newest.name}: {_n(b.newest.tables)} tables, {_n(b.newest.rows)} rows{late}"})  # fmt: skip
+                          "detail": f"{b.newest.name}: {integer_text(b.newest.tables)} tables, {integer_text(b.newest.rows)} rows{late}"})  # fmt: skip
             verified = {True: ("verified", "ok"), False: ("does NOT verify", "failed"), None: ("not verified (docs.verify_backup=false)", "unbuilt")}[b.verified]
             cards.append({"label": "restorable", "value": verified[0], "state": verified[1], "detail": "manifest, sizes, SHA-256, schemas, rows"})
         else:
@@ -409,31 +272,6 @@ class Site:
         return {"title": "Backups", "b": b, "rows": rows, "cards": cards}
 
     # -- the model ---------------------------------------------------------------------------------
-
-    def model(self) -> dict[str, Any]:
-        data = self.data
-        models = []
-        for m in data.models:
-            best = m.get("best_baseline") or {}
-            test = m.get("test") or {}
-            models.append({
-                "model_id": m.get("model_id", "?"), "created": str(m.get("created_at", ""))[:19].replace("T", " "),
-                "dates": _dates(test.get("start"), test.get("end")), "rows": _n(test.get("rows")), "mae": _num(test.get("mae")),
-                "baseline": best.get("name", ""), "baseline_mae": _num(best.get("mae")), "ratio": _num(best.get("ratio")),
-                "worse": best.get("ratio", 0) > 1,
-            })  # fmt: skip
-        latest = data.models[0] if data.models else None
-        report_link = self.copy_report(data.latest_model_dir)
-        context: dict[str, Any] = {"title": "The model", "latest": latest, "models": models, "report_link": report_link, "models_root": ""}
-        if latest:
-            best = latest.get("best_baseline") or {}
-            context["cards"] = [
-                {"label": "test MAE", "value": _num(latest["test"]["mae"]), "state": "ok" if best.get("ratio", 1) < 1 else "failed",
-                 "detail": f"{_n(latest['test'].get('rows'))} player-games, {_dates(latest['test'].get('start'), latest['test'].get('end'))}"},
-                {"label": "best baseline, same rows", "value": _num(best.get("mae")), "state": "unbuilt", "detail": f"{best.get('name', '')}: model / it = {_num(best.get('ratio'))}"},
-            ]  # fmt: skip
-        context.update(self.graded())
-        return context
 
     def copy_report(self, directory: Path | None) -> str | None:
         """The latest model's report.md as model/report.html, with the files beside it (its plots)."""
@@ -450,74 +288,6 @@ class Site:
         self.render("report.html", f"{MODEL_DIR}/report.html", {"report": report}, root="../", title="training report")
         return f"{MODEL_DIR}/report.html"
 
-    def graded(self) -> dict[str, Any]:
-        from training.predict import graded_totals, mae_per_date
-
-        graded = self.data.graded
-        if graded.is_empty():
-            return {"graded": None}
-        model_id = graded.sort("game_date", "predicted_at")["model_id"][-1]
-        rows = graded.filter(pl.col("model_id") == model_id)
-        names = ["rules", "rules_core", "last10", "season_avg", "prior_season_avg"]
-        maes = {n: rows.select((pl.col(n) - pl.col("actual_points")).abs().mean()).item() for n in names}
-        best = min(maes, key=maes.__getitem__)
-        per_date = mae_per_date(rows)
-        base = rows.group_by("game_date").agg(baseline=(pl.col(best) - pl.col("actual_points")).abs().mean()).sort("game_date")
-        days = per_date["game_date"].to_list()
-        mae_chart = line_chart(
-            [Series(f"model {model_id}", days, per_date["mae"].to_list(), markers=len(days) < 40),
-             Series(f"{best} (best baseline)", base["game_date"].to_list(), base["baseline"].to_list(), dashed=True)],
-            title="MAE per date, model and the best baseline on the same player-games", y_label="points", y_min=0,
-        )  # fmt: skip
-        coverage_chart = line_chart(
-            [Series("inside the 80% interval", days, per_date["interval_coverage"].to_list(), markers=len(days) < 40)],
-            title="interval coverage per date", y_label="share", y_format=lambda v: f"{v:.0%}", references=[(0.8, "80% target")],
-        )  # fmt: skip
-        hit_chart = line_chart(
-            [Series("side hit rate", days, per_date["side_hit_rate"].to_list(), markers=len(days) < 40)],
-            title="side hit rate per date (P(over) >= 0.5 picks the over)", y_label="share", y_format=lambda v: f"{v:.0%}",
-            references=[(0.524, "52.4% break-even at -110")],
-        )  # fmt: skip
-        totals = graded_totals(rows)
-        return {
-            "graded": {
-                "rows": _n(rows.height), "dates": _n(len(days)), "span": _dates(days[0], days[-1]), "mae": _num(maes and rows["absolute_error"].mean()),
-                "baseline": best, "baseline_mae": _num(maes[best]), "coverage": _pct(totals["interval_coverage"]),
-                "lines": _n(totals["lines"]) if totals["lines"] else None, "hit_rate": _pct(totals.get("hit_rate")), "decided": _n(totals.get("decided")),
-            },
-            "mae_chart": Markup(mae_chart), "coverage_chart": Markup(coverage_chart), "hit_chart": Markup(hit_chart),
-            "calibration_chart": Markup(reliability_chart(calibration_bins(rows), title="calibration of P(over)")),
-        }  # fmt: skip
-
-
-def calibration_bins(rows: pl.DataFrame, bins: int = 10) -> list[tuple[float, float, int]]:
-    """(mean predicted P(over), share that went over, rows) per tenth of P(over), over rows with
-    a line whose outcome is not a push."""
-    lined = rows.filter(pl.col("p_over").is_not_null() & pl.col("points_line").is_not_null() & (pl.col("actual_points") != pl.col("points_line")))
-    if lined.is_empty():
-        return []
-    grouped = (
-        lined.with_columns(bin=(pl.col("p_over") * bins).floor().clip(0, bins - 1))
-        .group_by("bin")
-        .agg(predicted=pl.col("p_over").mean(), observed=(pl.col("actual_points") > pl.col("points_line")).mean(), rows=pl.len())
-        .sort("bin")
-    )
-    return [(p, o, n) for _, p, o, n in grouped.iter_rows()]
-
-
-def _result_row(r: dict[str, Any]) -> dict[str, str]:
-    share = r["check_name"] in ("coverage", "regression")
-    fmt = _pct if share else _num
-    return {
-        "severity": r["severity"], "check": r["check_name"], "feature": r["feature"], "scope": r["scope"],
-        "dates": _dates(r["start_date"], r["end_date"]), "observed": fmt(r["observed"]), "threshold": fmt(r["threshold"]),
-        "details": (r["details"] or "")[:400],
-    }  # fmt: skip
-
-
-def _check_rank(check: str) -> int:
-    return CHECK_ORDER.index(check) if check in CHECK_ORDER else len(CHECK_ORDER)
-
 
 def _seconds(run: dict[str, Any], unit: bool = True) -> str:
     if run["ended_at"] is None:
@@ -529,28 +299,6 @@ def _seconds(run: dict[str, Any], unit: bool = True) -> str:
 def _age(hours: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
-
-def _build_text(t: Table) -> str:
-    parts = ["one Polars function over each shard's dates"]
-    if t.split_by_team:
-        parts.append("cut by teams over a season (split_by_team): each Ray task builds some teams' rows")
-    if t.needs_box_scores:
-        parts.append("rows only on dates whose box scores are in (a date known from a slate only awaits them)")
-    if t.built_with:
-        parts.append("built together with " + ", ".join(t.built_with))
-    return "; ".join(parts)
-
-
-def _bootstrap_text(t: Table) -> str:
-    if t.phase != 4:
-        return "none: rows on every game date" + (" with box scores" if t.needs_box_scores else "")
-    if t.bootstrap_days:
-        return (f"no rows in the first {t.bootstrap_days} days from each season opener (phase4.bootstrap_days={t.bootstrap_days}): "
-                "those dates are marked skipped_bootstrap in the run state")  # fmt: skip
-    return (
-        "rows from each season opener on (phase4.bootstrap_days=0): a figure over too few games this season is NULL, or its "
-        "*_blended version leans on the previous season (phase4.prior_games)"
-    )
 
 
 def linked_files(pages: Iterable[Path]) -> list[tuple[Path, str]]:
