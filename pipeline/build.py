@@ -160,6 +160,11 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     """Plan and build ``cfg.tables`` on ``cfg.dates`` in a warehouse the caller holds the lock of,
     each level behind its validation gate; print the summary. None when nothing needed building."""
     refuse_unshared_folders(cfg, warehouse)
+    if cfg.ray.address:  # joining a Ray that is up costs little: its workers import while this plans
+        from pipeline.ray_runtime import start_ray, warm_workers
+
+        start_ray(cfg.ray)
+        warm_workers()
     ctx = Context.open(cfg, warehouse)
     plan = ctx.plan()
     if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
