@@ -17,6 +17,7 @@ stopped at the end by its process group: no other Ray on the machine is touched.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -66,7 +67,7 @@ def one_new_date(base: Path, workdir: Path, cpus: int, extra: list[str], env: di
     seconds, output = pipeline(workdir, f"ray.num_cpus={cpus}", *extra, env=env)
     with duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True) as con:
         built = con.execute("SELECT dates_built FROM nba_orchestration.run_history ORDER BY started_at DESC LIMIT 1").fetchone()[0]
-    if set(eval(built.replace("true", "True")).values()) != {1}:  # JSON of {table: dates}: every table built the one date
+    if set(json.loads(built).values()) != {1}:  # {table: dates built}: every table built the one date
         raise SystemExit(f"the run did not build exactly the new date: {built}")
     return seconds, built_in(output)
 
