@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 WIDTH, HEIGHT = 720, 230
-LEFT, RIGHT, TOP, BOTTOM = 58, 96, 28, 30
+LEFT, RIGHT, TOP, BOTTOM = 58, 40, 28, 30
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def line_chart(
         out.append(f'<text class="tick" x="12" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" text-anchor="middle">{escape(y_label)}</text>')
     for value, label in references:
         out.append(f'<line class="reference" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{py(value):.1f}" y2="{py(value):.1f}"><title>{escape(label)}</title></line>')
-        out.append(f'<text class="tick" x="{LEFT + plot_w + 4}" y="{py(value) + 4:.1f}">{escape(label)}</text>')
+        # inside the plot, right-aligned just above its line: a label of any length stays in view
+        out.append(f'<text class="tick" x="{LEFT + plot_w - 4}" y="{py(value) - 4:.1f}" text-anchor="end">{escape(label)}</text>')
     legend_x = LEFT
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
