@@ -25,6 +25,7 @@ from pipeline.warehouse.source import RawSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = PROJECT_ROOT / "data" / "raw"
+LINES_DIR = PROJECT_ROOT / "data" / "lines"  # the bundled prop lines, read like the raw files
 # Every Phase 2 and 3 table that has dependents or is a leaf of Phase 3 (the rest come as upstream).
 PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,prop_lines,quarantine]"
 

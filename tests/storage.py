@@ -30,14 +30,14 @@ def upload_raw(storage_emulator, *, broken_file: bool = False) -> str:
     prop lines beside it (``<bucket>/lines``); the raw folder's gs:// URL."""
     from gcsfs.core import GCSFileSystem
 
-    from conftest import RAW_DIR
+    from conftest import LINES_DIR, RAW_DIR
 
     bucket = f"raw-{uuid.uuid4().hex[:10]}"
     storage_emulator.create_bucket(bucket)
     fs = GCSFileSystem(endpoint_url=storage_emulator.url, token="anon", use_listings_cache=False)
     for path in sorted(RAW_DIR.glob("*.parquet")):
         fs.put_file(str(path), f"{bucket}/nightly/{path.name}")
-    for path in sorted((RAW_DIR.parent / "lines").glob("*.parquet")):
+    for path in sorted(LINES_DIR.glob("*.parquet")):
         fs.put_file(str(path), f"{bucket}/lines/{path.name}")
     if broken_file:
         fs.pipe_file(f"{bucket}/nightly/player_boxscores_2099-00.parquet", b"not parquet")

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from conftest import RAW_DIR, pipeline_config, pipeline_overrides, read_table, run_in_process, unwrapped
+from conftest import LINES_DIR, RAW_DIR, pipeline_config, pipeline_overrides, read_table, run_in_process, unwrapped
 from pipeline.tables.pregame_roster import slate_from_boxscores
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 from training import artifacts
@@ -234,7 +234,7 @@ def planted_lines(main_command, folder: Path) -> dict:
     """The bundled lines, and lines of a made-up book for two players without a bundled line on
     DAY: one captured before tip-off (and a later one after it), one captured after tip-off only."""
     folder.mkdir()
-    shutil.copy(next((RAW_DIR.parent / "lines").glob("*.parquet")), folder)
+    shutil.copy(next(LINES_DIR.glob("*.parquet")), folder)
     warehouse = main_command[0] / "warehouse.duckdb"
     features = read_table(warehouse, "nba_predictions.ml_feature_store").filter(game_date=DAY)
     lined = set(read_table(warehouse, "nba_raw.prop_lines").filter(game_date=DAY, status="used")["player_id"].to_list())

@@ -58,9 +58,9 @@ def test_hold_lock_names_the_run_and_its_command():
 
 def test_a_tests_pipeline_run_keeps_to_folders_of_its_own(tmp_path):
     """Every run a test makes through conftest (run_pipeline, run_in_process, the main command)
-    reads the bundled raw files and nothing else of the checkout: not the slates a user copied
+    reads the bundled raw files and prop lines and nothing else of the checkout: not the slates a user copied
     to data/slates, and it writes nothing under data/ or var/."""
-    from conftest import PROJECT_ROOT, RAW_DIR, pipeline_config, pipeline_overrides
+    from conftest import LINES_DIR, PROJECT_ROOT, RAW_DIR, pipeline_config, pipeline_overrides
 
     cfg = OmegaConf.to_container(pipeline_config(pipeline_overrides(tmp_path, (), None)), resolve=True)
     folders = {key: OmegaConf.select(OmegaConf.create(cfg), key) for key in (
@@ -76,4 +76,4 @@ def test_a_tests_pipeline_run_keeps_to_folders_of_its_own(tmp_path):
             yield key, node
 
     in_checkout = {k: v for k, v in leaves(cfg) if v.startswith("/") and Path(v).is_relative_to(PROJECT_ROOT)}
-    assert in_checkout == {"data.raw_dir": str(RAW_DIR)}
+    assert in_checkout == {"data.raw_dir": str(RAW_DIR), "data.lines_dir": str(LINES_DIR)}

@@ -421,6 +421,41 @@ def test_opponent_season_and_last_10_figures_bkn_after_eleven_games(built):
     assert bkn["def_rating_last_10"] == mia["opponent_def_rating_last_10"]
 
 
+# BKN's opponents' lines before 2023-11-16, first to last: (opponent, FGM, FGA, FG3M, FG3A, FTA).
+BKN_ALLOWED = [
+    ("CLE", 44, 94, 17, 43, 10), ("DAL", 44, 91, 15, 36, 28), ("CHA", 47, 96, 8, 31, 20), ("MIA", 39, 91, 13, 38, 18),
+    ("CHI", 43, 89, 11, 28, 14), ("BOS", 43, 90, 15, 45, 27), ("MIL", 46, 96, 16, 48, 24), ("LAC", 36, 91, 8, 36, 13),
+    ("BOS", 41, 94, 19, 52, 28), ("WAS", 33, 88, 10, 41, 25), ("ORL", 36, 82, 16, 46, 21),
+]  # fmt: skip
+
+
+def test_zone_defence_season_and_last_10_bkn_after_eleven_games(built):
+    """BKN on 2023-11-16, after 11 games: the season's figures sum all 11 opponents' lines, the last
+    10 leave out CLE's (twos 44 − 17 = 27 of 94 − 43 = 51, threes 17 / 43).
+
+    season: FGM 452, FG3M 148, so twos 304 / (1,002 − 444 = 558) = 0.5448; threes 148 / 444 = 0.3333;
+            FTA 228 on 1,002 FGA = 0.2275; FG3A share 444 / 1,002
+    last 10: twos 277 / 507 = 0.5464; threes 131 / 401 = 0.3267; points allowed (1,237 − 114) / 10 = 112.3
+    """
+    opponents = raw_teams().join(
+        raw_teams().filter(team_abbr="BKN", season="2023-24").filter(pl.col("game_date") < D(2023, 11, 16)).select("game_id"), on="game_id"
+    ).filter(pl.col("team_abbr") != "BKN").sort("game_date")
+    assert [tuple(r) for r in opponents.select("team_abbr", "fgm", "fga", "fg3m", "fg3a", "fta").iter_rows()] == BKN_ALLOWED
+    assert [sum(line[i] for line in BKN_ALLOWED) for i in range(1, 6)] == [452, 1002, 148, 444, 228]
+
+    bkn = row(built[DEFENSE], D(2023, 11, 16), team_abbr="BKN")
+    assert bkn["games_season"] == 11
+    season = (bkn["opp_fg2_pct_allowed_season"], bkn["opp_fg3_pct_allowed_season"], bkn["opp_fta_rate_allowed_season"])
+    assert season == pytest.approx((304 / 558, 148 / 444, 228 / 1002), rel=1e-12)
+    assert bkn["opp_fg3a_share_allowed_season"] == pytest.approx(444 / 1002, rel=1e-12)
+    last_10 = (bkn["opp_fg2_pct_allowed_last_10"], bkn["opp_fg3_pct_allowed_last_10"])
+    assert last_10 == pytest.approx(((304 - 27) / (558 - 51), (148 - 17) / (444 - 43)), rel=1e-12)
+    assert bkn["points_allowed_avg_last_10"] == pytest.approx((1237 - 114) / 10, rel=1e-12)
+    league = (bkn["league_fg2_pct_season"], bkn["league_fg3_pct_season"], bkn["league_fta_rate_season"])
+    vs_league = (bkn["fg2_pct_allowed_vs_league"], bkn["fg3_pct_allowed_vs_league"], bkn["fta_rate_allowed_vs_league"])
+    assert vs_league == pytest.approx([100 * (a - b) for a, b in zip((304 / 558, 148 / 444, 228 / 1002), league)], rel=1e-12)
+
+
 # -- tonight's roster in the feature store -----------------------------------------------------------
 
 

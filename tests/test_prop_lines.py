@@ -1,5 +1,5 @@
 """Prop lines in: a hand-made lines folder with every trap of the feeds, read from real files
-(``pipeline/warehouse/source.py``), matched by ``nba_raw.prop_lines`` against hand-made rosters,
+(``pipeline/warehouse/source/``), matched by ``nba_raw.prop_lines`` against hand-made rosters,
 and turned into the line of each player-game (``training/lines.py``), from a real DuckDB file.
 
 The traps, each with the status the module docstring of ``pipeline/tables/prop_lines.py``

@@ -1,6 +1,6 @@
 """Fitting LightGBM through Ray Train, with early stopping on validation MAE.
 
-:func:`fit_ray` runs a ``ray.train.lightgbm.LightGBMTrainer`` (Ray Train v2 in Ray 2.60): each of
+:func:`fit_ray` runs a ``ray.train.lightgbm.LightGBMTrainer`` (Ray Train v2 in Ray 2.60; :mod:`training.ray_trainer` leaves out its placement-group cleaner): each of
 ``training.num_workers`` workers runs :func:`train_loop` on its share of the training rows (rows
 ``rank::num_workers``; with 2+ workers LightGBM's data-parallel tree learner joins them through
 the network parameters Ray Train sets up) and the whole validation set, so every worker sees the
@@ -218,19 +218,20 @@ def fit_ray(
     health_check_interval_s: float | None = 0.2,
     preemption_watcher: bool = False,
 ) -> FitResult:
-    """Fit through ``ray.train.lightgbm.LightGBMTrainer``; Ray must be running (start_ray).
+    """Fit through ``LightGBMTrainer`` (:class:`training.ray_trainer.Trainer`); Ray must be running (start_ray).
     ``valid=None``: exactly ``config.num_boost_round`` rounds. ``refit``: rows to fit again on,
     in the same run, for the rounds the first fit chose (:func:`fit_then_refit`)."""
     _ray_env(health_check_interval_s, preemption_watcher)
     import ray
     import ray.train
-    from ray.train.lightgbm import LightGBMTrainer
+
+    from training.ray_trainer import Trainer
 
     started = time.perf_counter()
     own_storage = storage_path is None
     storage = tempfile.mkdtemp(prefix="nba-train-") if own_storage else storage_path
     try:
-        trainer = LightGBMTrainer(
+        trainer = Trainer(
             train_loop,
             train_loop_config={
                 "config": config,
