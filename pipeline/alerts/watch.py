@@ -34,7 +34,8 @@ from pipeline.command import EXIT_FAILED, EXIT_OK
 from pipeline.progress import console
 from pipeline.state import utcnow
 from pipeline.warehouse import Warehouse, WarehouseError, WarehouseLocked, open_warehouse
-from pipeline.warehouse.source import GAME_DATE_TIME_ZONE, RawSource
+from pipeline.warehouse.source import RawSource
+from pipeline.warehouse.source.specs import GAME_DATE_TIME_ZONE
 
 log = logging.getLogger(__name__)
 
