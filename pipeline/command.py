@@ -90,18 +90,21 @@ def holder_info(run_id: str, command: str) -> dict[str, object]:
 
 
 @contextmanager
-def hold_lock(warehouse: Warehouse, cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[RunRecord]:
+def hold_lock(warehouse: Warehouse, cfg: DictConfig, run_id: str, overrides: list[str], *, record_at_start: bool = True) -> Iterator[RunRecord]:
     """The warehouse lock for this run (``lock.wait_seconds``, ``lock.stale_seconds``), naming
     the run and its command line as the holder; yields the run's record (:mod:`pipeline.history`),
-    whose row in ``run_history`` is written once the lock is held and completed, with the alerts
-    sent, before it is let go. A task that knows its exit code inside the lock says so with
-    ``record.ended(code)``; otherwise it is 1 if the task raised or a build of it failed, else 0."""
+    whose row in ``run_history`` is written once the lock is held (or, with ``record_at_start``
+    false, when the task calls ``record.opened(warehouse)``: a task that must change nothing
+    when it refuses) and completed, with the alerts sent, before it is let go. A task that knows
+    its exit code inside the lock says so with ``record.ended(code)``; otherwise it is 1 if the
+    task raised or a build of it failed, else 0."""
     from pipeline.history import RunRecord, record_of
 
     command = "python -m pipeline " + " ".join(overrides)
     with warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
         record = record_of(run_id) or RunRecord(cfg, run_id, str(cfg.get("task", "run")), overrides)
-        record.opened(warehouse)
+        if record_at_start:
+            record.opened(warehouse)
         try:
             yield record
         except BaseException as exc:
