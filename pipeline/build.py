@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import UsageError, resolve_dates, resolve_tables
+from pipeline.history import record_of
 from pipeline.planner import Fingerprinter, Plan, make_plan
 from pipeline.progress import RunSummary, console
 from pipeline.state import RunState
@@ -159,6 +160,11 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     """Plan and build ``cfg.tables`` on ``cfg.dates`` in a warehouse the caller holds the lock of,
     each level behind its validation gate; print the summary. None when nothing needed building."""
     refuse_unshared_folders(cfg, warehouse)
+    if cfg.ray.address:  # joining a Ray that is up costs little: its workers import while this plans
+        from pipeline.ray_runtime import start_ray, warm_workers
+
+        start_ray(cfg.ray)
+        warm_workers()
     ctx = Context.open(cfg, warehouse)
     plan = ctx.plan()
     if plan.blocking and not cfg.backfill.with_upstream and not cfg.backfill.force:
@@ -179,5 +185,9 @@ def build(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[st
     runner = Runner(warehouse, ctx.source, ctx.calendar, ctx.state, ctx.fingerprinter, settings, ctx.tables)
     summary = runner.execute(plan, gate=gate)
     summary.lines_set_aside = lines_set_aside(warehouse, plan)
-    summary.render(retry_command(summary.unfinished, overrides))
+    retry = retry_command(summary.unfinished, overrides)
+    summary.render(retry)
+    record = record_of(run_id)
+    if record is not None:
+        record.note_build(summary, gate.results, str(gate.report_path), retry)
     return summary

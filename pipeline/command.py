@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 from rich.markup import escape
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from pipeline.calendar import Calendar
+    from pipeline.history import RunRecord
     from pipeline.tables import Table
     from pipeline.warehouse import Warehouse
 
@@ -88,8 +89,25 @@ def holder_info(run_id: str, command: str) -> dict[str, object]:
     return {"run": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": utcnow().isoformat(timespec="seconds"), "command": command}
 
 
-def hold_lock(warehouse: Warehouse, cfg: DictConfig, run_id: str, overrides: list[str]) -> AbstractContextManager[None]:
+@contextmanager
+def hold_lock(warehouse: Warehouse, cfg: DictConfig, run_id: str, overrides: list[str], *, record_at_start: bool = True) -> Iterator[RunRecord]:
     """The warehouse lock for this run (``lock.wait_seconds``, ``lock.stale_seconds``), naming
-    the run and its command line as the holder."""
+    the run and its command line as the holder; yields the run's record (:mod:`pipeline.history`),
+    whose row in ``run_history`` is written once the lock is held (or, with ``record_at_start``
+    false, when the task calls ``record.opened(warehouse)``: a task that must change nothing
+    when it refuses) and completed, with the alerts sent, before it is let go. A task that knows
+    its exit code inside the lock says so with ``record.ended(code)``; otherwise it is 1 if the
+    task raised or a build of it failed, else 0."""
+    from pipeline.history import RunRecord, record_of
+
     command = "python -m pipeline " + " ".join(overrides)
-    return warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds)
+    with warehouse.lock(holder=holder_info(run_id, command), wait_seconds=cfg.lock.wait_seconds, stale_seconds=cfg.lock.stale_seconds):
+        record = record_of(run_id) or RunRecord(cfg, run_id, str(cfg.get("task", "run")), overrides)
+        if record_at_start:
+            record.opened(warehouse)
+        try:
+            yield record
+        except BaseException as exc:
+            record.finish(warehouse, error=exc)
+            raise
+        record.finish(warehouse)

@@ -1,6 +1,7 @@
 """``task=doctor``: can this machine run the pipeline as configured? A preflight that changes
 nothing: the warehouse (credentials found, never shown; datasets reachable and where they
-should be; the permissions every run needs), the raw and slate folders, and the backup target.
+should be; the permissions every run needs), the raw and slate folders, the backup target, and
+the alerts (the environment variables they name are set: never shown).
 One line per check, ok or what is wrong and the role or setting that fixes it; exit 1 on any
 failure, so that a deployment script can stop before the first nightly run does."""
 
@@ -31,7 +32,7 @@ def doctor_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
                 checks.append(check)
     except WarehouseError as exc:  # the configuration itself (a bad name, no project)
         checks.append(show(Check("warehouse configuration", problem=str(exc), fix="see conf/warehouse/")))
-    for check in (*folder_checks(cfg), backup_target_check(cfg)):
+    for check in (*folder_checks(cfg), backup_target_check(cfg), *alerts_checks(cfg)):
         checks.append(show(check))
     failed = [c for c in checks if not c.ok]
     if failed:
@@ -95,3 +96,38 @@ def backup_target_check(cfg: DictConfig) -> Check:
         )  # fmt: skip
         return Check("backup.target", problem=str(exc), fix=fix)
     return Check("backup.target", detail=f"{folder.url} is writable")
+
+
+def alerts_checks(cfg: DictConfig) -> Iterator[Check]:
+    """With alerts on: a channel is set, and every environment variable the config names for a
+    secret is set (its value is never shown, nor its length)."""
+    import os
+
+    from pipeline.alerts.settings import load_settings
+    from pipeline.command import UsageError
+
+    try:
+        settings = load_settings(cfg.get("alerts"))
+    except UsageError as exc:
+        yield Check("alerts", problem=str(exc), fix="see conf/alerts/default.yaml")
+        return
+    if not settings.enabled:
+        yield Check("alerts", detail="off (alerts.enabled=false)")
+        return
+    if not settings.channels:
+        yield Check("alerts", problem="on, but neither alerts.webhook.url_env nor alerts.smtp.host is set", fix="set one of them (conf/alerts/)")
+        return
+    named = [("alerts.webhook.url_env", settings.webhook_env)]
+    if settings.smtp:
+        named.append(("alerts.smtp.password_env", settings.smtp.password_env))
+    for key, name in named:
+        if not name:
+            continue
+        if os.environ.get(name):
+            yield Check(f"alerts: {key}", detail=f"{name} is set (not shown)")
+        else:
+            yield Check(f"alerts: {key}", problem=f"the environment variable {name} is not set", fix=f"export {name}=... where the pipeline runs (cron: in the crontab or a sourced file)")
+    if settings.smtp:
+        login = f", login as {settings.smtp.username}" if settings.smtp.username else ""
+        tls = "STARTTLS" if settings.smtp.starttls else "no TLS"
+        yield Check("alerts: smtp", detail=f"{settings.smtp.host}:{settings.smtp.port} ({tls}{login}) to {', '.join(settings.smtp.recipients)}")

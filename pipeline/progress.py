@@ -83,6 +83,10 @@ class RunSummary:
     # load jobs Ray workers made staging their own shards' rows (one per shard).
     jobs: dict[str, int] = field(default_factory=dict)
     worker_loads: int = 0
+    # Each level run: its number, tables and wall seconds (building, committing and its gate).
+    levels: list[dict] = field(default_factory=list)
+    # The Ray nodes that built what was committed: {node ID (or IP, without Ray): IP}.
+    nodes: dict[str, str] = field(default_factory=dict)
 
     def outcome(self, table: str) -> TableOutcome:
         return self.tables.setdefault(table, TableOutcome())

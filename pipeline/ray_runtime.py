@@ -47,3 +47,18 @@ def start_ray(config: DictConfig) -> None:
                 raise
             log.warning("Ray's local node did not start in time (%s): starting it again (attempt %d of %d)", error, attempt + 1, attempts)
             ray.shutdown()
+
+
+@ray.remote
+def _import_worker_module() -> None:
+    import pipeline.runner.worker  # noqa: F401 - importing is the point
+
+
+def warm_workers() -> list[ray.ObjectRef]:
+    """Have a worker per CPU alive import what a shard's task needs, while the driver plans.
+
+    A job's workers are its own: a Ray that stays up between runs starts new ones for every run,
+    and each pays for its imports (Polars, Arrow, the table modules) with its first task. The
+    refs are never waited on; a task that fails here fails again, with its error, in the run."""
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    return [_import_worker_module.remote() for _ in range(cpus)]

@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import polars as pl
 
 from pipeline.warehouse.base import PartitionWrite, TableSchema, Warehouse
 
+if TYPE_CHECKING:
+    from pipeline.calendar import Calendar
+    from pipeline.tables import Table
+
 OK = "ok"
 FAILED = "failed"
 SKIPPED_BOOTSTRAP = "skipped_bootstrap"
 DONE = (OK, SKIPPED_BOOTSTRAP)
+# What task=status and the docs call a date without run state: not built yet, or (a date known
+# only from a slate, in a table of box-score results) not expected before its box scores.
+MISSING = "missing"
+AWAITING_BOX_SCORES = "awaiting_box_scores"
 
 RUN_STATE = TableSchema(
     name="nba_orchestration.run_state",
@@ -156,3 +164,31 @@ def state_write(table: str, rows: pl.DataFrame) -> PartitionWrite:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def coverage_frame(tables: Mapping[str, Table], calendar: Calendar, state: RunState, by_month: bool) -> pl.DataFrame:
+    """Per table and season (and month, ``by_month``): dates ok, failed, missing, skipped in the
+    bootstrap window and awaiting box scores, and rows; tables in ``tables``' order.
+
+    A date known from a slate only (no box scores yet) is not missing from a table of box-score
+    results (``needs_box_scores``: Phase 2's box scores, Phase 3): it is awaiting its box scores,
+    and counted apart."""
+    records = []
+    for name, table in tables.items():
+        for day in calendar.dates:
+            row = state.get(name, day)
+            if row:
+                status = row.status
+            else:
+                status = AWAITING_BOX_SCORES if calendar.awaits_box_scores(table, day) else MISSING
+            records.append((name, calendar.season_of[day], day.strftime("%Y-%m"), status, row.rows_written if row else 0))
+    frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
+    keys = ["table", "season", "month"] if by_month else ["table", "season"]
+    return frame.group_by(keys, maintain_order=True).agg(
+        ok=(pl.col("status") == OK).sum(),
+        failed=(pl.col("status") == FAILED).sum(),
+        missing=(pl.col("status") == MISSING).sum(),
+        bootstrap_skipped=(pl.col("status") == SKIPPED_BOOTSTRAP).sum(),
+        awaiting_box_scores=(pl.col("status") == AWAITING_BOX_SCORES).sum(),
+        rows=pl.col("rows").sum(),
+    )

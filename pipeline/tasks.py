@@ -20,7 +20,7 @@ from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.command import EXIT_FAILED, EXIT_OK, EXIT_WARNINGS, UsageError, fail, hold_lock
 from pipeline.planner import Plan
 from pipeline.progress import console
-from pipeline.state import FAILED, OK, SKIPPED_BOOTSTRAP
+from pipeline.state import FAILED, coverage_frame
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.tables._raw import RawDataError
 from pipeline.validation import validate_task
@@ -85,37 +85,10 @@ def print_plan(plan: Plan, calendar: Calendar) -> None:
 # -- task=status -------------------------------------------------------------------------------
 
 
-AWAITING_BOX_SCORES = "awaiting_box_scores"
-
-
 def status_frame(ctx: Context, by_month: bool) -> pl.DataFrame:
-    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped, rows.
-
-    A date known from a slate only (no box scores yet) is not missing from a table of box-score
-    results (``needs_box_scores``: Phase 2's box scores, Phase 3): it is awaiting its box scores,
-    and counted apart."""
-    records = []
-    for name, table in ctx.tables.items():
-        for day in ctx.calendar.dates:
-            row = ctx.state.get(name, day)
-            if row:
-                status = row.status
-            else:
-                status = AWAITING_BOX_SCORES if ctx.calendar.awaits_box_scores(table, day) else "missing"
-            records.append((name, ctx.calendar.season_of[day], day.strftime("%Y-%m"), status, row.rows_written if row else 0))
-    frame = pl.DataFrame(records, schema=["table", "season", "month", "status", "rows"], orient="row")
-    keys = ["table", "season", "month"] if by_month else ["table", "season"]
-    return (
-        frame.group_by(keys, maintain_order=True)
-        .agg(
-            ok=(pl.col("status") == OK).sum(),
-            failed=(pl.col("status") == FAILED).sum(),
-            missing=(pl.col("status") == "missing").sum(),
-            bootstrap_skipped=(pl.col("status") == SKIPPED_BOOTSTRAP).sum(),
-            awaiting_box_scores=(pl.col("status") == AWAITING_BOX_SCORES).sum(),
-            rows=pl.col("rows").sum(),
-        )
-    )
+    """Per table and season (and month): dates ok / failed / missing / bootstrap-skipped /
+    awaiting box scores, rows (:func:`pipeline.state.coverage_frame`)."""
+    return coverage_frame(ctx.tables, ctx.calendar, ctx.state, by_month)
 
 
 def print_status(ctx: Context, by_month: bool) -> int:
@@ -183,7 +156,11 @@ def _backup_task(name: str):
 
 
 def run_task(cfg: DictConfig, overrides: list[str]) -> int:
-    """Run ``cfg.task``; return the process exit code."""
+    """Run ``cfg.task``; return the process exit code. The run is recorded (:mod:`pipeline.history`:
+    ``run_history`` for a task that holds the warehouse lock) and what it found wrong is sent as
+    alerts (``conf/alerts/``) when it ends."""
+    from pipeline.history import RunRecord
+
     run_id = new_run_id()
     log_path = setup_logging(cfg, run_id)
     if "labels" in cfg.warehouse:  # BigQuery: every job of the run says which run made it, workers' too
@@ -202,22 +179,55 @@ def run_task(cfg: DictConfig, overrides: list[str]) -> int:
         "restore": _backup_task("restore_task"),
         "backups": _backup_task("backups_task"),
         "doctor": task_doctor,
+        "watch": task_watch,
+        "docs": task_docs,
     }
     if cfg.task not in tasks:
         return fail(f"unknown task {cfg.task!r}; known: {', '.join(tasks)}")
+    record, code, error = None, EXIT_FAILED, None
     try:
-        return tasks[cfg.task](cfg, run_id, overrides)
+        record = RunRecord(cfg, run_id, cfg.task, overrides, log_path)
+        redact_logs(record.alerts)
+        code = tasks[cfg.task](cfg, run_id, overrides)
+        return code
     except (UsageError, WarehouseError, RawDataError, BackupError) as exc:
         log.debug("refused", exc_info=True)
+        error = exc
         return fail(str(exc))
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        if record is not None:
+            record.finish(error=error, code=code)
         console.print(f"[dim]log: {log_path}")
+
+
+def redact_logs(settings) -> None:
+    """The alerts' secrets never reach the run's log file or the terminal (pipeline.alerts.settings)."""
+    from pipeline.alerts import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_pipeline", False):
+            handler.addFilter(RedactingFilter(settings))
 
 
 def task_doctor(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     from pipeline.doctor import doctor_task
 
     return doctor_task(cfg, run_id, overrides)
+
+
+def task_watch(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    from pipeline.alerts.watch import watch_task
+
+    return watch_task(cfg, run_id, overrides)
+
+
+def task_docs(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
+    from pipeline.docs import docs_task
+
+    return docs_task(cfg, run_id, overrides)
 
 
 def task_plan(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
@@ -235,15 +245,19 @@ def task_status(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
 
 def task_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     warehouse = open_warehouse(cfg.warehouse)
-    with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
-        summary = build(cfg, warehouse, run_id, overrides)
-        if summary is not None and not summary.ok:
-            if not cfg.tables and cfg.training.get("after_run", True):
-                console.print("[bold red]the model was not trained: the run did not complete cleanly")
-            return EXIT_FAILED
-        if train_after(cfg, warehouse, run_id, overrides) != EXIT_OK:
-            return EXIT_FAILED
-        return EXIT_WARNINGS if summary is not None and summary.gate_overridden else EXIT_OK
+    with warehouse, hold_lock(warehouse, cfg, run_id, overrides) as record:
+        return record.ended(run_in_lock(cfg, warehouse, run_id, overrides))
+
+
+def run_in_lock(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> int:
+    summary = build(cfg, warehouse, run_id, overrides)
+    if summary is not None and not summary.ok:
+        if not cfg.tables and cfg.training.get("after_run", True):
+            console.print("[bold red]the model was not trained: the run did not complete cleanly")
+        return EXIT_FAILED
+    if train_after(cfg, warehouse, run_id, overrides) != EXIT_OK:
+        return EXIT_FAILED
+    return EXIT_WARNINGS if summary is not None and summary.gate_overridden else EXIT_OK
 
 
 def train_after(cfg: DictConfig, warehouse: Warehouse, run_id: str, overrides: list[str]) -> int:

@@ -34,7 +34,8 @@ PHASE3_TABLES = "[player_game_summary,team_defense_game_summary,schedule,prop_li
 # benchmarks on this machine (load average above 20).
 HUNG_RUN_SECONDS = 3600
 
-pytest_plugins = ["backends", "storage"]  # fixtures: backend, bigquery_emulator (backends.py); storage_emulator, gs_target (storage.py)
+# fixtures: backend, bigquery_emulator (backends.py); storage_emulator, gs_target (storage.py); webhook_server, smtp_server (alert_servers.py)
+pytest_plugins = ["backends", "storage", "alert_servers"]
 
 
 @dataclass

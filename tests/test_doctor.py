@@ -31,7 +31,7 @@ def test_on_duckdb_every_check_passes_and_nothing_is_created(tmp_path):
     text = unwrapped(run.output)
     assert run.returncode == 0, run.output
     for line in (f"ok warehouse file: {tmp_path / 'warehouse.duckdb'} does not exist yet: the first run creates it",
-                 "ok data.raw_dir: 4 file(s) in", f"ok backup.target: {tmp_path / 'backups'} is writable", "all 5 checks passed"):  # fmt: skip
+                 "ok data.raw_dir: 4 file(s) in", f"ok backup.target: {tmp_path / 'backups'} is writable", "ok alerts: off (alerts.enabled=false)", "all 6 checks passed"):  # fmt: skip
         assert line in text, line
     assert not (tmp_path / "warehouse.duckdb").exists() and not (tmp_path / "backups").exists()
 
@@ -48,7 +48,7 @@ def test_on_the_emulator_every_check_is_printed_and_passes(bigquery_emulator, tm
     assert f"ok dataset {backend.prefix}nba_staging: in US, tables expire after a day" in text
     assert "ok a dry-run query: bigquery.jobs.create granted" in text
     assert "ok a Storage Read session: bigquery.readsessions.create granted" in text
-    assert "all 13 checks passed" in text
+    assert "all 14 checks passed" in text  # the alerts' (off) among them
 
 
 def test_a_misconfigured_set_up_names_each_problem_and_exits_1(bigquery_emulator, tmp_path):
@@ -64,4 +64,4 @@ def test_a_misconfigured_set_up_names_each_problem_and_exits_1(bigquery_emulator
     assert f"FAIL dataset {backend.prefix}nba_raw: dataset {backend.prefix}nba_raw is in location EU, not US (warehouse.location)" in text
     assert f"FAIL backup.target: failed writing {blocked / 'backups'}/doctor-probe-" in text
     assert "set backup.target to a folder this user can write" in text
-    assert "3 of 13 checks failed" in text
+    assert "3 of 14 checks failed" in text

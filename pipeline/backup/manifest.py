@@ -37,6 +37,7 @@ from typing import Mapping
 import polars as pl
 import pyarrow.parquet as pq
 
+from pipeline.profile import TABLE_PROFILE
 from pipeline.state import RUN_STATE
 from pipeline.tables import registry
 from pipeline.validation.report import VALIDATION_RESULTS
@@ -67,13 +68,15 @@ class BackupError(RuntimeError):
 
 def owned_tables() -> dict[str, TableSchema]:
     """Every table the pipeline owns, as the warehouse creates it: Phase 2 to 4 (the registry, in
-    dependency order), the run state, validation results, and Phase 5's predictions and grades.
-    Derived from their declarations; nothing here lists a table by name."""
-    # training.predict declares the Phase 5 tables; importing it loads no LightGBM.
+    dependency order), the run state, validation results, the tables' profiles, the run history,
+    and Phase 5's predictions and grades. Derived from their declarations; nothing here lists a
+    table by name."""
+    # training.predict declares the Phase 5 tables.
+    from pipeline.history import RUN_HISTORY
     from training.predict import ACCURACY, PREDICTIONS
 
     tables = {name: spec.warehouse_schema for name, spec in registry().items()}
-    for schema in (RUN_STATE, VALIDATION_RESULTS, PREDICTIONS, ACCURACY):
+    for schema in (RUN_STATE, VALIDATION_RESULTS, TABLE_PROFILE, RUN_HISTORY, PREDICTIONS, ACCURACY):
         tables[schema.name] = schema
     return tables
 

@@ -77,8 +77,10 @@ def restore_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     declared = owned_tables()
     started = time.perf_counter()
     warehouse = open_warehouse(cfg.warehouse)
-    with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
+    # A refused restore changes nothing, not even run_history: the run is recorded once the backup verifies.
+    with warehouse, hold_lock(warehouse, cfg, run_id, overrides, record_at_start=False) as record:
         manifest = verify_backup(source, declared)
+        record.opened(warehouse)
         files = sum(len(t.files) for t in manifest.tables.values())
         console.print(
             f"verified {source.url}: {len(manifest.tables)} tables, {files} files, {manifest.rows:,} rows "

@@ -1,6 +1,7 @@
 """Committing: every warehouse write of a run, on one writer thread, in order.
 
-A unit's rows and its run-state rows are written in one transaction, so a killed run leaves
+A unit's rows, its run-state rows and its profile (``nba_orchestration.table_profile``: the
+pieces' profiles merged, :mod:`pipeline.profile`) are written in one transaction, so a killed run leaves
 every date either old or new. Finished units wait here and are committed together: as soon as
 the writer is free when ``commit_interval_seconds`` is 0 (DuckDB, where a commit costs
 milliseconds), or at most once per interval otherwise (BigQuery, where every transaction costs
@@ -26,6 +27,7 @@ import polars as pl
 
 from pipeline.fingerprint import fingerprints_of
 from pipeline.planner import Fingerprinter
+from pipeline.profile import column_profile, merged_profile, profile_write
 from pipeline.progress import RunSummary
 from pipeline.runner.errors import Node
 from pipeline.runner.shards import Unit
@@ -179,7 +181,8 @@ class Committer:
         )
         rows = next((pl.from_arrow(r.rows) for r in results if r.rows is not None), None)
         write = PartitionWrite(unit.table, unit.dates, rows, staged=tuple(unit.staged.values()))
-        return [write, state_write(unit.table, unit.state)]
+        profile = merged_profile([pl.from_arrow(r.profile) for r in results])
+        return [write, state_write(unit.table, unit.state), profile_write(unit.table, unit.dates, profile, self.run_id)]
 
     def _record(self, unit: UnitBuild) -> None:
         """After a commit: the in-memory state, the fingerprints and the summary catch up."""
@@ -193,6 +196,7 @@ class Committer:
         if unit.table == "nba_raw.quarantine":
             self.summary.quarantined += rows
         nodes = Node.joined([r.node for r in unit.results.values()])
+        self.summary.nodes.update({r.node.id or r.node.ip: r.node.ip for r in unit.results.values()})
         log.debug(
             "%s %s..%s: %d rows in %d shard(s) on %s",
             unit.table, unit.dates[0], unit.dates[-1], rows, len(unit.results), nodes.ip,
@@ -238,7 +242,9 @@ class Committer:
         """Dates inside the bootstrap window after an opener: no rows, by rule."""
         inputs = {d: self.fingerprinter.expected(spec.name, d) for d in dates}
         rows = self._state(spec.name, dates, SKIPPED_BOOTSTRAP, dict.fromkeys(dates, 1), inputs, outputs=dict.fromkeys(dates, "empty"))
-        self._write_state(spec.name, rows, [PartitionWrite(spec.name, dates, pl.DataFrame(schema=spec.schema))])
+        empty = pl.DataFrame(schema=spec.schema)
+        profile = profile_write(spec.name, dates, column_profile(empty, dates), self.run_id)
+        self._write_state(spec.name, rows, [PartitionWrite(spec.name, dates, empty), profile])
         self.summary.outcome(spec.name).bootstrap += len(dates)
 
     def _state(self, table, dates, status, attempts, inputs, *, outputs=None, counts=None, error=None, node=None, started=None) -> pl.DataFrame:

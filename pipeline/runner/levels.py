@@ -25,6 +25,7 @@ import ray
 
 from pipeline.calendar import Calendar, date_runs, runs_text
 from pipeline.planner import Fingerprinter, Plan
+from pipeline.profile import TABLE_PROFILE
 from pipeline.progress import RunSummary, run_progress
 from pipeline.runner.commits import Committer, UnitBuild
 from pipeline.runner.errors import Node, error_message, error_text, is_bad_input, is_transient
@@ -125,6 +126,7 @@ class Runner:
         for name in self.tables:
             self.warehouse.ensure_table(self.tables[name].warehouse_schema)
         self.warehouse.ensure_table(RUN_STATE)
+        self.warehouse.ensure_table(TABLE_PROFILE)
         self.summary.worker_io = self.io is not None
         self._calendar_ref = ray.put(self.calendar)
         for name in work:
@@ -145,6 +147,7 @@ class Runner:
                 runnable = [n for n in names if n not in blocked_by_gate]
                 if not runnable:
                     continue
+                level_started = time.monotonic()
                 label = f"level {number}: " + (self.tables[runnable[0]].short_name if len(runnable) == 1 else f"{len(runnable)} tables")
                 task = progress.add_task(label, total=sum(len(work[n]) for n in runnable), rows=0)
                 log.info("level %d: %s", number, ", ".join(f"{self.tables[n].short_name} ({len(work[n])} dates)" for n in runnable))
@@ -159,6 +162,7 @@ class Runner:
                                 self.committer.mark_gate_failed(name, built[name], why)
                     else:
                         self.summary.gate_overridden.extend(failing)
+                self.summary.levels.append({"level": number, "tables": runnable, "seconds": round(time.monotonic() - level_started, 3)})
         return self.summary
 
     def _all_upstream(self, name: str) -> set[str]:
@@ -313,7 +317,7 @@ class Runner:
         """A shard's result is in: its rows go to the staging area at once if its unit is built
         in pieces, so that the driver holds no more than one piece."""
         unit.results[index] = result
-        self.summary.driver_bytes += sum(t.nbytes for t in (result.hashes, result.rows) if t is not None)
+        self.summary.driver_bytes += sum(t.nbytes for t in (result.hashes, result.rows, result.profile) if t is not None)
         self.summary.rows_bytes += result.nbytes
         if result.staged is not None:
             unit.staged[index] = result.staged

@@ -1,5 +1,5 @@
 """What runs on a Ray worker: one shard's inputs read, the table's function run once over the
-whole shard, its rows checked and hashed, then staged in the warehouse (when the worker can reach
+whole shard, its rows checked, hashed and profiled (``nba_orchestration.table_profile``), then staged in the warehouse (when the worker can reach
 it) or handed back to the driver as Arrow.
 
 With DuckDB the driver reads each shard's inputs and sends them along (the file lives with the
@@ -22,6 +22,7 @@ import ray
 
 from pipeline.calendar import Calendar
 from pipeline.fingerprint import fingerprints_of, row_hashes
+from pipeline.profile import column_profile
 from pipeline.runner.errors import NODE_NOTE, Node
 from pipeline.runner.faults import Fault
 from pipeline.runner.shards import Shard
@@ -39,6 +40,9 @@ class ShardResult:
     # make the fingerprints together with the other teams' (pipeline.fingerprint).
     fingerprints: dict[dt.date, str] | None
     hashes: pa.Table | None
+    # The rows' profile per date and column (pipeline.profile: small, whatever the rows' size);
+    # for a shard of some teams, the profile of its piece, merged with the other teams'.
+    profile: pa.Table
     nbytes: int  # the rows' size
     node: Node
     seconds: float
@@ -107,6 +111,7 @@ def build_shard(
         counts=dict(rows.group_by("game_date").len().iter_rows()),
         fingerprints=fingerprints_of(hashes) if shard.teams is None else None,
         hashes=hashes.to_arrow() if shard.teams is not None else None,
+        profile=column_profile(rows, shard.dates).to_arrow(),
         nbytes=int(rows.estimated_size()),
         node=node,
         seconds=time.perf_counter() - started,

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.command import UsageError
 from pipeline.tables import Table
+from pipeline.validation.drift import DriftGroup, DriftSettings, Limit
 from pipeline.validation.expressions import ExpressionError, Identity, Population, parse_identity, parse_population
 
 CRITICAL, WARNING = "critical", "warning"
@@ -113,6 +114,7 @@ class Settings:
     same_dates_phases: tuple[int, ...]
     same_dates_severity: str
     populations: Mapping[str, Population] = field(default_factory=dict)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
 
 def _plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:
@@ -401,6 +403,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
     if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
         errors.add("examples", f"a positive whole number, not {examples!r}")
         examples = 5
+    drift = _drift_settings(raw.get("drift") or {}, tables, errors)
     errors.raise_if_any()
     return Settings(
         gate=bool(raw.get("gate", True)),
@@ -417,4 +420,88 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         same_dates_phases=tuple(int(p) for p in same.get("phases", ())),
         same_dates_severity=same_severity,
         populations=populations,
+        drift=drift,
+    )
+
+
+FEATURE_STORE = "nba_predictions.ml_feature_store"
+
+
+def _drift_settings(raw: Mapping[str, Any], tables: Mapping[str, Table], errors: _Errors) -> DriftSettings:
+    """``validation.drift``: the windows, and per group of features its tables, columns and limits.
+    A group's ``feature_groups`` names groups of the feature store's columns
+    (``ml_feature_store.FEATURE_GROUPS``), so the config never repeats that list."""
+    from pipeline.tables.ml_feature_store import FEATURE_GROUPS
+
+    def whole(value: object, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            errors.add(where, f"a whole number of at least {minimum}, not {value!r}")
+            return minimum
+        return value
+
+    def limit(spec: object, where: str) -> Limit | None:
+        if spec is None:
+            return None
+        if not isinstance(spec, Mapping) or set(spec) != {"max_z", "min_change"}:
+            errors.add(where, "give {max_z, min_change} (or null: not watched)")
+            return None
+        z = _number(spec["max_z"], f"{where}.max_z", errors, allow_none=False)
+        change = _number(spec["min_change"], f"{where}.min_change", errors, allow_none=False)
+        return Limit(max_z=z or 0.0, min_change=change or 0.0)
+
+    window = whole(raw.get("window_dates", 20), "drift.window_dates", 2)
+    least = whole(raw.get("min_window_dates", 10), "drift.min_window_dates", 2)
+    if least > window:
+        errors.add("drift.min_window_dates", f"at most drift.window_dates ({window}), not {least}")
+    groups = []
+    for name, spec in (raw.get("groups") or {}).items():
+        where = f"drift.groups.{name}"
+        if spec is None:  # validation.drift.groups.<name>=null switches a group off
+            continue
+        if not isinstance(spec, Mapping):
+            errors.add(where, "expected {tables or feature_groups, columns or match, null_fraction, mean}")
+            continue
+        unknown = set(spec) - {"tables", "feature_groups", "columns", "match", "exclude", "null_fraction", "mean"}
+        if unknown:
+            errors.add(where, f"unknown key(s) {sorted(unknown)}")
+        columns = list(_names(spec.get("columns")))
+        for group in _names(spec.get("feature_groups")):
+            if group not in FEATURE_GROUPS:
+                errors.add(f"{where}.feature_groups", f"no feature group {group!r}; known: {', '.join(FEATURE_GROUPS)}")
+            else:
+                columns += list(FEATURE_GROUPS[group])
+        names = _names(spec.get("tables")) or ((FEATURE_STORE,) if spec.get("feature_groups") else ())
+        resolved = []
+        for table_name in names:
+            full = _resolve_table(table_name, tables)
+            if full is None:
+                errors.add(f"{where}.tables", f"unknown table {table_name!r}")
+            else:
+                resolved.append(full)
+                missing = [c for c in columns if c not in tables[full].schema]
+                if missing:
+                    errors.add(where, f"{full} has no column(s) {missing}")
+        match = spec.get("match")
+        if match is not None:
+            try:
+                re.compile(match)
+            except re.error as exc:
+                errors.add(f"{where}.match", f"not a regular expression: {exc}")
+                match = None
+        if not resolved:
+            errors.add(where, "give `tables` (or `feature_groups`, the feature store's)")
+        if not columns and not match:
+            errors.add(where, "give `columns`, `feature_groups` or `match`")
+        groups.append(
+            DriftGroup(
+                name=name, tables=tuple(resolved), columns=tuple(dict.fromkeys(columns)), match=match,
+                exclude=_names(spec.get("exclude")), null_fraction=limit(spec.get("null_fraction"), f"{where}.null_fraction"),
+                mean_value=limit(spec.get("mean"), f"{where}.mean"),
+            )
+        )  # fmt: skip
+    return DriftSettings(
+        severity=_severity(raw.get("severity"), "drift.severity", errors, default=WARNING),
+        window_dates=window,
+        min_window_dates=least,
+        groups=tuple(groups),
     )

@@ -15,11 +15,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import polars as pl
 
 from pipeline.calendar import Calendar
+from pipeline.profile import TABLE_PROFILE
 from pipeline.state import OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table
 from pipeline.validation import checks
 from pipeline.validation.checks import Scope
-from pipeline.validation.config import CrossCheck, Settings
+from pipeline.validation.config import WARNING, CrossCheck, Settings
+from pipeline.validation.drift import drift_results
 from pipeline.validation.results import ERROR, FAIL, SKIP, TABLE, Result
 from pipeline.warehouse.base import Warehouse
 
@@ -27,8 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class Validator:
-    def __init__(self, settings: Settings, warehouse: Warehouse, calendar: Calendar, state: RunState, tables: Mapping[str, Table]):
+    """``drift_severity``: what a drift is here: a warning unless ``task=validate`` passes the
+    configured ``validation.drift.severity`` (a run's gates never let drift block anything)."""
+
+    def __init__(
+        self, settings: Settings, warehouse: Warehouse, calendar: Calendar, state: RunState, tables: Mapping[str, Table],
+        drift_severity: str = WARNING,
+    ):  # fmt: skip
         self.settings = settings
+        self.drift_severity = drift_severity
         self.warehouse = warehouse
         self.calendar = calendar
         self.state = state
@@ -189,7 +198,21 @@ class Validator:
         results += checks.duplicate_results(table, in_scope, spec.key, everything, settings.examples)
         results += checks.bounds_results(table, in_scope, bound_rules, spec.key, everything, settings.examples)
         results += checks.identity_results(table, in_scope, identity_rules, spec.key, everything, settings.examples)
+        results += self.check_drift(table, dates)
         return results
+
+    def check_drift(self, table: str, dates: list[dt.date]) -> list[Result]:
+        """The table's watched features on ``dates`` against their windows, from the profile."""
+        drift = self.settings.drift
+        watched = drift.watched(table, list(self.tables[table].schema))
+        if not watched or not self.exists(TABLE_PROFILE.name):
+            return []
+        first = min(self.calendar.opener_of.get(self.calendar.season_of.get(d, ""), d) for d in dates)
+        profile = self.warehouse.read(
+            TABLE_PROFILE.name, start=min(first, min(dates)), end=max(dates), where={"table_name": table},
+            columns=["game_date", "column_name", "row_count", "null_fraction", "mean_value"],
+        )  # fmt: skip
+        return drift_results(table, profile, dates, self.calendar.season_of, watched, drift, self.drift_severity)
 
     def _built(self, table: str) -> bool:
         return self.exists(table) and (self.has_state(table) or bool(self.warehouse.dates_present(table)))

@@ -18,9 +18,10 @@ IDENTITY = "identity"
 CROSS_LAYER = "cross_layer"
 GAPS = "gaps"
 SAME_DATES = "same_dates"
+DRIFT = "drift"  # a feature's null fraction or mean against its trailing window (validation.drift): never blocks a run
 TABLE = "table"  # a table that could not be checked at all
 ERROR = "check_error"
-CHECK_ORDER = (TABLE, ERROR, GAPS, SAME_DATES, CROSS_LAYER, COVERAGE, REGRESSION, DUPLICATES, BOUNDS, IDENTITY, FLAGGED)
+CHECK_ORDER = (TABLE, ERROR, GAPS, SAME_DATES, CROSS_LAYER, COVERAGE, REGRESSION, DRIFT, DUPLICATES, BOUNDS, IDENTITY, FLAGGED)
 
 
 @dataclass

@@ -33,13 +33,13 @@ def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
     calendar = source.calendar()
     dates = resolve_dates(cfg, calendar)
     warehouse = open_warehouse(cfg.warehouse)
-    with warehouse, hold_lock(warehouse, cfg, run_id, overrides):
+    with warehouse, hold_lock(warehouse, cfg, run_id, overrides) as record:
         state = RunState.load(warehouse)
-        validator = Validator(settings, warehouse, calendar, state, tables)
+        validator = Validator(settings, warehouse, calendar, state, tables, drift_severity=settings.drift.severity)
         results = validator.run({name: dates for name in requested})
         unbuilt = {r.table for r in results if r.check == TABLE and r.status == SKIP}
         if set(requested) <= unbuilt:
-            return fail(f"nothing to validate: none of the requested tables is built in {warehouse.describe()}")
+            return record.ended(fail(f"nothing to validate: none of the requested tables is built in {warehouse.describe()}"))
         title = f"validation {run_id} ({dates[0]}..{dates[-1]}, {len(dates)} game dates)"
         render(results, console, title)
         path = settings.reports_dir / f"{run_id}-validate.json"
@@ -60,5 +60,6 @@ def validate_task(cfg: DictConfig, run_id: str, overrides: list[str]) -> int:
         )
         stored = store(warehouse, results, run_id, "validate")
         console.print(f"report: {path}; {stored:,} result rows stored in nba_orchestration.validation_results (run_id {run_id})")
-    code = exit_code(results)
-    return EXIT_FAILED if code == 1 else code
+        record.note_drift(results, str(path))
+        code = exit_code(results)
+        return record.ended(EXIT_FAILED if code == 1 else code)

@@ -152,6 +152,13 @@ class Warehouse(ABC):
         this run (an open connection, a file handle) stands in its way. A warehouse opened
         read-only takes the lock as well: a backup holds it so that no run writes while it reads."""
 
+    @property
+    def lock_taken_over_from(self) -> Mapping[str, object] | None:
+        """While this process holds the lock: the holder it took the lock over from, a run that
+        died holding it (its heartbeat stale, or its process gone with the lock released by the
+        kernel but its holder record left behind); None when the lock was free."""
+        return None
+
     def checks(self) -> Iterator[Check]:
         """Preflight: can this process use the warehouse as configured (credentials, datasets,
         permissions)? Every problem is yielded as a failed :class:`Check`, none raised."""

@@ -102,6 +102,7 @@ class DuckDBWarehouse(Warehouse):
         self._opening = threading.Lock()
         # Cached: one catalog query costs several ms, and every run checks every table's columns.
         self._catalog: dict[str, dict[str, str]] | None = None
+        self._taken_over_from: dict[str, object] | None = None
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -145,6 +146,10 @@ class DuckDBWarehouse(Warehouse):
         con.execute(f"USE {CATALOG}")
         self._con = con
         return con
+
+    @property
+    def lock_taken_over_from(self) -> dict[str, object] | None:
+        return self._taken_over_from
 
     @property
     def lock_path(self) -> Path:
@@ -349,11 +354,16 @@ class DuckDBWarehouse(Warehouse):
                     time.sleep(LOCK_POLL_SECONDS)
             if told:
                 log.info("warehouse lock acquired after waiting %.1fs", time.monotonic() - started)
+            # A holder file with the lock free: its run died holding the lock (a clean release removes it).
+            self._taken_over_from = _read_holder(holder_path) or None
+            if self._taken_over_from:
+                log.warning("the previous holder of the warehouse lock died holding it (%s)", holder_text(self._taken_over_from))
             _write_holder(holder_path, holder)
             try:
                 self._drop_leftover_staging()
                 yield
             finally:
+                self._taken_over_from = None
                 # While the flock is still ours: once it goes, the file may be the next holder's.
                 # DuckDB keeps its own lock on the database file while a connection is open:
                 # closed here, the run the flock lets in next can open the file at once (it

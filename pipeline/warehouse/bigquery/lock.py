@@ -91,6 +91,7 @@ class RunLock:
         # Held by a commit, and by the heartbeat while it renews: the two never run together.
         self.row = threading.Lock()
         self.lost: str | None = None
+        self.taken_over_from: dict[str, object] | None = None  # the holder of a run presumed dead, once claimed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewed = time.monotonic()
@@ -144,11 +145,12 @@ class RunLock:
             what="reading the lock just claimed",
             params=self.params,
         ).rows
-        if taken_from and taken_from[0][0]:
+        self.taken_over_from = json.loads(taken_from[0][0]) if taken_from and taken_from[0][0] else None
+        if self.taken_over_from:
             log.warning(
                 "TOOK OVER the warehouse lock from a run presumed dead (%s): its heartbeat was older than "
                 "lock.stale_seconds=%g. If that run is in fact alive, it can no longer commit anything.",
-                holder_text(json.loads(taken_from[0][0])), self.stale_seconds,
+                holder_text(self.taken_over_from), self.stale_seconds,
             )  # fmt: skip
         self._last_renewed = time.monotonic()
         self._thread = threading.Thread(target=self._beat, name="warehouse-lock-heartbeat", daemon=True)

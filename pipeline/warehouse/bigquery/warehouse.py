@@ -184,6 +184,10 @@ class BigQueryWarehouse(Warehouse):
     def job_counts(self) -> dict[str, int]:
         return dict(self.jobs.counts)
 
+    @property
+    def lock_taken_over_from(self) -> Mapping[str, object] | None:
+        return self.writer.lock.taken_over_from if self.writer.lock is not None else None
+
     @contextmanager
     def lock(self, *, holder: Mapping[str, object], wait_seconds: float, stale_seconds: float) -> Iterator[None]:
         # Not _writable(): a read-only run (a backup) holds the lock too, so no run writes under it.
