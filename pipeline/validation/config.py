@@ -1,7 +1,8 @@
 """The validation config (``conf/validation/``) read and checked against the table declarations.
 
 Every mistake is reported at once, before anything runs: an unknown table or column, a
-population that does not parse, a severity that is not ``critical`` or ``warning``.
+population that does not parse, a severity that is not ``critical`` or ``warning``
+(:mod:`.config_values` reads the values; :mod:`.drift_config` the ``drift`` section).
 """
 
 from __future__ import annotations
@@ -10,23 +11,26 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline.command import UsageError
 from pipeline.tables import Table
-from pipeline.validation.drift import DriftGroup, DriftSettings, Limit
+from pipeline.validation.config_values import (
+    parse_range,
+    Errors,
+    config_error,
+    plain,
+    read_names,
+    read_number,
+    read_severity,
+    resolve_table,
+)
+from pipeline.validation.drift import DriftSettings
+from pipeline.validation.drift_config import load_drift_settings
 from pipeline.validation.expressions import ExpressionError, Identity, Population, parse_identity, parse_population
 
-CRITICAL, WARNING = "critical", "warning"
-SEVERITIES = (CRITICAL, WARNING)
 CROSS_KINDS = ("sums_match", "keys_match")
-
-
-def config_error(message: str) -> ValueError:
-    """A config mistake, raised as the command-line usage error the task dispatcher reports."""
-    return UsageError(f"validation config:\n  {message}")
 
 
 @dataclass(frozen=True)
@@ -117,85 +121,14 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
 
 
-def _plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
-
-
-class _Errors:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.lines.append(f"{where}: {message}")
-
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise config_error("\n  ".join(self.lines))
-
-
-def _resolve_table(name: object, tables: Mapping[str, Table]) -> str | None:
-    if not isinstance(name, str):
-        return None
-    if name in tables:
-        return name
-    by_short = {t.short_name: t.name for t in tables.values()}
-    return by_short.get(name)
-
-
-def _severity(value: object, where: str, errors: _Errors, default: str = CRITICAL) -> str:
-    value = default if value is None else value
-    if value not in SEVERITIES:
-        errors.add(where, f"severity must be one of {', '.join(SEVERITIES)}, not {value!r}")
-        return default
-    return str(value)
-
-
-def _number(value: object, where: str, errors: _Errors, *, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        errors.add(where, f"expected a number, not {value!r}")
-        return None
-    return float(value)
-
-
-def _names(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(str(v) for v in value)
-
-
-def parse_range(text: object) -> tuple[dt.date, dt.date]:
-    """``"YYYY-MM-DD..YYYY-MM-DD"`` (or a two-item list, or a {start, end} mapping)."""
-    if isinstance(text, Mapping):
-        parts = [text.get("start"), text.get("end")]
-    elif isinstance(text, (list, tuple)):
-        parts = list(text)
-    else:
-        parts = str(text).split("..")
-    if len(parts) != 2:
-        raise ValueError(f"a range is 'YYYY-MM-DD..YYYY-MM-DD', not {text!r}")
-    start, end = (p if isinstance(p, dt.date) else dt.date.fromisoformat(str(p).strip()) for p in parts)
-    if start > end:
-        raise ValueError(f"range {text!r} ends before it starts")
-    return start, end
-
-
 def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table]) -> Settings:
     """Read ``cfg.validation`` (the mapping itself) and check it against ``tables``."""
     if cfg is None:
         raise config_error(
-            "no `validation` config: add `- validation: default` to the defaults of conf/config.yaml "
-            "(or pass +validation=default)"
+            "no `validation` config: add `- validation: default` to the defaults of conf/config.yaml (or pass +validation=default)"
         )
-    raw = _plain(cfg)
-    errors = _Errors()
+    raw = plain(cfg)
+    errors = Errors()
 
     populations: dict[str, Population] = {}
     for name, spec in (raw.get("populations") or {}).items():
@@ -208,13 +141,13 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
     thresholds: dict[str, dict[str, Threshold]] = {}
     for table_key, features in (raw.get("thresholds") or {}).items():
         where = f"thresholds.{table_key}"
-        full = _resolve_table(table_key, tables)
+        full = resolve_table(table_key, tables)
         if full is None:
             errors.add(where, f"unknown table; known: {', '.join(sorted(t.short_name for t in tables.values()))}")
             continue
         schema = tables[full].schema
         if not isinstance(features, Mapping):
-            errors.add(where, "expected a mapping of feature -> {min_coverage, population, severity, reason}")
+            errors.add(where, "expected a mapping of feature -> {min_coverage, population , read_severity, reason}")
             continue
         for feature, spec in features.items():
             fwhere = f"{where}.{feature}"
@@ -222,12 +155,12 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 errors.add(fwhere, f"{full} has no column {feature!r}")
                 continue
             if not isinstance(spec, Mapping):
-                errors.add(fwhere, "expected {min_coverage, population, severity, reason}")
+                errors.add(fwhere, "expected {min_coverage, population , read_severity, reason}")
                 continue
             unknown = set(spec) - {"min_coverage", "population", "severity", "reason"}
             if unknown:
                 errors.add(fwhere, f"unknown key(s) {sorted(unknown)}")
-            coverage = _number(spec.get("min_coverage"), f"{fwhere}.min_coverage", errors, allow_none=False)
+            coverage = read_number(spec.get("min_coverage"), f"{fwhere}.min_coverage", errors, allow_none=False)
             if coverage is not None and not 0.0 <= coverage <= 1.0:
                 errors.add(f"{fwhere}.min_coverage", f"a share in 0..1, not {coverage}")
             try:
@@ -245,7 +178,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 feature=feature,
                 min_coverage=coverage if coverage is not None else 1.0,
                 population=population,
-                severity=_severity(spec.get("severity"), f"{fwhere}.severity", errors),
+                severity=read_severity(spec.get("severity"), f"{fwhere}.severity", errors),
                 reason=str(spec.get("reason") or ""),
             )
 
@@ -253,8 +186,8 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         if value is None:
             return None
         resolved = []
-        for name in _names(value):
-            full = _resolve_table(name, tables)
+        for name in read_names(value):
+            full = resolve_table(name, tables)
             if full is None:
                 errors.add(where, f"unknown table {name!r}")
             else:
@@ -278,8 +211,8 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         except ExpressionError as exc:
             errors.add(f"{where}.population", str(exc))
             population = populations["all"]
-        lo = _number(spec.get("min"), f"{where}.min", errors)
-        hi = _number(spec.get("max"), f"{where}.max", errors)
+        lo = read_number(spec.get("min"), f"{where}.min", errors)
+        hi = read_number(spec.get("max"), f"{where}.max", errors)
         if lo is None and hi is None:
             errors.add(where, "give `min`, `max` or both")
         if not spec.get("columns") and not match:
@@ -287,13 +220,13 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         bounds.append(
             BoundRule(
                 name=name,
-                columns=_names(spec.get("columns")),
+                columns=read_names(spec.get("columns")),
                 match=match,
-                exclude=_names(spec.get("exclude")),
+                exclude=read_names(spec.get("exclude")),
                 min=lo,
                 max=hi,
                 population=population,
-                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                severity=read_severity(spec.get("severity"), f"{where}.severity", errors),
                 reason=str(spec.get("reason") or ""),
                 flag=bool(spec.get("flag", False)),
                 tables=table_list(spec.get("tables"), f"{where}.tables"),
@@ -316,9 +249,9 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
             IdentityRule(
                 name=name,
                 identity=identity,
-                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                severity=read_severity(spec.get("severity"), f"{where}.severity", errors),
                 reason=str(spec.get("reason") or ""),
-                tolerance=_number(spec.get("tolerance", 1e-9), f"{where}.tolerance", errors) or 1e-9,
+                tolerance=read_number(spec.get("tolerance", 1e-9), f"{where}.tolerance", errors) or 1e-9,
                 tables=table_list(spec.get("tables"), f"{where}.tables"),
             )
         )
@@ -333,17 +266,17 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
             errors.add(f"{where}.kind", f"one of {', '.join(CROSS_KINDS)}, not {kind!r}")
             continue
         left_key, right_key = ("detail", "total") if kind == "sums_match" else ("left", "right")
-        left = _resolve_table(spec.get(left_key), tables)
-        right = _resolve_table(spec.get(right_key), tables)
+        left = resolve_table(spec.get(left_key), tables)
+        right = resolve_table(spec.get(right_key), tables)
         for key, full in ((left_key, left), (right_key, right)):
             if full is None:
                 errors.add(f"{where}.{key}", f"unknown table {spec.get(key)!r}")
         if left is None or right is None:
             continue
         on_spec = spec.get("keys")
-        on = tuple(on_spec.items()) if isinstance(on_spec, Mapping) else tuple((c, c) for c in _names(on_spec))
+        on = tuple(on_spec.items()) if isinstance(on_spec, Mapping) else tuple((c, c) for c in read_names(on_spec))
         columns_spec = spec.get("columns") or {}
-        columns = tuple(columns_spec.items()) if isinstance(columns_spec, Mapping) else tuple((c, c) for c in _names(columns_spec))
+        columns = tuple(columns_spec.items()) if isinstance(columns_spec, Mapping) else tuple((c, c) for c in read_names(columns_spec))
         if not on:
             errors.add(f"{where}.keys", "give the key columns")
         if kind == "sums_match" and not columns:
@@ -355,7 +288,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 errors.add(where, f"{right} has no column {r_col!r}")
         excused_by = None
         if spec.get("excused_by") is not None:
-            excused_by = _resolve_table(spec.get("excused_by"), tables)
+            excused_by = resolve_table(spec.get("excused_by"), tables)
             if excused_by is None:
                 errors.add(f"{where}.excused_by", f"unknown table {spec.get('excused_by')!r}")
             else:
@@ -370,8 +303,8 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
                 right=right,
                 on=on,
                 columns=columns,
-                tolerance=_number(spec.get("tolerance", 0.0), f"{where}.tolerance", errors) or 0.0,
-                severity=_severity(spec.get("severity"), f"{where}.severity", errors),
+                tolerance=read_number(spec.get("tolerance", 0.0), f"{where}.tolerance", errors) or 0.0,
+                severity=read_severity(spec.get("severity"), f"{where}.severity", errors),
                 reason=str(spec.get("reason") or ""),
                 excused_by=excused_by,
             )
@@ -385,25 +318,25 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
             errors.add(f"ranges[{i}]", str(exc))
 
     may_be_empty = []
-    for name in _names(raw.get("may_be_empty")):
-        full = _resolve_table(name, tables)
+    for name in read_names(raw.get("may_be_empty")):
+        full = resolve_table(name, tables)
         if full is None:
             errors.add("may_be_empty", f"unknown table {name!r}")
         else:
             may_be_empty.append(full)
 
-    drop = _number(raw.get("regression_max_drop", 0.10), "regression_max_drop", errors, allow_none=False)
+    drop = read_number(raw.get("regression_max_drop", 0.10), "regression_max_drop", errors, allow_none=False)
     if drop is not None and not 0.0 <= drop <= 1.0:
         errors.add("regression_max_drop", f"a share in 0..1, not {drop}")
     same = raw.get("same_dates") or {}
     gaps = raw.get("gaps") or {}
-    gap_severity = _severity(gaps.get("severity"), "gaps.severity", errors)
-    same_severity = _severity(same.get("severity"), "same_dates.severity", errors)
+    gap_severity = read_severity(gaps.get("severity"), "gaps.severity", errors)
+    same_severity = read_severity(same.get("severity"), "same_dates.severity", errors)
     examples = raw.get("examples", 5)
     if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
         errors.add("examples", f"a positive whole number, not {examples!r}")
         examples = 5
-    drift = _drift_settings(raw.get("drift") or {}, tables, errors)
+    drift = load_drift_settings(raw.get("drift") or {}, tables, errors)
     errors.raise_if_any()
     return Settings(
         gate=bool(raw.get("gate", True)),
@@ -421,87 +354,4 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         same_dates_severity=same_severity,
         populations=populations,
         drift=drift,
-    )
-
-
-FEATURE_STORE = "nba_predictions.ml_feature_store"
-
-
-def _drift_settings(raw: Mapping[str, Any], tables: Mapping[str, Table], errors: _Errors) -> DriftSettings:
-    """``validation.drift``: the windows, and per group of features its tables, columns and limits.
-    A group's ``feature_groups`` names groups of the feature store's columns
-    (``ml_feature_store.FEATURE_GROUPS``), so the config never repeats that list."""
-    from pipeline.tables.ml_feature_store import FEATURE_GROUPS
-
-    def whole(value: object, where: str, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            errors.add(where, f"a whole number of at least {minimum}, not {value!r}")
-            return minimum
-        return value
-
-    def limit(spec: object, where: str) -> Limit | None:
-        if spec is None:
-            return None
-        if not isinstance(spec, Mapping) or set(spec) != {"max_z", "min_change"}:
-            errors.add(where, "give {max_z, min_change} (or null: not watched)")
-            return None
-        z = _number(spec["max_z"], f"{where}.max_z", errors, allow_none=False)
-        change = _number(spec["min_change"], f"{where}.min_change", errors, allow_none=False)
-        return Limit(max_z=z or 0.0, min_change=change or 0.0)
-
-    window = whole(raw.get("window_dates", 20), "drift.window_dates", 2)
-    least = whole(raw.get("min_window_dates", 10), "drift.min_window_dates", 2)
-    if least > window:
-        errors.add("drift.min_window_dates", f"at most drift.window_dates ({window}), not {least}")
-    groups = []
-    for name, spec in (raw.get("groups") or {}).items():
-        where = f"drift.groups.{name}"
-        if spec is None:  # validation.drift.groups.<name>=null switches a group off
-            continue
-        if not isinstance(spec, Mapping):
-            errors.add(where, "expected {tables or feature_groups, columns or match, null_fraction, mean}")
-            continue
-        unknown = set(spec) - {"tables", "feature_groups", "columns", "match", "exclude", "null_fraction", "mean"}
-        if unknown:
-            errors.add(where, f"unknown key(s) {sorted(unknown)}")
-        columns = list(_names(spec.get("columns")))
-        for group in _names(spec.get("feature_groups")):
-            if group not in FEATURE_GROUPS:
-                errors.add(f"{where}.feature_groups", f"no feature group {group!r}; known: {', '.join(FEATURE_GROUPS)}")
-            else:
-                columns += list(FEATURE_GROUPS[group])
-        names = _names(spec.get("tables")) or ((FEATURE_STORE,) if spec.get("feature_groups") else ())
-        resolved = []
-        for table_name in names:
-            full = _resolve_table(table_name, tables)
-            if full is None:
-                errors.add(f"{where}.tables", f"unknown table {table_name!r}")
-            else:
-                resolved.append(full)
-                missing = [c for c in columns if c not in tables[full].schema]
-                if missing:
-                    errors.add(where, f"{full} has no column(s) {missing}")
-        match = spec.get("match")
-        if match is not None:
-            try:
-                re.compile(match)
-            except re.error as exc:
-                errors.add(f"{where}.match", f"not a regular expression: {exc}")
-                match = None
-        if not resolved:
-            errors.add(where, "give `tables` (or `feature_groups`, the feature store's)")
-        if not columns and not match:
-            errors.add(where, "give `columns`, `feature_groups` or `match`")
-        groups.append(
-            DriftGroup(
-                name=name, tables=tuple(resolved), columns=tuple(dict.fromkeys(columns)), match=match,
-                exclude=_names(spec.get("exclude")), null_fraction=limit(spec.get("null_fraction"), f"{where}.null_fraction"),
-                mean_value=limit(spec.get("mean"), f"{where}.mean"),
-            )
-        )  # fmt: skip
-    return DriftSettings(
-        severity=_severity(raw.get("severity"), "drift.severity", errors, default=WARNING),
-        window_dates=window,
-        min_window_dates=least,
-        groups=tuple(groups),
     )

@@ -20,7 +20,8 @@ from pipeline.state import OK, SKIPPED_BOOTSTRAP, RunState
 from pipeline.tables import Table
 from pipeline.validation import checks
 from pipeline.validation.checks import Scope
-from pipeline.validation.config import WARNING, CrossCheck, Settings
+from pipeline.validation.config import CrossCheck, Settings
+from pipeline.validation.config_values import WARNING
 from pipeline.validation.drift import drift_results
 from pipeline.validation.results import ERROR, FAIL, SKIP, TABLE, Result
 from pipeline.warehouse.base import Warehouse
