@@ -156,6 +156,22 @@ def ray_is_running() -> bool:
     return ray.is_initialized()
 
 
+def token_auth_for_test_clusters() -> None:
+    """Put this process in Ray's token auth mode (with a token), before it starts a
+    ``ray.cluster_utils.Cluster`` and connects to it.
+
+    A local ``ray.init()`` turns token auth on by default (Ray 2.60), and so does connecting to a
+    cluster when a token file exists; a ``Cluster`` started from this process takes the mode its
+    environment says at that moment. Started before any local ``ray.init()`` in this test worker,
+    its raylets ran without a token while the driver required one: the raylets' calls to the
+    driver were refused ("InvalidAuthToken: Authentication token is missing or incorrect"), the
+    driver's objects looked lost ("OwnerDiedError") and a fit's controller never started."""
+    from ray._private.authentication.authentication_token_setup import enable_token_auth_by_default, ensure_token_if_auth_enabled
+
+    enable_token_auth_by_default()
+    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+
+
 def stop_in_process_ray() -> None:
     """Stop the Ray runtime ``run_in_process`` left running. Before a test starts Ray in a
     subprocess: two local Rays on one machine contend for the dashboard agent's port, which

@@ -166,13 +166,14 @@ def test_a_level_planned_on_a_cluster_with_no_worker_cpus_yet_is_cut_for_the_cpu
     import ray
     from ray.cluster_utils import Cluster
 
-    from conftest import stop_in_process_ray
+    from conftest import stop_in_process_ray, token_auth_for_test_clusters
     from pipeline.planner import Fingerprinter
     from pipeline.runner import Runner, RunSettings
     from pipeline.state import RunState
     from pipeline.warehouse.duckdb import DuckDBWarehouse
 
     stop_in_process_ray()
+    token_auth_for_test_clusters()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_agent_listen_port": 0})
     try:
         ray.init(address=cluster.address)

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 import pipeline.__main__  # noqa: F401 - registers ${project_root:}
 from backends import Backend
-from conftest import PROJECT_ROOT, unwrapped
+from conftest import PROJECT_ROOT, token_auth_for_test_clusters, unwrapped
 from pipeline.emulator import copy_tables
 from pipeline.backup.manifest import owned_tables
 from pipeline.warehouse import PartitionWrite
@@ -44,6 +44,7 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
+    token_auth_for_test_clusters()
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         nodes.add_node(num_cpus=1)
