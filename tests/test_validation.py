@@ -134,6 +134,8 @@ def test_config_mistakes_are_all_reported_at_once():
             "no_such_table": {},
         },
         "cross_layer": {"x": {"kind": "sums_match", "detail": "player_game_summary", "total": "team_offense_game_summary", "keys": ["nope"], "columns": {"pts": "pts"}}},
+        "bounds": {"odd": {"match": "fg[a", "min": 0}},
+        "drift": {"groups": {"odd": {"tables": ["player_game_summary"], "match": "pct(", "mean": {"max_z": 6, "min_change": 0.2}}}},
     }
     with pytest.raises(ValueError) as info:
         load_settings(cfg, registry())
@@ -145,6 +147,8 @@ def test_config_mistakes_are_all_reported_at_once():
         "give a one-line `reason`",
         "thresholds.no_such_table: unknown table",
         "cross_layer.x: nba_analytics.player_game_summary has no column 'nope'",
+        "bounds.odd.match: not a regular expression",
+        "drift.groups.odd.match: not a regular expression",
     ):
         assert expected in text, text
     with pytest.raises(ValueError, match="no `validation` config"):

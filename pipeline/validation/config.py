@@ -23,6 +23,7 @@ from pipeline.validation.config_values import (
     plain,
     read_names,
     read_number,
+    read_pattern,
     read_severity,
     resolve_table,
 )
@@ -199,13 +200,7 @@ def load_settings(cfg: DictConfig | Mapping | None, tables: Mapping[str, Table])
         where = f"bounds.{name}"
         if spec is None:  # `validation.bounds.<name>=null` switches a rule off
             continue
-        match = spec.get("match")
-        if match is not None:
-            try:
-                re.compile(match)
-            except re.error as exc:
-                errors.add(f"{where}.match", f"not a regular expression: {exc}")
-                match = None
+        match = read_pattern(spec.get("match"), f"{where}.match", errors)
         try:
             population = parse_population(spec.get("population"), populations)
         except ExpressionError as exc:

@@ -4,6 +4,7 @@ with where it is (:class:`Errors`), so that all of them are reported at once, be
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -88,3 +89,16 @@ def parse_range(text: object) -> tuple[dt.date, dt.date]:
     if start > end:
         raise ValueError(f"range {text!r} ends before it starts")
     return start, end
+
+
+def read_pattern(value: object, where: str, errors: Errors) -> str | None:
+    """A regular expression (``match`` of a rule or a drift group), or None (none given, or it
+    does not compile: the mistake is collected)."""
+    if value is None:
+        return None
+    try:
+        re.compile(str(value))
+    except re.error as exc:
+        errors.add(where, f"not a regular expression: {exc}")
+        return None
+    return str(value)

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 from pipeline.tables import Table
-from pipeline.validation.config_values import WARNING, Errors, read_names, read_number, read_severity, resolve_table
+from pipeline.validation.config_values import WARNING, Errors, read_names, read_number, read_pattern, read_severity, resolve_table
 from pipeline.validation.drift import DriftGroup, DriftSettings, Limit
 
 FEATURE_STORE = "nba_predictions.ml_feature_store"
@@ -67,13 +66,7 @@ def load_drift_settings(raw: Mapping[str, Any], tables: Mapping[str, Table], err
                 missing = [c for c in columns if c not in tables[full].schema]
                 if missing:
                     errors.add(where, f"{full} has no column(s) {missing}")
-        match = spec.get("match")
-        if match is not None:
-            try:
-                re.compile(match)
-            except re.error as exc:
-                errors.add(f"{where}.match", f"not a regular expression: {exc}")
-                match = None
+        match = read_pattern(spec.get("match"), f"{where}.match", errors)
         if not resolved:
             errors.add(where, "give `tables` (or `feature_groups`, the feature store's)")
         if not columns and not match:
