@@ -77,6 +77,7 @@ class RunSummary:
     # Table data that passed through the driver (inputs it read, rows and row hashes it got
     # back) against the size of the rows built: with worker-side I/O only the hashes pass.
     driver_bytes: int = 0
+    profile_bytes: int = 0  # the shards' column profiles (nba_orchestration.table_profile) the driver commits
     rows_bytes: int = 0
     worker_io: bool = False
     # Warehouse jobs the driver made during the run, by kind (BigQuery: what a run costs), and the
@@ -125,7 +126,7 @@ class RunSummary:
             where = "the workers read their inputs and staged their rows" if self.worker_io else "the driver read every shard's inputs and wrote its rows"
             console.print(
                 f"driver moved {size_text(self.driver_bytes)} of table data for {size_text(self.rows_bytes)} of rows built "
-                f"({self.driver_bytes / self.rows_bytes:.1%}): {where}",
+                f"({self.driver_bytes / self.rows_bytes:.1%}), and {size_text(self.profile_bytes)} of their column profiles: {where}",
                 highlight=False,
             )
         if self.jobs:

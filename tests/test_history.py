@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,11 +122,14 @@ def test_merged_quartiles_of_teams_cut_apart_stay_within_a_few_percent_of_rank()
 
 @pytest.mark.slow
 def test_the_main_command_records_its_run_and_profiles_every_table_and_date(main_command):
-    workdir, _ = main_command
+    workdir, output = main_command
     warehouse = workdir / "warehouse.duckdb"
     history = read_table(warehouse, "nba_orchestration.run_history")
-    assert history.height == 1
-    run = history.row(0, named=True)
+    # Its own row (other tests in this worker may have run read-only tasks on this warehouse since).
+    run_id = re.search(r"run (\d{8}T\d{6}-[0-9a-f]{4})", output)[1]
+    mine = history.filter(run_id=run_id)
+    assert mine.height == 1, history.select("run_id", "task")
+    run = mine.row(0, named=True)
     assert (run["task"], run["status"], run["exit_code"], run["error"]) == ("run", "ok", 0, None)
     assert run["ended_at"] > run["started_at"] and run["run_date"] == run["started_at"].date()
     assert "training.after_run=true" in json.loads(run["overrides"])

@@ -317,7 +317,9 @@ class Runner:
         """A shard's result is in: its rows go to the staging area at once if its unit is built
         in pieces, so that the driver holds no more than one piece."""
         unit.results[index] = result
-        self.summary.driver_bytes += sum(t.nbytes for t in (result.hashes, result.rows, result.profile) if t is not None)
+        self.summary.driver_bytes += sum(t.nbytes for t in (result.hashes, result.rows) if t is not None)
+        # The profile is a summary the driver commits (table_profile), not the table's rows: counted apart.
+        self.summary.profile_bytes += result.profile.nbytes if result.profile is not None else 0
         self.summary.rows_bytes += result.nbytes
         if result.staged is not None:
             unit.staged[index] = result.staged
